@@ -1,0 +1,428 @@
+//! Configuration: the typed `plughost.toml`, its defaults, CLI/environment overrides and validation.
+//!
+//! Defaults are the constants of the C server plughost replaces (10 requests at once, a
+//! 100-entry cache, a 1000-line log ring, port 9090, 10 plugins) and live here only, as named
+//! constants, so the README, `plughost config` and the code cannot disagree.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Port of the public listener (C server: `SERVER_PORT`).
+pub const DEFAULT_PORT: u16 = 9090;
+/// Requests processed at once (C server: `MAX_THREADS`).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 10;
+/// How long a request may wait for a processing slot before it gets 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open connections held at once; more wait in the kernel's accept backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// LRU cache entries (C server: `CACHE_CAPACITY`).
+pub const DEFAULT_CACHE_CAPACITY: usize = 100;
+/// Freshness of a cached response that states none itself.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Largest response body the cache keeps.
+pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: usize = 1024 * 1024;
+/// Log lines buffered between request tasks and the log thread (C server: its 1000-line ring).
+pub const DEFAULT_LOG_BUFFER: usize = 1000;
+/// Most plugins loaded, native and wasm together (C server: `MAX_PLUGINS`).
+pub const DEFAULT_MAX_PLUGINS: usize = 10;
+/// The admin listener: loopback only, so metrics and cache purges are not public by default.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091);
+/// How long in-flight requests may run on after SIGINT/SIGTERM.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line + headers); larger gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most request headers; more gets 431.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Largest request body; larger gets 413.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Time a client has to send a complete request head (stops slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The whole configuration, as read from `plughost.toml`. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Port of the public HTTP listener. 0 picks a free one (tests use this).
+    pub port: u16,
+    /// Address of the public HTTP listener.
+    pub bind: IpAddr,
+    /// Requests processed at once; the rest queue.
+    pub max_concurrency: usize,
+    /// Longest wait in the queue before 503 with `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Connections held open at once (idle keep-alive ones included).
+    pub max_connections: usize,
+    /// Entries in the response cache; 0 turns the cache off.
+    pub cache_capacity: usize,
+    /// Freshness of cached responses that carry no `max-age`.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Responses with larger bodies are not cached.
+    pub cache_max_entry_bytes: usize,
+    /// File the access log and the server log are appended to.
+    pub log_file: PathBuf,
+    /// Lines buffered for the log thread; past it lines are dropped and counted.
+    pub log_buffer: usize,
+    /// Also write every log line to stderr.
+    pub log_stderr: bool,
+    /// Log filter (`tracing` directives such as `info` or `plughost=debug`); `RUST_LOG` wins.
+    pub log_level: String,
+    /// Folder scanned for plugins.
+    pub plugins_dir: PathBuf,
+    /// Most plugins loaded, native and wasm together.
+    pub max_plugins: usize,
+    /// Admin listener (health, metrics, cache), or `off`.
+    pub admin: AdminAddr,
+    /// Grace period for in-flight requests at shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Most headers in one request.
+    pub max_headers: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a request head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Enables `/_debug/*` routes (sleep, log flood, panic) used by the tests. Never in production.
+    pub debug_routes: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            port: DEFAULT_PORT,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES,
+            log_file: PathBuf::from("plughost.log"),
+            log_buffer: DEFAULT_LOG_BUFFER,
+            log_stderr: true,
+            log_level: "info".to_owned(),
+            plugins_dir: PathBuf::from("plugins"),
+            max_plugins: DEFAULT_MAX_PLUGINS,
+            admin: AdminAddr(Some(DEFAULT_ADMIN)),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            debug_routes: false,
+        }
+    }
+}
+
+/// The admin listener's address; `off` disables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AdminAddr(pub Option<SocketAddr>);
+
+impl FromStr for AdminAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:9091 (or `off`)"))
+    }
+}
+
+impl TryFrom<String> for AdminAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<AdminAddr> for String {
+    fn from(a: AdminAddr) -> Self {
+        a.to_string()
+    }
+}
+
+impl fmt::Display for AdminAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// Values given on the command line or through `PLUGHOST_*` variables; they win over the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Config file [default: ./plughost.toml when present, else built-in defaults]
+    #[arg(long, global = true, env = "PLUGHOST_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Port of the public listener [default: 9090]
+    #[arg(long, global = true, env = "PLUGHOST_PORT")]
+    pub port: Option<u16>,
+    /// Address of the public listener [default: 0.0.0.0]
+    #[arg(long, global = true, env = "PLUGHOST_BIND")]
+    pub bind: Option<IpAddr>,
+    /// Admin listener address, or `off` [default: 127.0.0.1:9091]
+    #[arg(long, global = true, env = "PLUGHOST_ADMIN", value_name = "ADDR")]
+    pub admin: Option<AdminAddr>,
+    /// Folder scanned for plugins [default: ./plugins]
+    #[arg(long, global = true, env = "PLUGHOST_PLUGINS_DIR", value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Log file [default: ./plughost.log]
+    #[arg(long, global = true, env = "PLUGHOST_LOG_FILE", value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// A configuration that cannot be used; `main` exits with code 2 on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named with `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("{path}:{line}: {key}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// The key on that line.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A value parsed but is not usable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads the configuration: the file (explicit, else `./plughost.toml` if present, else
+    /// none), then the overrides, then validation.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let implicit = Path::new("plughost.toml");
+        let path = overrides
+            .config
+            .clone()
+            .or_else(|| implicit.exists().then(|| implicit.to_path_buf()));
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Self::parse(&text, &path)?
+            }
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; errors name the file, line and key in one line.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+            let line_text = text.lines().nth(line - 1).unwrap_or_default();
+            let key = line_text
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_owned();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                key,
+                message: e.message().trim().to_owned(),
+            }
+        })
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(port) = o.port {
+            self.port = port;
+        }
+        if let Some(bind) = o.bind {
+            self.bind = bind;
+        }
+        if let Some(admin) = o.admin {
+            self.admin = admin;
+        }
+        if let Some(dir) = &o.plugins_dir {
+            self.plugins_dir = dir.clone();
+        }
+        if let Some(file) = &o.log_file {
+            self.log_file = file.clone();
+        }
+    }
+
+    /// Rejects values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn at_least(key: &'static str, value: usize, min: usize) -> Result<(), ConfigError> {
+            if value < min {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be at least {min}, got {value}"),
+                });
+            }
+            Ok(())
+        }
+        at_least("max_concurrency", self.max_concurrency, 1)?;
+        at_least("max_connections", self.max_connections, 1)?;
+        at_least("log_buffer", self.log_buffer, 1)?;
+        at_least("max_headers", self.max_headers, 1)?;
+        // hyper's HTTP/1 reader needs at least 8 KiB of buffer.
+        at_least("max_header_bytes", self.max_header_bytes, 8192)?;
+        if self.max_concurrency > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::Invalid {
+                key: "max_concurrency",
+                reason: "is larger than the limiter supports".into(),
+            });
+        }
+        if self.max_plugins > 1000 {
+            return Err(ConfigError::Invalid {
+                key: "max_plugins",
+                reason: format!("must be at most 1000, got {}", self.max_plugins),
+            });
+        }
+        for (key, d) in [
+            ("queue_timeout", self.queue_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be longer than 0s".into(),
+                });
+            }
+        }
+        if self.log_file.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "log_file",
+                reason: "must name a file".into(),
+            });
+        }
+        if let Err(e) = self.log_level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                reason: format!("`{}` is not a log filter: {e}", self.log_level),
+            });
+        }
+        Ok(())
+    }
+
+    /// The public listener's address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The effective configuration as TOML, for `plughost config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("Config always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::parse(text, Path::new("plughost.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_file_gives_the_c_servers_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.port, 9090);
+        assert_eq!(c.max_concurrency, 10);
+        assert_eq!(c.cache_capacity, 100);
+        assert_eq!(c.log_buffer, 1000);
+        assert_eq!(c.max_plugins, 10);
+    }
+
+    #[test]
+    fn durations_read_as_human_text() {
+        let c = parse("queue_timeout = \"250ms\"\ncache_ttl = \"2m\"").unwrap();
+        assert_eq!(c.queue_timeout, Duration::from_millis(250));
+        assert_eq!(c.cache_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = parse("port = 8080\nprot = 1\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("plughost.toml:2: prot: unknown field `prot`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn port_out_of_range_is_named() {
+        let e = parse("\nport = 70000").unwrap_err().to_string();
+        assert!(e.starts_with("plughost.toml:2: port: "), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = parse("cache_capacity = \"many\"").unwrap_err().to_string();
+        assert!(e.starts_with("plughost.toml:1: cache_capacity: "), "{e}");
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let e = parse("max_concurrency = 0").unwrap_err().to_string();
+        assert_eq!(e, "max_concurrency: must be at least 1, got 0");
+    }
+
+    #[test]
+    fn admin_can_be_turned_off() {
+        assert_eq!(parse("admin = \"off\"").unwrap().admin, AdminAddr(None));
+        let e = parse("admin = \"nowhere\"").unwrap_err().to_string();
+        assert!(e.contains("admin: "), "{e}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let mut c = parse("port = 1000").unwrap();
+        c.apply(&Overrides {
+            port: Some(2000),
+            ..Default::default()
+        });
+        assert_eq!(c.port, 2000);
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,0 +1,79 @@
+//! Errors of one request, by who caused them, and the one place where they become responses.
+//!
+//! Response bodies say what happened in words a client can act on and never carry internal
+//! details (paths, backtraces); those go to the log.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+
+/// Who made a request fail.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The client: its request cannot be served as sent.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// plughost itself is at capacity; retrying later may succeed.
+    #[error("server busy: {0}")]
+    Overloaded(#[from] crate::limiter::Overloaded),
+    /// A bug in plughost (a panic in a handler, say).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Requests that cannot be served as sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Body larger than `max_body_bytes`.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The body could not be read (connection reset, malformed chunking).
+    #[error("request body could not be read")]
+    BadBody,
+    /// No route matches.
+    #[error("no route for {0}")]
+    NotFound(String),
+    /// A query parameter of a route is missing or malformed.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl RequestError {
+    /// The status code this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Client(ClientError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Client(ClientError::BadBody | ClientError::BadRequest(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Client(ClientError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response sent for this error.
+    pub fn into_response(self, retry_after_secs: u64) -> Response<Body> {
+        let status = self.status();
+        let text = match &self {
+            Self::Internal(_) => "internal server error\n".to_owned(),
+            other => format!("{other}\n"),
+        };
+        let mut resp = Response::new(body::full(Bytes::from(text)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if matches!(self, Self::Overloaded(_)) {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        resp
+    }
+}

@@ -1,0 +1,20 @@
+//! plughost: an HTTP server that hosts plugins.
+//!
+//! The library holds everything but the command line, so tests and benchmarks can drive the
+//! same code the binary runs. A request's path: [`server`] accepts it, [`pipeline`] runs it
+//! through the [`limiter`], the [`cache`] and the [`routes`], and [`logging`] writes its
+//! access-log line; [`admin`] serves health, metrics and cache control on its own listener.
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod body;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod limiter;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod routes;
+pub mod server;
+pub mod shutdown;

@@ -1,0 +1,315 @@
+//! One request's path through plughost: limiter → size checks → cache → route → response →
+//! access log and metrics. Callable without a socket, so it is tested directly.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::header::{AGE, CONTENT_LENGTH};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+
+use crate::body::{self, Body, BoxError};
+use crate::cache::{Cache, Entry};
+use crate::config::Config;
+use crate::error::{ClientError, RequestError};
+use crate::limiter::Limiter;
+use crate::logging::{self, Access};
+use crate::metrics::Metrics;
+use crate::routes::Router;
+
+/// The name of the header that says whether the cache answered.
+pub const X_CACHE: &str = "x-cache";
+
+/// Everything a request needs, shared by all connections.
+pub struct Pipeline {
+    /// Caps requests processed at once.
+    pub limiter: Limiter,
+    /// Stored GET responses.
+    pub cache: Cache,
+    router: Router,
+    metrics: Arc<Metrics>,
+    max_body_bytes: usize,
+}
+
+/// What the cache did for one request (the access log's `cache` field).
+#[derive(Clone, Copy)]
+enum CacheStatus {
+    Hit,
+    Miss,
+    /// Not cacheable, or the cache was not consulted.
+    None,
+}
+
+impl CacheStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::None => "-",
+        }
+    }
+}
+
+impl Pipeline {
+    /// Builds the pipeline from the configuration.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            limiter: Limiter::new(
+                config.max_concurrency,
+                config.queue_timeout,
+                metrics.clone(),
+            ),
+            cache: Cache::new(
+                config.cache_capacity,
+                config.cache_ttl,
+                config.cache_max_entry_bytes,
+                metrics.clone(),
+            ),
+            router: Router::new(config.debug_routes, config.max_body_bytes),
+            metrics,
+            max_body_bytes: config.max_body_bytes,
+        }
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Another handle on the shared metrics.
+    pub fn clone_metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Answers one request. Never fails: errors, and panics in handlers, become responses.
+    pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let (parts, body) = req.into_parts();
+        let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
+        let processed = AssertUnwindSafe(self.process(parts, body))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, method = %method, uri = %uri, "request handler panicked");
+                Err(RequestError::Internal(what))
+            });
+        let (resp, cache) = match processed {
+            Ok(ok) => ok,
+            Err(e) => {
+                if let RequestError::Overloaded(_) = e {
+                    tracing::debug!(error = %e, "request refused");
+                }
+                (
+                    e.into_response(self.limiter.retry_after_secs()),
+                    CacheStatus::None,
+                )
+            }
+        };
+        let duration = start.elapsed();
+        self.metrics
+            .observe_request(resp.status().as_u16(), duration.as_secs_f64());
+        logging::access(&Access {
+            client,
+            method: &method,
+            target: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            version,
+            status: resp.status(),
+            bytes: resp.body().size_hint().exact().unwrap_or(0),
+            duration,
+            cache: cache.as_str(),
+        });
+        resp
+    }
+
+    async fn process<B>(
+        &self,
+        parts: Parts,
+        body: B,
+    ) -> Result<(Response<Body>, CacheStatus), RequestError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let _permit = self.limiter.acquire().await?;
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(ClientError::BodyTooLarge {
+                limit: self.max_body_bytes,
+            }
+            .into());
+        }
+        let Some(policy) = self.cache.request_policy(&parts) else {
+            let req = Request::from_parts(parts, body::limited(body, self.max_body_bytes));
+            return Ok((self.router.route(req).await?, CacheStatus::None));
+        };
+        let key = Cache::key(&parts);
+        if policy.lookup
+            && let Some(entry) = self.cache.get(&key)
+        {
+            return Ok((hit(&entry), CacheStatus::Hit));
+        }
+        let req = Request::from_parts(parts, body::limited(body, self.max_body_bytes));
+        let mut resp = self.router.route(req).await?;
+        if policy.store
+            && let Some(ttl) = self.cache.admit(
+                resp.status(),
+                resp.headers(),
+                resp.body().size_hint().exact(),
+            )
+        {
+            let (head, body) = resp.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|_| RequestError::Internal("response body failed".into()))?
+                .to_bytes();
+            self.cache
+                .put(key, head.status, head.headers.clone(), bytes.clone(), ttl);
+            resp = Response::from_parts(head, body::full(bytes));
+        }
+        resp.headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static("miss"));
+        Ok((resp, CacheStatus::Miss))
+    }
+}
+
+/// A response built from a cache entry (HEAD requests get the same head; hyper omits the body).
+fn hit(entry: &Entry) -> Response<Body> {
+    let mut resp = Response::new(body::full(entry.body.clone()));
+    *resp.status_mut() = entry.status;
+    *resp.headers_mut() = entry.headers.clone();
+    resp.headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static("hit"));
+    resp.headers_mut()
+        .insert(AGE, HeaderValue::from(entry.age(Instant::now()).as_secs()));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+    use std::time::Duration;
+
+    fn pipeline(edit: impl FnOnce(&mut Config)) -> Pipeline {
+        let mut config = Config {
+            debug_routes: true,
+            ..Config::default()
+        };
+        edit(&mut config);
+        Pipeline::new(&config, Arc::new(Metrics::new()))
+    }
+
+    fn client() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    async fn get(p: &Pipeline, uri: &str) -> Response<Body> {
+        let req = Request::get(uri)
+            .header("host", "test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        p.handle(req, client()).await
+    }
+
+    fn x_cache(r: &Response<Body>) -> &str {
+        r.headers().get(X_CACHE).map_or("", |v| v.to_str().unwrap())
+    }
+
+    #[tokio::test]
+    async fn default_page_misses_then_hits() {
+        let p = pipeline(|_| {});
+        let first = get(&p, "/").await;
+        assert_eq!(first.status(), 200);
+        assert_eq!(x_cache(&first), "miss");
+        let second = get(&p, "/").await;
+        assert_eq!(x_cache(&second), "hit");
+        let body = second.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.starts_with(b"plughost "));
+    }
+
+    #[tokio::test]
+    async fn panics_become_500_and_free_the_permit() {
+        let p = pipeline(|c| c.max_concurrency = 1);
+        let r = get(&p, "/_debug/panic").await;
+        assert_eq!(r.status(), 500);
+        assert_eq!(p.limiter.available(), 1);
+        assert_eq!(get(&p, "/").await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn queue_timeout_gives_503_with_retry_after() {
+        let p = Arc::new(pipeline(|c| {
+            c.max_concurrency = 1;
+            c.queue_timeout = Duration::from_millis(50);
+        }));
+        let p2 = p.clone();
+        let slow = tokio::spawn(async move { get(&p2, "/_debug/sleep?ms=300").await.status() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let refused = get(&p, "/").await;
+        assert_eq!(refused.status(), 503);
+        assert!(refused.headers().contains_key("retry-after"));
+        assert_eq!(slow.await.unwrap(), 200);
+        assert_eq!(p.limiter.available(), 1);
+    }
+
+    #[tokio::test]
+    async fn declared_oversize_body_is_413_without_reading() {
+        let p = pipeline(|c| c.max_body_bytes = 10);
+        let req = Request::post("/_debug/body")
+            .header("content-length", "11")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                b"12345678901",
+            )))
+            .unwrap();
+        assert_eq!(p.handle(req, client()).await.status(), 413);
+    }
+
+    #[tokio::test]
+    async fn undeclared_oversize_body_is_413_when_read() {
+        let p = pipeline(|c| c.max_body_bytes = 10);
+        let req = Request::post("/_debug/body")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                b"12345678901",
+            )))
+            .unwrap();
+        assert_eq!(p.handle(req, client()).await.status(), 413);
+    }
+
+    #[tokio::test]
+    async fn no_store_responses_are_fetched_every_time() {
+        let p = pipeline(|_| {});
+        let uri = "/_debug/respond?size=3&cache-control=no-store";
+        let a = get(&p, uri).await;
+        let b = get(&p, uri).await;
+        assert_eq!((x_cache(&a), x_cache(&b)), ("miss", "miss"));
+        assert_ne!(
+            a.headers()["x-response-number"],
+            b.headers()["x-response-number"]
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_route_is_404() {
+        let p = pipeline(|c| c.debug_routes = false);
+        assert_eq!(get(&p, "/_debug/sleep").await.status(), 404);
+    }
+}

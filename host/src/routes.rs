@@ -1,0 +1,152 @@
+//! Routing: which handler produces the response for a request that passed the limiter and
+//! missed the cache. Today: the default page, and the `/_debug/*` routes the tests drive when
+//! `debug_routes = true` (off by default: they sleep, flood the log and panic on request).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError};
+
+use crate::body::{self, Body};
+use crate::error::{ClientError, RequestError};
+
+/// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
+const DEBUG_MAX_SIZE: usize = 64 * 1024 * 1024;
+
+/// Maps a request to the handler that answers it.
+pub struct Router {
+    debug_routes: bool,
+    max_body_bytes: usize,
+    /// The default page, rendered once: it only changes when plugins do.
+    index: Bytes,
+}
+
+impl Router {
+    /// A router; `debug_routes` enables `/_debug/*`.
+    pub fn new(debug_routes: bool, max_body_bytes: usize) -> Self {
+        let index = format!(
+            "plughost {}\nAn HTTP server that hosts native and WebAssembly plugins.\n\nplugins loaded: none\n",
+            env!("CARGO_PKG_VERSION"),
+        );
+        Self {
+            debug_routes,
+            max_body_bytes,
+            index: Bytes::from(index),
+        }
+    }
+
+    /// Produces the response for `req`.
+    pub async fn route(&self, req: Request<Body>) -> Result<Response<Body>, RequestError> {
+        let path = req.uri().path();
+        if path == "/" {
+            return Ok(text(StatusCode::OK, self.index.clone()));
+        }
+        if self.debug_routes && path.starts_with("/_debug/") {
+            return self.debug(req).await;
+        }
+        Err(ClientError::NotFound(path.to_owned()).into())
+    }
+}
+
+fn text(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Value of query parameter `name`, if present.
+fn query<'a>(req: &'a Request<Body>, name: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+fn number(req: &Request<Body>, name: &str) -> Result<u64, RequestError> {
+    query(req, name)
+        .unwrap_or("0")
+        .parse()
+        .map_err(|_| ClientError::BadRequest("query parameter is not a number").into())
+}
+
+/// Reads a whole request body, mapping an over-limit body to 413.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
+    match body.collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(match e.downcast_ref::<LengthLimitError>() {
+            Some(_) => ClientError::BodyTooLarge { limit }.into(),
+            None => ClientError::BadBody.into(),
+        }),
+    }
+}
+
+impl Router {
+    async fn debug(&self, req: Request<Body>) -> Result<Response<Body>, RequestError> {
+        let name = req.uri().path()["/_debug/".len()..].to_owned();
+        let no_store = |mut r: Response<Body>| {
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        };
+        match name.as_str() {
+            // Holds a processing slot for `ms` milliseconds.
+            "sleep" => {
+                let ms = number(&req, "ms")?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(no_store(text(
+                    StatusCode::OK,
+                    format!("slept {ms} ms\n").into(),
+                )))
+            }
+            // Emits `lines` log lines as fast as it can.
+            "log" => {
+                let lines = number(&req, "lines")?;
+                for i in 0..lines {
+                    tracing::info!(target: "plughost::flood", i, "flood line");
+                }
+                Ok(no_store(text(
+                    StatusCode::OK,
+                    format!("logged {lines} lines\n").into(),
+                )))
+            }
+            "panic" => panic!("panic requested through /_debug/panic"),
+            // Reads the request body and answers with its length.
+            "body" => {
+                let body = read_body(req.into_body(), self.max_body_bytes).await?;
+                Ok(no_store(text(
+                    StatusCode::OK,
+                    format!("{} bytes\n", body.len()).into(),
+                )))
+            }
+            // A response shaped by the query: `size` bytes, `cache-control` as given, a counter
+            // so tests can tell a fresh response from a cached one.
+            "respond" => {
+                let size = number(&req, "size")? as usize;
+                if size > DEBUG_MAX_SIZE {
+                    return Err(ClientError::BadRequest("size too large").into());
+                }
+                let mut resp = text(StatusCode::OK, Bytes::from(vec![b'x'; size]));
+                if let Some(cc) = query(&req, "cache-control") {
+                    let cc = cc.replace("%20", " ").replace("%2C", ",");
+                    let v = HeaderValue::try_from(cc)
+                        .map_err(|_| ClientError::BadRequest("bad cache-control"))?;
+                    resp.headers_mut().insert(CACHE_CONTROL, v);
+                }
+                let n = RESPONDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                resp.headers_mut()
+                    .insert("x-response-number", HeaderValue::from(n));
+                Ok(resp)
+            }
+            _ => Err(ClientError::NotFound(req.uri().path().to_owned()).into()),
+        }
+    }
+}
+
+/// Responses made by `/_debug/respond`, so a test sees whether the origin was reached.
+static RESPONDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
