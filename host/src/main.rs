@@ -62,9 +62,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let public = server::bind(config.listen_addr()).await?;
+        let public = server::bind(config.listen_addr())?;
         let admin_listener = match config.admin.0 {
-            Some(addr) => Some(server::bind(addr).await?),
+            Some(addr) => Some(server::bind(addr)?),
             None => None,
         };
         let pipeline = Arc::new(Pipeline::new(&config, Arc::new(Metrics::new())));

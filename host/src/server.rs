@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -55,15 +55,30 @@ pub enum BindError {
     },
 }
 
+/// Connections the kernel completes and queues before plughost accepts them. tokio's default
+/// (128) overflows under a burst of new connections, and each overflow costs the client a
+/// 1 s SYN retransmit; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Opens a listening socket on `addr`.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::AddrInUse => BindError::InUse { addr },
-            io::ErrorKind::PermissionDenied => BindError::PermissionDenied { addr },
-            _ => BindError::Other { addr, source },
-        })
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // Lets a restarted plughost bind while old connections sit in TIME_WAIT. (On Windows
+        // the flag would let another process steal the port, so it is Unix only.)
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => BindError::InUse { addr },
+        io::ErrorKind::PermissionDenied => BindError::PermissionDenied { addr },
+        _ => BindError::Other { addr, source },
+    })
 }
 
 /// Per-connection settings shared by every connection of one listener.

@@ -1,1 +1,281 @@
-//! Shared helpers for the end-to-end tests.
+//! The one helper every end-to-end test starts plughost through: a temp dir, a config file,
+//! port 0 (the bound addresses are read from the start-up lines, so tests never race for a
+//! free port), and a child process killed when the helper is dropped.
+//!
+//! The binary is the one `cargo build -p plughost` made in this workspace's target dir
+//! (`make test` builds it first), or the one named by `PLUGHOST_BIN`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Keys the helper sets unless the test's config sets them itself.
+const BASE_CONFIG: &[(&str, &str)] = &[
+    ("port", "0"),
+    ("bind", "\"127.0.0.1\""),
+    ("admin", "\"127.0.0.1:0\""),
+    ("log_stderr", "false"),
+    ("debug_routes", "true"),
+];
+
+/// Path of the plughost binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PLUGHOST_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/plughost
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(format!("plughost{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p plughost` first (`make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running plughost, killed on drop.
+pub struct Plughost {
+    child: Child,
+    /// The public listener.
+    pub addr: SocketAddr,
+    /// The admin listener, unless the config turned it off.
+    pub admin: Option<SocketAddr>,
+    /// Working directory (config, log file, plugins).
+    pub dir: TempDir,
+}
+
+impl Plughost {
+    /// Starts plughost with `config` (TOML) added to the helper's base keys, and waits for
+    /// its start-up lines.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config)
+    }
+
+    /// Like [`Plughost::start`], in a directory the test has prepared (plugins, say).
+    pub fn start_in(dir: TempDir, config: &str) -> Self {
+        let path = dir.path().join("plughost.toml");
+        std::fs::write(&path, full_config(config, dir.path())).expect("write config");
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stderr.txt")).expect("stderr file"),
+            ))
+            .spawn()
+            .expect("start plughost");
+        let admin_expected = !config.contains("admin = \"off\"");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while addr.is_none() || (admin_expected && admin.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let stderr = std::fs::read_to_string(dir.path().join("stderr.txt"));
+                panic!("plughost did not start; stderr: {stderr:?}");
+            };
+            if let Some(a) = line.strip_prefix("plughost listening on http://") {
+                addr = Some(a.parse().expect("address"));
+            } else if let Some(a) = line.strip_prefix("plughost admin listening on http://") {
+                admin = Some(a.parse().expect("admin address"));
+            }
+        }
+        Self {
+            child,
+            addr: addr.expect("address"),
+            admin,
+            dir,
+        }
+    }
+
+    /// URL of `path` on the public listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// URL of `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("admin listener"))
+    }
+
+    /// The log file's text so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("plughost.log")).unwrap_or_default()
+    }
+
+    /// One metric's value from `/metrics` (the sum over its label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric_value(&text, name)
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plughost did not exit in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Plughost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn full_config(config: &str, dir: &Path) -> String {
+    let mut text = String::new();
+    let sets = |key: &str| {
+        config
+            .lines()
+            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+    };
+    for (key, value) in BASE_CONFIG {
+        if !sets(key) {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    if !sets("log_file") {
+        let log = dir.join("plughost.log");
+        text.push_str(&format!("log_file = {:?}\n", log.display().to_string()));
+    }
+    text.push_str(config);
+    text.push('\n');
+    text
+}
+
+/// Sum of a metric's samples in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Runs the binary with `args` in `dir` and returns its output (for CLI and start-up errors).
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plughost");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("plughost {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Sends raw bytes over a new TCP connection and returns everything read until the server
+/// closes it or `timeout` passes.
+pub fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status code of the first response in raw HTTP/1 text, 0 if there is none.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Asserts that no request is in flight and every processing slot is free.
+pub async fn assert_no_leaks(server: &Plughost, slots: f64) {
+    // The last response may be sent a moment before its permit is dropped.
+    for _ in 0..50 {
+        if server.metric("plughost_inflight_requests").await == 0.0
+            && server.metric("plughost_limiter_permits_available").await == slots
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "leak: inflight={}, permits available={} of {slots}",
+        server.metric("plughost_inflight_requests").await,
+        server.metric("plughost_limiter_permits_available").await
+    );
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` from `stream`: (status, head, body).
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    Ok((status_of(&head), head, body))
+}

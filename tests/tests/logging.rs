@@ -1,0 +1,114 @@
+//! The async logger: access lines, drops under a flood, and the flush at SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use plughost_e2e::Plughost;
+
+#[tokio::test]
+async fn every_request_writes_an_access_line() {
+    let server = Plughost::start("");
+    reqwest::get(server.url("/?from=test")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        if let Some(l) = server.log().lines().find(|l| l.contains("access:")) {
+            break l.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line in {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // RFC 3339 time first, then the fields.
+    let time = line.split_whitespace().next().unwrap();
+    assert!(
+        time.len() >= 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+        "{line}"
+    );
+    for field in [
+        "client=127.0.0.1:",
+        "method=GET",
+        "target=\"/?from=test\"",
+        "version=HTTP/1.1",
+        "status=200",
+        "bytes=",
+        "duration_us=",
+        "cache=\"miss\"",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+}
+
+/// A flood of log lines far over the buffer: requests are still served, the lines that do not
+/// fit are dropped and counted, and no line is both dropped and written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_drops_and_counts_lines_without_blocking_requests() {
+    const FLOOD: u64 = 300_000;
+    let server = Plughost::start("log_buffer = 16\nlog_stderr = true");
+    let flood = tokio::spawn(reqwest::get(
+        server.url(&format!("/_debug/log?lines={FLOOD}")),
+    ));
+    let mut served = 0;
+    while !flood.is_finished() {
+        let r = reqwest::get(server.url("/")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        served += 1;
+    }
+    assert_eq!(flood.await.unwrap().unwrap().status(), 200);
+    assert!(served > 0);
+    let dropped = server.metric("plughost_log_dropped_total").await;
+    assert!(dropped > 0.0, "nothing dropped with a 16-line buffer");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = server.log().matches("flood line").count() as u64;
+    assert!(
+        written < FLOOD,
+        "every line written: the buffer never filled"
+    );
+    assert!(
+        written as f64 + dropped >= FLOOD as f64,
+        "{written} written + {dropped} dropped < {FLOOD}"
+    );
+}
+
+/// SIGTERM while requests are processed: they complete with 200, plughost exits 0, and their
+/// access lines are in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_open_requests_and_flushes_their_log_lines() {
+    let mut server = Plughost::start("");
+    let client = reqwest::Client::new();
+    let open: Vec<_> = (0..5)
+        .map(|i| {
+            tokio::spawn(
+                client
+                    .get(server.url(&format!("/_debug/sleep?ms=800&n={i}")))
+                    .send(),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("plughost_inflight_requests").await < 5.0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.signal(libc::SIGTERM);
+    for r in open {
+        let r = r.await.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "slept 800 ms\n");
+    }
+    let status = tokio::task::block_in_place(|| server.wait(Duration::from_secs(10)));
+    assert!(status.success(), "{status:?}");
+    let log = server.log();
+    for i in 0..5 {
+        let target = format!("target=\"/_debug/sleep?ms=800&n={i}\"");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&target) && l.contains("status=200")),
+            "no access line for request {i} in\n{log}"
+        );
+    }
+    assert!(log.contains("plughost stopped"));
+    // New connections are refused once it is gone.
+    assert!(std::net::TcpStream::connect(server.addr).is_err());
+}

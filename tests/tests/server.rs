@@ -1,0 +1,88 @@
+//! The public listener: default route, HTTP/1.1 keep-alive, HTTP/2 cleartext, many idle
+//! connections.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use plughost_e2e::{Plughost, read_response};
+
+#[tokio::test]
+async fn default_route_names_server_and_version() {
+    let server = Plughost::start("");
+    let resp = reqwest::get(server.url("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.starts_with(&format!("plughost {}", env!("CARGO_PKG_VERSION"))),
+        "{body}"
+    );
+    assert!(body.contains("plugins loaded: none"), "{body}");
+}
+
+#[tokio::test]
+async fn unknown_path_is_404() {
+    let server = Plughost::start("");
+    let resp = reqwest::get(server.url("/nothing/here")).await.unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = Plughost::start("");
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..3 {
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let (status, head, body) = read_response(&mut conn).unwrap();
+        assert_eq!(status, 200, "{head}");
+        assert!(body.starts_with(b"plughost "));
+    }
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_served() {
+    let server = Plughost::start("");
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+}
+
+/// Connections are not limited by the 10 processing slots: 10,000 idle keep-alive connections
+/// stay open and each can still be used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_ten_thousand_idle_keep_alive_connections() {
+    const N: usize = 10_000;
+    rlimit::increase_nofile_limit(2 * N as u64 + 1000).unwrap();
+    let server = Plughost::start("");
+    let addr = server.addr;
+    let mut conns = tokio::task::spawn_blocking(move || {
+        let mut conns = Vec::with_capacity(N);
+        for _ in 0..N {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            conns.push(c);
+        }
+        for c in &mut conns {
+            assert_eq!(read_response(c).unwrap().0, 200);
+        }
+        conns
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.metric("plughost_connections").await, N as f64);
+    for c in [conns.first_mut().unwrap()] {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert_eq!(read_response(c).unwrap().0, 200);
+    }
+    let last = conns.last_mut().unwrap();
+    last.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(last).unwrap().0, 200);
+}
