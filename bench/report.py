@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw wrk figures into the markdown table `make bench` prints.
+
+Usage: report.py RAW_TSV IDLE_RSS_KIB DURATION ROUNDS CONNS
+"""
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+
+
+def micros(text):
+    """wrk latency ('812.00us', '1.20ms', '2.1s') in microseconds."""
+    for unit, scale in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float("nan")
+
+
+def main():
+    raw, idle_rss, duration, rounds, conns = sys.argv[1:6]
+    runs = defaultdict(list)
+    with open(raw) as f:
+        for line in f:
+            _, system, rps, p50, p99, errors = (line.rstrip("\n").split("\t") + [""])[:6]
+            runs[system].append((float(rps), micros(p50), micros(p99), errors.strip()))
+    med = {
+        s: tuple(statistics.median(r[i] for r in rs) for i in range(3))
+        for s, rs in runs.items()
+    }
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+        "unknown",
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(f"## plughost bench, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
+    print()
+    print(
+        f"Machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
+        f"{cpu}, Linux {platform.release()}. wrk -t2 -c{conns}, {duration} s per run, "
+        f"{rounds} rounds alternating; medians over the rounds."
+    )
+    print()
+    print("| system | req/s (median) | p50 µs | p99 µs | errors |")
+    print("|---|---:|---:|---:|---|")
+    for s, (rps, p50, p99) in med.items():
+        errs = "; ".join(sorted({r[3] for r in runs[s] if r[3]})) or "none"
+        print(f"| {s} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {errs} |")
+    print()
+    print("| target | measured | met |")
+    print("|---|---:|---|")
+
+    def ratio(a, b, target, label):
+        if a in med and b in med:
+            r = med[a][0] / med[b][0]
+            print(f"| {label} ≥ {target}× | {r:.2f}× | {'met' if r >= target else 'NOT met'} |")
+
+    ratio("plughost-route", "nginx", 1.0, "default route vs nginx `return 200`")
+    ratio("plughost-hit", "hyper-hello", 0.95, "cache hit vs bare hyper")
+    mib = int(idle_rss) / 1024
+    print(f"| idle RSS ≤ 10 MB | {mib:.1f} MiB | {'met' if mib <= 10 else 'NOT met'} |")
+
+
+if __name__ == "__main__":
+    main()

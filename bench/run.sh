@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# make bench: plughost against its references, in one run, on loopback only.
+#
+# Systems under test, each driven by wrk (64 connections, 2 threads) in turn, A B C D A B C D ...
+# for BENCH_ROUNDS rounds, so the machine's drift falls on all of them alike:
+#   plughost-route  plughost with the cache off: every request runs the default route
+#   plughost-hit    plughost with the default cache: every request after the first is a hit
+#   nginx           Debian's nginx, `return 200` with the same body, 2 workers, buffered access log
+#   hyper-hello     a bare hyper 1.x hello world (bench/src/hyper_hello.rs): the ceiling
+# Medians over the rounds are reported with the ratios the core issue targets.
+#
+# Environment: BENCH_QUICK=1 (3 s runs), BENCH_DURATION (seconds per run), BENCH_ROUNDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=${BENCH_QUICK:-0}
+DURATION=${BENCH_DURATION:-$([ "$QUICK" = 1 ] && echo 3 || echo 10)}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=64
+RESULTS=bench/results
+WORK=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { # need COMMAND DEBIAN_PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return
+    if [ "$(id -u)" = 0 ]; then
+        echo "bench: installing $2"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+        # Debian starts the packaged nginx on port 80; the bench runs its own.
+        [ "$2" = nginx-light ] && { systemctl stop nginx 2>/dev/null || pkill -x nginx || true; }
+    else
+        echo "bench: $1 is missing; install it with: sudo apt-get install $2" >&2
+        exit 1
+    fi
+}
+need wrk wrk
+need nginx nginx-light
+NGINX=$(command -v nginx)
+
+cargo build --release -q -p plughost -p plughost-bench
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start NAME PATTERN COMMAND...: runs COMMAND, waits for a stdout line "PATTERN ADDR", prints ADDR.
+start() {
+    local name=$1 pattern=$2; shift 2
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    PIDS+=($!)
+    echo $! >"$WORK/$name.pid"
+    for _ in $(seq 100); do
+        local addr
+        addr=$(sed -n "s|^$pattern http://||p" "$WORK/$name.out" | head -n1)
+        [ -n "$addr" ] && { echo "$addr"; return; }
+        sleep 0.1
+    done
+    echo "bench: $name did not start: $(cat "$WORK/$name.err")" >&2
+    exit 1
+}
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+plughost_config() { # plughost_config NAME EXTRA_TOML
+    cat >"$WORK/$1.toml" <<EOF
+port = 0
+bind = "127.0.0.1"
+admin = "off"
+log_file = "$WORK/$1.log"
+log_stderr = false
+$2
+EOF
+}
+
+plughost_config plughost-route "cache_capacity = 0"
+plughost_config plughost-hit ""
+ROUTE=$(start plughost-route "plughost listening on" target/release/plughost --config "$WORK/plughost-route.toml")
+HIT=$(start plughost-hit "plughost listening on" target/release/plughost --config "$WORK/plughost-hit.toml")
+HYPER=$(start hyper-hello "listening on" target/release/hyper-hello 127.0.0.1:0)
+
+NGINX_PORT=$(free_port)
+BODY=$(curl -s "http://$HIT/")
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 2;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log $WORK/nginx/access.log combined buffer=64k;
+    client_body_temp_path $WORK/nginx;
+    proxy_temp_path $WORK/nginx;
+    fastcgi_temp_path $WORK/nginx;
+    uwsgi_temp_path $WORK/nginx;
+    scgi_temp_path $WORK/nginx;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            default_type "text/plain; charset=utf-8";
+            return 200 "$(printf '%s' "$BODY" | sed 's/"/\\"/g')\n";
+        }
+    }
+}
+EOF
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' 2>"$WORK/nginx.err" &
+PIDS+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NGINX_PORT/" >/dev/null && break; sleep 0.1; done
+
+sleep 1
+IDLE_RSS=$(rss_kib "$(cat "$WORK/plughost-hit.pid")")
+
+declare -A URL=(
+    [plughost-route]="http://$ROUTE/"
+    [plughost-hit]="http://$HIT/"
+    [nginx]="http://127.0.0.1:$NGINX_PORT/"
+    [hyper-hello]="http://$HYPER/"
+)
+ORDER=(plughost-route plughost-hit nginx hyper-hello)
+
+echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
+RAW="$WORK/raw.tsv"
+for round in $(seq "$ROUNDS"); do
+    for sys in "${ORDER[@]}"; do
+        out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${URL[$sys]}")
+        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+        p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+        p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+        errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$sys" "$rps" "$p50" "$p99" "$errs" >>"$RAW"
+        printf '  round %s  %-15s %10s req/s  p50 %-8s p99 %-8s %s\n' "$round" "$sys" "$rps" "$p50" "$p99" "$errs"
+    done
+done
+
+mkdir -p "$RESULTS"
+python3 bench/report.py "$RAW" "$IDLE_RSS" "$DURATION" "$ROUNDS" "$CONNS" | tee "$RESULTS/latest.md"
