@@ -1,5 +1,6 @@
 //! The admin API, on its own listener (loopback by default): `GET /healthz`, `GET /metrics`
-//! (Prometheus/OpenMetrics text), `GET /cache` (JSON stats) and `DELETE /cache` (purge).
+//! (Prometheus/OpenMetrics text), `GET /cache` (JSON stats), `DELETE /cache` (purge) and
+//! `GET /plugins` (loaded plugins with their counters, JSON).
 
 use std::sync::Arc;
 
@@ -46,12 +47,13 @@ impl Admin {
                 )
             }
             "/cache" if method == Method::GET => json(&self.pipeline.cache.stats()),
+            "/plugins" if method == Method::GET => json(&self.pipeline.plugins.info()),
             "/cache" if method == Method::DELETE => {
                 let purged = self.pipeline.cache.purge();
                 tracing::info!(purged, "cache purged through the admin API");
                 json(&serde_json::json!({ "purged": purged }))
             }
-            "/healthz" | "/metrics" => not_allowed("GET"),
+            "/healthz" | "/metrics" | "/plugins" => not_allowed("GET"),
             "/cache" => not_allowed("GET, DELETE"),
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
@@ -108,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn health_metrics_and_cache_answer() {
-        let pipeline = Arc::new(Pipeline::new(&Config::default(), Arc::new(Metrics::new())));
+        let pipeline = Arc::new(Pipeline::new(&Config::default(), Arc::new(Metrics::new()), Arc::default()));
         let admin = Admin::new(pipeline, None);
         assert_eq!(
             call(&admin, Method::GET, "/healthz").await,

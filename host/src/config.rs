@@ -42,6 +42,16 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Time a client has to send a complete request head (stops slowloris).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// CPU time one wasm plugin call may take before it traps.
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// Linear memory one wasm plugin instance may grow to.
+pub const DEFAULT_PLUGIN_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Failures within `failure_window` that put a plugin in backoff.
+pub const DEFAULT_PLUGIN_FAILURE_THRESHOLD: u32 = 5;
+/// Window in which plugin failures are counted.
+pub const DEFAULT_PLUGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// How long a failing plugin is skipped before it is called again.
+pub const DEFAULT_PLUGIN_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The whole configuration, as read from `plughost.toml`. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +103,157 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Enables `/_debug/*` routes (sleep, log flood, panic) used by the tests. Never in production.
     pub debug_routes: bool,
+    /// Where compiled wasm plugins are cached between runs, or `""` for no cache.
+    pub wasm_cache_dir: PathBuf,
+    /// Plugins to load, in chain order. Empty: every `*.wasm` in `plugins_dir`, as filters.
+    pub plugins: Vec<PluginConfig>,
+    /// Path prefixes answered by responder plugins, longest prefix first.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name in logs, metrics and routes.
+    pub name: String,
+    /// The component, relative to `plugins_dir` unless absolute.
+    pub file: PathBuf,
+    /// `filter` (runs on every request) or `responder` (answers its routes).
+    #[serde(default)]
+    pub kind: PluginKind,
+    /// Passed to `plugin-init` as a JSON object.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Instance reuse: `pooled` (kept across requests) or `fresh` (one instance per request).
+    #[serde(default)]
+    pub reuse: Reuse,
+    /// With `pooled`: recycle an instance after this many requests (bounds leaks).
+    #[serde(default)]
+    pub max_requests: Option<u64>,
+    /// Instances that may run at once [default: max_concurrency]. `1` serializes calls, so
+    /// state in the instance (a rate limiter's buckets) is exact.
+    #[serde(default)]
+    pub instances: Option<usize>,
+    /// CPU time one call may take [default: 100ms].
+    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear memory one instance may use, in bytes [default: 64 MiB].
+    #[serde(default = "default_plugin_memory")]
+    pub max_memory_bytes: usize,
+    /// What a failed call does to its request: `fail` (500) or `continue` (as if absent).
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Directories the plugin may open. None by default.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Failures within `failure_window` that start a backoff [default: 5].
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// [default: 10s]
+    #[serde(default = "default_failure_window", with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// How long the plugin is skipped once in backoff [default: 5s].
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+fn default_plugin_timeout() -> Duration {
+    DEFAULT_PLUGIN_TIMEOUT
+}
+fn default_plugin_memory() -> usize {
+    DEFAULT_PLUGIN_MEMORY_BYTES
+}
+fn default_failure_threshold() -> u32 {
+    DEFAULT_PLUGIN_FAILURE_THRESHOLD
+}
+fn default_failure_window() -> Duration {
+    DEFAULT_PLUGIN_FAILURE_WINDOW
+}
+fn default_backoff() -> Duration {
+    DEFAULT_PLUGIN_BACKOFF
+}
+
+impl PluginConfig {
+    /// A filter with every default, as loaded from a bare `*.wasm` in `plugins_dir`.
+    pub fn filter(name: String, file: PathBuf) -> Self {
+        Self {
+            name,
+            file,
+            kind: PluginKind::Filter,
+            config: toml::Table::new(),
+            reuse: Reuse::Pooled,
+            max_requests: None,
+            instances: None,
+            timeout: DEFAULT_PLUGIN_TIMEOUT,
+            max_memory_bytes: DEFAULT_PLUGIN_MEMORY_BYTES,
+            on_error: OnError::Fail,
+            grants: Vec::new(),
+            failure_threshold: DEFAULT_PLUGIN_FAILURE_THRESHOLD,
+            failure_window: DEFAULT_PLUGIN_FAILURE_WINDOW,
+            backoff: DEFAULT_PLUGIN_BACKOFF,
+        }
+    }
+}
+
+/// Where a plugin runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// On every request, in chain order, before the cache.
+    #[default]
+    Filter,
+    /// On the requests of its `[[routes]]`.
+    Responder,
+}
+
+/// Instance reuse policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reuse {
+    /// Instances are kept and reused across requests.
+    #[default]
+    Pooled,
+    /// A new instance for every request: no state survives a request.
+    Fresh,
+}
+
+/// What a failed plugin call does to its request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The request gets 500.
+    #[default]
+    Fail,
+    /// The request goes on as if the plugin were absent.
+    Continue,
+}
+
+/// A directory a plugin may open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Where the plugin sees it, e.g. `/data`.
+    pub guest: String,
+    /// Refuse writes [default: true].
+    #[serde(default = "yes")]
+    pub read_only: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, e.g. `/hello`; matches `/hello` and `/hello/...`.
+    pub prefix: String,
+    /// The responder plugin answering it.
+    pub plugin: String,
 }
 
 impl Default for Config {
@@ -119,6 +280,9 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             debug_routes: false,
+            wasm_cache_dir: PathBuf::from(".plughost-cache"),
+            plugins: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -328,11 +492,62 @@ impl Config {
                 reason: "must name a file".into(),
             });
         }
+        self.validate_plugins()?;
         if let Err(e) = self.log_level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(ConfigError::Invalid {
                 key: "log_level",
                 reason: format!("`{}` is not a log filter: {e}", self.log_level),
             });
+        }
+        Ok(())
+    }
+
+    fn validate_plugins(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        let mut names = std::collections::HashSet::new();
+        for p in &self.plugins {
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                return invalid("plugins.name", format!("`{}` is empty or used twice", p.name));
+            }
+            if p.timeout.is_zero() {
+                return invalid("plugins.timeout", format!("plugin `{}`: must be longer than 0s", p.name));
+            }
+            if p.instances == Some(0) || p.max_requests == Some(0) {
+                return invalid(
+                    "plugins.instances",
+                    format!("plugin `{}`: instances and max_requests must be at least 1", p.name),
+                );
+            }
+            if p.reuse == Reuse::Fresh && p.max_requests.is_some() {
+                return invalid(
+                    "plugins.max_requests",
+                    format!("plugin `{}`: max_requests applies to reuse = \"pooled\" only", p.name),
+                );
+            }
+            for g in &p.grants {
+                if !g.host.is_dir() {
+                    return invalid(
+                        "plugins.grants.host",
+                        format!("plugin `{}`: {} is not a directory", p.name, g.host.display()),
+                    );
+                }
+            }
+        }
+        for r in &self.routes {
+            if !r.prefix.starts_with('/') {
+                return invalid("routes.prefix", format!("`{}` must start with /", r.prefix));
+            }
+            let target = self.plugins.iter().find(|p| p.name == r.plugin);
+            match target {
+                Some(p) if p.kind == PluginKind::Responder => {}
+                Some(_) => {
+                    return invalid(
+                        "routes.plugin",
+                        format!("`{}` is a filter; routes need kind = \"responder\"", r.plugin),
+                    );
+                }
+                None => return invalid("routes.plugin", format!("no plugin named `{}`", r.plugin)),
+            }
         }
         Ok(())
     }

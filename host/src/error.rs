@@ -18,6 +18,14 @@ pub enum RequestError {
     /// plughost itself is at capacity; retrying later may succeed.
     #[error("server busy: {0}")]
     Overloaded(#[from] crate::limiter::Overloaded),
+    /// A plugin failed on this request (trap, deadline, memory, or an `err` result).
+    #[error("plugin {plugin} failed: {source}")]
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// What happened; logged, never sent to the client.
+        source: crate::plugin::PluginError,
+    },
     /// A bug in plughost (a panic in a handler, say).
     #[error("internal error: {0}")]
     Internal(String),
@@ -53,7 +61,7 @@ impl RequestError {
             }
             Self::Client(ClientError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Plugin { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -62,6 +70,7 @@ impl RequestError {
         let status = self.status();
         let text = match &self {
             Self::Internal(_) => "internal server error\n".to_owned(),
+            Self::Plugin { plugin, .. } => format!("plugin {plugin} failed on this request\n"),
             other => format!("{other}\n"),
         };
         let mut resp = Response::new(body::full(Bytes::from(text)));

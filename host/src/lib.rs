@@ -15,6 +15,7 @@ pub mod limiter;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugin;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

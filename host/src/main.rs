@@ -10,7 +10,7 @@ use plughost::admin::Admin;
 use plughost::config::{Config, Overrides};
 use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
-use plughost::{logging, server, shutdown};
+use plughost::{logging, plugin, server, shutdown};
 use tokio_util::sync::CancellationToken;
 
 /// An HTTP server that hosts native and WebAssembly plugins.
@@ -67,7 +67,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             Some(addr) => Some(server::bind(addr)?),
             None => None,
         };
-        let pipeline = Arc::new(Pipeline::new(&config, Arc::new(Metrics::new())));
+        let metrics = Arc::new(Metrics::new());
+        let plugins = Arc::new(plugin::loader::load(&config, metrics.clone()).await?);
+        let pipeline = Arc::new(Pipeline::new(&config, metrics, plugins));
         // The start-up lines are the CLI's contract: scripts and tests read the bound
         // addresses from them (port 0 picks a free port).
         let addr = public.local_addr()?;

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::plugin::{PluginErrorLabel, PluginLabel};
+
 /// The `status` label of per-request counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -41,6 +43,27 @@ pub struct Metrics {
     pub log_dropped: Counter<u64, AtomicU64>,
     /// Connections open on the public listener.
     pub connections: Gauge,
+    /// Calls into each plugin.
+    pub plugin_calls: Family<PluginLabel, Counter>,
+    /// Failed plugin calls, by plugin and reason.
+    pub plugin_errors: Family<PluginErrorLabel, Counter>,
+    /// Time of each plugin call, instantiation included when there was one.
+    pub plugin_call_duration: Family<PluginLabel, Histogram, fn() -> Histogram>,
+    /// Instances created (with `plugin-init`) per plugin.
+    pub plugin_instantiations: Family<PluginLabel, Counter>,
+    /// Time to create and init one instance.
+    pub plugin_instantiation_duration: Family<PluginLabel, Histogram, fn() -> Histogram>,
+    /// Calls served by an instance kept from an earlier call.
+    pub plugin_reuses: Family<PluginLabel, Counter>,
+    /// Largest linear memory an instance of the plugin reached.
+    pub plugin_peak_memory: Family<PluginLabel, Gauge>,
+    /// Times a plugin was put in backoff.
+    pub plugin_backoffs: Family<PluginLabel, Counter>,
+}
+
+/// 1 µs .. ~1 s: plugin calls and instantiations.
+fn plugin_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_001, 4.0, 11))
 }
 
 impl Default for Metrics {
@@ -68,6 +91,14 @@ impl Metrics {
             cache_entries: Gauge::default(),
             log_dropped: Counter::default(),
             connections: Gauge::default(),
+            plugin_calls: Family::default(),
+            plugin_errors: Family::default(),
+            plugin_call_duration: Family::new_with_constructor(plugin_histogram),
+            plugin_instantiations: Family::default(),
+            plugin_instantiation_duration: Family::new_with_constructor(plugin_histogram),
+            plugin_reuses: Family::default(),
+            plugin_peak_memory: Family::default(),
+            plugin_backoffs: Family::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counter names.
@@ -125,6 +156,42 @@ impl Metrics {
             "plughost_connections",
             "Open client connections",
             m.connections.clone(),
+        );
+        registry.register("plughost_plugin_calls", "Calls into each plugin", m.plugin_calls.clone());
+        registry.register(
+            "plughost_plugin_errors",
+            "Failed plugin calls by reason (trap, timeout, memory, error, backoff)",
+            m.plugin_errors.clone(),
+        );
+        registry.register(
+            "plughost_plugin_call_duration_seconds",
+            "Time of one plugin call",
+            m.plugin_call_duration.clone(),
+        );
+        registry.register(
+            "plughost_plugin_instantiations",
+            "Plugin instances created",
+            m.plugin_instantiations.clone(),
+        );
+        registry.register(
+            "plughost_plugin_instantiation_seconds",
+            "Time to create and init a plugin instance",
+            m.plugin_instantiation_duration.clone(),
+        );
+        registry.register(
+            "plughost_plugin_instance_reuses",
+            "Plugin calls served by a reused instance",
+            m.plugin_reuses.clone(),
+        );
+        registry.register(
+            "plughost_plugin_peak_memory_bytes",
+            "Largest linear memory a plugin instance reached",
+            m.plugin_peak_memory.clone(),
+        );
+        registry.register(
+            "plughost_plugin_backoffs",
+            "Times a plugin was put in backoff after repeated failures",
+            m.plugin_backoffs.clone(),
         );
         Self { registry, ..m }
     }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{AGE, CONTENT_LENGTH};
 use http::request::Parts;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
@@ -21,7 +21,9 @@ use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
 use crate::logging::{self, Access};
 use crate::metrics::Metrics;
-use crate::routes::Router;
+use crate::config::OnError;
+use crate::plugin::{Action, FailureReason, PluginError, Plugins, apply_edits, http_response, wit_request};
+use crate::routes::{Router, read_body};
 
 /// The name of the header that says whether the cache answered.
 pub const X_CACHE: &str = "x-cache";
@@ -33,6 +35,8 @@ pub struct Pipeline {
     /// Stored GET responses.
     pub cache: Cache,
     router: Router,
+    /// Loaded plugins: the filter chain runs here, responders through the router.
+    pub plugins: Arc<Plugins>,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
 }
@@ -58,7 +62,7 @@ impl CacheStatus {
 
 impl Pipeline {
     /// Builds the pipeline from the configuration.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>, plugins: Arc<Plugins>) -> Self {
         Self {
             limiter: Limiter::new(
                 config.max_concurrency,
@@ -71,7 +75,8 @@ impl Pipeline {
                 config.cache_max_entry_bytes,
                 metrics.clone(),
             ),
-            router: Router::new(config.debug_routes, config.max_body_bytes),
+            router: Router::new(config.debug_routes, config.max_body_bytes, plugins.clone()),
+            plugins,
             metrics,
             max_body_bytes: config.max_body_bytes,
         }
@@ -96,7 +101,7 @@ impl Pipeline {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
         let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
-        let processed = AssertUnwindSafe(self.process(parts, body))
+        let processed = AssertUnwindSafe(self.process(parts, body, client))
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -138,8 +143,9 @@ impl Pipeline {
 
     async fn process<B>(
         &self,
-        parts: Parts,
+        mut parts: Parts,
         body: B,
+        client: SocketAddr,
     ) -> Result<(Response<Body>, CacheStatus), RequestError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -156,9 +162,58 @@ impl Pipeline {
             }
             .into());
         }
+        let mut body = body::limited(body, self.max_body_bytes);
+        // Headers the filters add to whatever response is finally sent.
+        let mut extra = HeaderMap::new();
+        if !self.plugins.filters.is_empty() {
+            let bytes = read_body(body, self.max_body_bytes).await?;
+            if let Some(resp) = self.run_filters(&mut parts, &bytes, client, &mut extra).await? {
+                return Ok((with_headers(resp, extra), CacheStatus::None));
+            }
+            body = body::full(bytes);
+        }
+        let (resp, cache) = self.cached_or_routed(parts, body, client).await?;
+        Ok((with_headers(resp, extra), cache))
+    }
+
+    /// Runs the filter chain in order. `Some` when a filter answered the request itself.
+    async fn run_filters(
+        &self,
+        parts: &mut Parts,
+        body: &Bytes,
+        client: SocketAddr,
+        extra: &mut HeaderMap,
+    ) -> Result<Option<Response<Body>>, RequestError> {
+        for filter in &self.plugins.filters {
+            let req = wit_request(parts, body, client);
+            let fail = |source| RequestError::Plugin {
+                plugin: filter.name.clone(),
+                source,
+            };
+            match filter.call(&req).await {
+                Ok(Action::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
+                Ok(Action::Respond(r)) => {
+                    return http_response(r).map(Some).ok_or_else(|| {
+                        fail(PluginError::Failed(FailureReason::Error, "invalid status".into()))
+                    });
+                }
+                Err(_) if filter.on_error == OnError::Continue => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The cache, and on a miss the route, storing what may be stored.
+    async fn cached_or_routed(
+        &self,
+        parts: Parts,
+        body: Body,
+        client: SocketAddr,
+    ) -> Result<(Response<Body>, CacheStatus), RequestError> {
         let Some(policy) = self.cache.request_policy(&parts) else {
-            let req = Request::from_parts(parts, body::limited(body, self.max_body_bytes));
-            return Ok((self.router.route(req).await?, CacheStatus::None));
+            let req = Request::from_parts(parts, body);
+            return Ok((self.router.route(req, client).await?, CacheStatus::None));
         };
         let key = Cache::key(&parts);
         if policy.lookup
@@ -166,14 +221,12 @@ impl Pipeline {
         {
             return Ok((hit(&entry), CacheStatus::Hit));
         }
-        let req = Request::from_parts(parts, body::limited(body, self.max_body_bytes));
-        let mut resp = self.router.route(req).await?;
+        let req = Request::from_parts(parts, body);
+        let mut resp = self.router.route(req, client).await?;
         if policy.store
-            && let Some(ttl) = self.cache.admit(
-                resp.status(),
-                resp.headers(),
-                resp.body().size_hint().exact(),
-            )
+            && let Some(ttl) =
+                self.cache
+                    .admit(resp.status(), resp.headers(), resp.body().size_hint().exact())
         {
             let (head, body) = resp.into_parts();
             let bytes = body
@@ -189,6 +242,14 @@ impl Pipeline {
             .insert(X_CACHE, HeaderValue::from_static("miss"));
         Ok((resp, CacheStatus::Miss))
     }
+}
+
+/// Adds the filters' response headers.
+fn with_headers(mut resp: Response<Body>, extra: HeaderMap) -> Response<Body> {
+    if !extra.is_empty() {
+        resp.headers_mut().extend(extra);
+    }
+    resp
 }
 
 /// A response built from a cache entry (HEAD requests get the same head; hyper omits the body).
@@ -215,7 +276,7 @@ mod tests {
             ..Config::default()
         };
         edit(&mut config);
-        Pipeline::new(&config, Arc::new(Metrics::new()))
+        Pipeline::new(&config, Arc::new(Metrics::new()), Arc::default())
     }
 
     fn client() -> SocketAddr {

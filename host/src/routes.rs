@@ -9,7 +9,12 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError};
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use crate::body::{self, Body};
+use crate::config::OnError;
+use crate::plugin::{Action, FailureReason, LoadedPlugin, PluginError, Plugins, http_response, wit_request};
 use crate::error::{ClientError, RequestError};
 
 /// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
@@ -19,27 +24,38 @@ const DEBUG_MAX_SIZE: usize = 64 * 1024 * 1024;
 pub struct Router {
     debug_routes: bool,
     max_body_bytes: usize,
+    plugins: Arc<Plugins>,
     /// The default page, rendered once: it only changes when plugins do.
     index: Bytes,
 }
 
 impl Router {
     /// A router; `debug_routes` enables `/_debug/*`.
-    pub fn new(debug_routes: bool, max_body_bytes: usize) -> Self {
+    pub fn new(debug_routes: bool, max_body_bytes: usize, plugins: Arc<Plugins>) -> Self {
+        let names = plugins.names();
         let index = format!(
-            "plughost {}\nAn HTTP server that hosts native and WebAssembly plugins.\n\nplugins loaded: none\n",
+            "plughost {}\nAn HTTP server that hosts native and WebAssembly plugins.\n\nplugins loaded: {}\n",
             env!("CARGO_PKG_VERSION"),
+            if names.is_empty() { "none".to_owned() } else { names.join(", ") },
         );
         Self {
             debug_routes,
             max_body_bytes,
+            plugins,
             index: Bytes::from(index),
         }
     }
 
     /// Produces the response for `req`.
-    pub async fn route(&self, req: Request<Body>) -> Result<Response<Body>, RequestError> {
+    pub async fn route(
+        &self,
+        req: Request<Body>,
+        client: SocketAddr,
+    ) -> Result<Response<Body>, RequestError> {
         let path = req.uri().path();
+        if let Some(plugin) = self.plugins.responder_for(path) {
+            return self.respond_with(plugin, req, client).await;
+        }
         if path == "/" {
             return Ok(text(StatusCode::OK, self.index.clone()));
         }
@@ -47,6 +63,32 @@ impl Router {
             return self.debug(req).await;
         }
         Err(ClientError::NotFound(path.to_owned()).into())
+    }
+}
+
+impl Router {
+    /// Lets a responder plugin answer. `continue` from a responder means "not mine": 404.
+    async fn respond_with(
+        &self,
+        plugin: &LoadedPlugin,
+        req: Request<Body>,
+        client: SocketAddr,
+    ) -> Result<Response<Body>, RequestError> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body, self.max_body_bytes).await?;
+        let not_found = || ClientError::NotFound(parts.uri.path().to_owned()).into();
+        let fail = |source| RequestError::Plugin {
+            plugin: plugin.name.clone(),
+            source,
+        };
+        match plugin.call(&wit_request(&parts, &body, client)).await {
+            Ok(Action::Respond(r)) => http_response(r).ok_or_else(|| {
+                fail(PluginError::Failed(FailureReason::Error, "invalid status".into()))
+            }),
+            Ok(Action::Continue(_)) => Err(not_found()),
+            Err(_) if plugin.on_error == OnError::Continue => Err(not_found()),
+            Err(e) => Err(fail(e)),
+        }
     }
 }
 
@@ -116,6 +158,15 @@ impl Router {
                 )))
             }
             "panic" => panic!("panic requested through /_debug/panic"),
+        // Echoes the request headers, one `name: value` a line, so tests see filter edits.
+        "headers" => {
+            let lines: String = req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            Ok(no_store(text(StatusCode::OK, lines.into())))
+        }
             // Reads the request body and answers with its length.
             "body" => {
                 let body = read_body(req.into_body(), self.max_body_bytes).await?;

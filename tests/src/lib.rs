@@ -279,3 +279,8 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Ve
     stream.read_exact(&mut body)?;
     Ok((status_of(&head), head, body))
 }
+
+/// Path of a guest plugin built from `plugins/` by this crate's build script (e.g. `hello`).
+pub fn plugin(name: &str) -> PathBuf {
+    Path::new(env!("PLUGHOST_TEST_PLUGINS")).join(format!("{name}.wasm"))
+}

@@ -1,0 +1,380 @@
+//! Plugins: the registry of loaded plugins (filters in chain order, responders by route), the
+//! errors a plugin call can end in, per-plugin counters and the backoff that keeps a plugin
+//! failing on every call from costing the server its time.
+
+pub mod host;
+pub mod loader;
+pub mod wasm;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use parking_lot::Mutex;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use serde::Serialize;
+
+use crate::body::{self, Body};
+use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
+use crate::metrics::Metrics;
+pub use wasm::{Action, Edits, Header, Request};
+use wasm::WasmPlugin;
+
+/// Why a plugin call failed (the `reason` label of `plughost_plugin_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureReason {
+    /// The guest trapped (panic, unreachable, stack overflow, bad memory access).
+    Trap,
+    /// The call ran past its CPU deadline.
+    Timeout,
+    /// The guest asked for more memory than its cap.
+    Memory,
+    /// `plugin-process` returned `err`, or its answer was not a valid response.
+    Error,
+    /// The plugin is in backoff and was not called.
+    Backoff,
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Trap => "trap",
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Error => "error",
+            Self::Backoff => "backoff",
+        })
+    }
+}
+
+impl EncodeLabelValue for FailureReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        write!(encoder, "{self}")
+    }
+}
+
+/// How loading or calling a plugin went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be compiled or linked.
+    #[error("{0}")]
+    Load(String),
+    /// `plugin-init` returned an error.
+    #[error("plugin-init failed: {0}")]
+    Init(String),
+    /// A call failed.
+    #[error("{0}: {1}")]
+    Failed(FailureReason, String),
+}
+
+impl PluginError {
+    /// The metrics label for this failure.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            Self::Failed(r, _) => *r,
+            Self::Load(_) | Self::Init(_) => FailureReason::Error,
+        }
+    }
+}
+
+/// Label set of per-plugin metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    /// Plugin name.
+    pub plugin: String,
+}
+
+/// Label set of plugin failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginErrorLabel {
+    /// Plugin name.
+    pub plugin: String,
+    /// What went wrong.
+    pub reason: FailureReason,
+}
+
+/// A loaded plugin with its counters and failure bookkeeping.
+pub struct LoadedPlugin {
+    /// Name from the config (or the file's stem).
+    pub name: String,
+    /// Filter or responder.
+    pub kind: PluginKind,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// What a failed call does to its request.
+    pub on_error: OnError,
+    reuse: Reuse,
+    wasm: WasmPlugin,
+    calls: AtomicU64,
+    errors: AtomicU64,
+    /// While in backoff: the end of it, in ns since `epoch`; 0 otherwise. Read on every call,
+    /// so it is an atomic rather than part of the locked failure window.
+    backoff_until: AtomicU64,
+    epoch: Instant,
+    window: Mutex<FailureWindow>,
+    threshold: u32,
+    window_len: Duration,
+    backoff: Duration,
+    label: PluginLabel,
+    metrics: Arc<Metrics>,
+}
+
+struct FailureWindow {
+    started: Instant,
+    failures: u32,
+}
+
+/// What `GET /plugins` says of a plugin.
+#[derive(Debug, Serialize)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// `filter` or `responder`.
+    pub kind: PluginKind,
+    /// File it was loaded from.
+    pub file: String,
+    /// Reuse policy.
+    pub reuse: Reuse,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that failed (or were skipped in backoff).
+    pub errors: u64,
+    /// Whether it is in backoff now.
+    pub in_backoff: bool,
+    /// Largest linear memory an instance reached, in bytes.
+    pub peak_memory_bytes: usize,
+    /// Time the last instantiation with `plugin-init` took, in µs.
+    pub last_instantiation_us: u64,
+}
+
+impl LoadedPlugin {
+    fn new(config: &PluginConfig, file: PathBuf, wasm: WasmPlugin, metrics: Arc<Metrics>) -> Self {
+        Self {
+            name: config.name.clone(),
+            kind: config.kind,
+            file,
+            on_error: config.on_error,
+            reuse: config.reuse,
+            wasm,
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            backoff_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            window: Mutex::new(FailureWindow {
+                started: Instant::now(),
+                failures: 0,
+            }),
+            threshold: config.failure_threshold.max(1),
+            window_len: config.failure_window,
+            backoff: config.backoff,
+            label: PluginLabel {
+                plugin: config.name.clone(),
+            },
+            metrics,
+        }
+    }
+
+    /// Calls `plugin-process`, unless the plugin is in backoff. Failures are counted, logged
+    /// and fed to the backoff.
+    pub async fn call(&self, req: &Request) -> Result<Action, PluginError> {
+        if self.in_backoff() {
+            self.count_error(FailureReason::Backoff);
+            return Err(PluginError::Failed(
+                FailureReason::Backoff,
+                "skipped: in backoff after repeated failures".into(),
+            ));
+        }
+        let started = Instant::now();
+        let outcome = self.wasm.process(req).await;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let m = &self.metrics;
+        m.plugin_calls.get_or_create(&self.label).inc();
+        m.plugin_call_duration
+            .get_or_create(&self.label)
+            .observe(started.elapsed().as_secs_f64());
+        match outcome.instantiated {
+            Some(t) => {
+                m.plugin_instantiations.get_or_create(&self.label).inc();
+                m.plugin_instantiation_duration
+                    .get_or_create(&self.label)
+                    .observe(t.as_secs_f64());
+            }
+            None => {
+                m.plugin_reuses.get_or_create(&self.label).inc();
+            }
+        }
+        m.plugin_peak_memory
+            .get_or_create(&self.label)
+            .set(self.wasm.stats().peak_memory as i64);
+        if let Err(e) = &outcome.result {
+            self.count_error(e.reason());
+            tracing::warn!(plugin = %self.name, reason = %e.reason(), error = %e, "plugin call failed");
+            self.record_failure();
+        }
+        outcome.result
+    }
+
+    fn count_error(&self, reason: FailureReason) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .plugin_errors
+            .get_or_create(&PluginErrorLabel {
+                plugin: self.name.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn in_backoff(&self) -> bool {
+        let until = self.backoff_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if self.now_ns() < until {
+            return true;
+        }
+        // Backoff over: the next call tries the plugin again.
+        if self
+            .backoff_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::info!(plugin = %self.name, "plugin backoff over; calling it again");
+        }
+        false
+    }
+
+    fn record_failure(&self) {
+        let mut w = self.window.lock();
+        if w.started.elapsed() > self.window_len {
+            w.started = Instant::now();
+            w.failures = 0;
+        }
+        w.failures += 1;
+        if w.failures >= self.threshold {
+            w.failures = 0;
+            let until = self.now_ns() + self.backoff.as_nanos() as u64;
+            self.backoff_until.store(until.max(1), Ordering::Relaxed);
+            self.metrics.plugin_backoffs.get_or_create(&self.label).inc();
+            tracing::warn!(
+                plugin = %self.name,
+                failures = self.threshold,
+                backoff = ?self.backoff,
+                "plugin failed repeatedly; skipping it during the backoff",
+            );
+        }
+    }
+
+    /// What `GET /plugins` shows.
+    pub fn info(&self) -> PluginInfo {
+        let stats = self.wasm.stats();
+        PluginInfo {
+            name: self.name.clone(),
+            kind: self.kind,
+            file: self.file.display().to_string(),
+            reuse: self.reuse,
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_backoff: self.backoff_until.load(Ordering::Relaxed) != 0,
+            peak_memory_bytes: stats.peak_memory,
+            last_instantiation_us: stats.last_instantiation.as_micros() as u64,
+        }
+    }
+}
+
+/// Every loaded plugin, as the pipeline uses them.
+#[derive(Default)]
+pub struct Plugins {
+    /// Filters in chain order.
+    pub filters: Vec<Arc<LoadedPlugin>>,
+    /// Routes to responders, longest prefix first.
+    routes: Vec<(String, Arc<LoadedPlugin>)>,
+    all: Vec<Arc<LoadedPlugin>>,
+}
+
+impl Plugins {
+    /// The responder whose route prefix matches `path`.
+    pub fn responder_for(&self, path: &str) -> Option<&LoadedPlugin> {
+        self.routes.iter().find_map(|(prefix, p)| {
+            let rest = path.strip_prefix(prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')).then_some(&**p)
+        })
+    }
+
+    /// Names of the loaded plugins, in load order.
+    pub fn names(&self) -> Vec<&str> {
+        self.all.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// What `GET /plugins` shows.
+    pub fn info(&self) -> Vec<PluginInfo> {
+        self.all.iter().map(|p| p.info()).collect()
+    }
+}
+
+/// The request as plugins see it.
+pub fn wit_request(parts: &Parts, body: &Bytes, client: SocketAddr) -> Request {
+    Request {
+        method: parts.method.as_str().to_owned(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| Header {
+                name: k.as_str().to_owned(),
+                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            })
+            .collect(),
+        body: body.to_vec(),
+        client: client.to_string(),
+    }
+}
+
+fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::try_from(h.name.as_str()).ok()?,
+        HeaderValue::try_from(h.value.as_str()).ok()?,
+    ))
+}
+
+/// Applies a filter's edits to the request headers and gathers its response headers.
+/// Headers that are not valid HTTP are skipped.
+pub fn apply_edits(edits: Edits, headers: &mut HeaderMap, response_headers: &mut HeaderMap) {
+    for name in &edits.remove_headers {
+        if let Ok(name) = HeaderName::try_from(name.as_str()) {
+            headers.remove(name);
+        }
+    }
+    for (k, v) in edits.set_headers.iter().filter_map(header_pair) {
+        headers.insert(k, v);
+    }
+    for (k, v) in edits.response_headers.iter().filter_map(header_pair) {
+        response_headers.append(k, v);
+    }
+}
+
+/// A plugin's response as an HTTP response; `None` if its status is not valid.
+pub fn http_response(r: wasm::Response) -> Option<Response<Body>> {
+    let status = StatusCode::from_u16(r.status).ok()?;
+    let mut resp = Response::new(body::full(r.body));
+    *resp.status_mut() = status;
+    for (k, v) in r.headers.iter().filter_map(header_pair) {
+        resp.headers_mut().append(k, v);
+    }
+    Some(resp)
+}

@@ -1,0 +1,397 @@
+//! WebAssembly plugins end to end: the example plugins, config through `plugin-init`, reuse
+//! policies, the compiled cache, and hostile plugins that must not hurt the server.
+
+use std::time::{Duration, Instant};
+
+use plughost_e2e::{Plughost, assert_no_leaks, plugin};
+
+/// A `[[plugins]]` table for a test plugin file.
+fn entry(name: &str, file: &str, rest: &str) -> String {
+    format!(
+        "[[plugins]]\nname = \"{name}\"\nfile = {:?}\n{rest}\n",
+        plugin(file).display().to_string()
+    )
+}
+
+/// A responder on `/{name}` running the hostile plugin in `mode`.
+fn hostile(name: &str, config: &str, rest: &str) -> String {
+    format!(
+        "{}[[routes]]\nprefix = \"/{name}\"\nplugin = \"{name}\"\n",
+        entry(
+            name,
+            "hostile",
+            &format!("kind = \"responder\"\nconfig = {{ {config} }}\n{rest}")
+        )
+    )
+}
+
+async fn get(server: &Plughost, path: &str) -> (u16, String) {
+    let r = reqwest::get(server.url(path)).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+async fn plugins(server: &Plughost) -> serde_json::Value {
+    reqwest::get(server.admin_url("/plugins"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn errors_metric(text: &str, plugin: &str, reason: &str) -> f64 {
+    plughost_e2e::metric_value(
+        &text.replace(
+            &format!("{{plugin=\"{plugin}\",reason=\"{reason}\"}}"),
+            "_sel ",
+        ),
+        "plughost_plugin_errors_total_sel",
+    )
+}
+
+async fn metrics(server: &Plughost) -> String {
+    reqwest::get(server.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hello_responder_greets_with_its_configured_greeting() {
+    let config = entry(
+        "hello",
+        "hello",
+        "kind = \"responder\"\nconfig = { greeting = \"Howdy\" }",
+    ) + "[[routes]]\nprefix = \"/hello\"\nplugin = \"hello\"\n";
+    let server = Plughost::start(&config);
+    let (status, body) = get(&server, "/hello/there?x=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "Howdy from plughost! You asked for /hello/there?x=1\n");
+    // Not its route: /helloworld is not under /hello.
+    assert_eq!(get(&server, "/helloworld").await.0, 404);
+    let (_, page) = get(&server, "/").await;
+    assert!(page.contains("plugins loaded: hello"), "{page}");
+}
+
+#[tokio::test]
+async fn headers_filter_edits_request_and_response() {
+    let config = entry(
+        "headers",
+        "headers",
+        "config = { request = { name = \"x-from-filter\", value = \"yes\" }, response = { name = \"x-added\", value = \"1\" } }",
+    );
+    let server = Plughost::start(&config);
+    let r = reqwest::get(server.url("/_debug/headers")).await.unwrap();
+    assert_eq!(r.headers()["x-added"], "1");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("x-from-filter: yes"), "{body}");
+    // Filters run on cache hits too.
+    reqwest::get(server.url("/")).await.unwrap();
+    let hit = reqwest::get(server.url("/")).await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "hit");
+    assert_eq!(hit.headers()["x-added"], "1");
+}
+
+#[tokio::test]
+async fn auth_filter_refuses_unknown_keys_with_401() {
+    let server = Plughost::start(&entry(
+        "auth",
+        "auth",
+        "config = { keys = [\"s3cret\"] }",
+    ));
+    let client = reqwest::Client::new();
+    let refused = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "ApiKey header=\"x-api-key\"");
+    let wrong = client
+        .get(server.url("/"))
+        .header("x-api-key", "guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = client
+        .get(server.url("/"))
+        .header("x-api-key", "s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+/// With one instance, the buckets are shared by every request: of 12 concurrent requests
+/// from one client with a burst of 5 and a negligible refill, exactly 5 pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratelimit_with_one_instance_is_exact_under_concurrency() {
+    let server = Plughost::start(&entry(
+        "ratelimit",
+        "ratelimit",
+        "instances = 1\nconfig = { capacity = 5, per_second = 0.001 }",
+    ));
+    let client = reqwest::Client::new();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(client.get(server.url("/")).send()))
+        .collect();
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                limited += 1;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!((ok, limited), (5, 7));
+}
+
+/// `fresh` gives every request a new instance: the same bucket of 1 never empties.
+/// `pooled` with `max_requests = 2` recycles every second request.
+#[tokio::test]
+async fn reuse_policies_fresh_and_max_requests() {
+    let config = entry(
+        "fresh",
+        "ratelimit",
+        "reuse = \"fresh\"\nconfig = { capacity = 1, per_second = 0.001 }",
+    );
+    let server = Plughost::start(&config);
+    for _ in 0..5 {
+        assert_eq!(get(&server, "/_debug/sleep?ms=0").await.0, 200);
+    }
+    let m = metrics(&server).await;
+    assert_eq!(
+        plughost_e2e::metric_value(&m, "plughost_plugin_instantiations_total"),
+        5.0,
+        "{m}"
+    );
+
+    let config = entry(
+        "recycled",
+        "ratelimit",
+        "max_requests = 2\ninstances = 1\nconfig = { capacity = 2, per_second = 0.001 }",
+    );
+    let server = Plughost::start(&config);
+    // Each instance serves two requests, then a new one (with a full bucket) takes over.
+    for _ in 0..6 {
+        assert_eq!(get(&server, "/_debug/sleep?ms=0").await.0, 200);
+    }
+    let m = metrics(&server).await;
+    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_instantiations_total"), 2.0, "{m}");
+    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_instance_reuses_total"), 4.0, "{m}");
+}
+
+#[tokio::test]
+async fn plugin_whose_init_fails_is_skipped_and_the_server_starts() {
+    let config = entry("auth", "auth", "config = { keys = [] }")
+        + &entry("bad", "hostile", "config = { mode = \"init-fail\" }")
+        + &entry("garbage", "../../../Cargo.toml", "")
+        + &entry("headers", "headers", "config = { }");
+    let server = Plughost::start(&config);
+    let loaded = plugins(&server).await;
+    let names: Vec<&str> = loaded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["headers"]);
+    assert_eq!(get(&server, "/").await.0, 200);
+    let log = server.log();
+    for needle in [
+        "plugin=auth",
+        "auth needs at least one key",
+        "plugin=bad",
+        "init-fail mode",
+        "plugin=garbage",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("plugin not loaded") && l.contains(needle)),
+            "no 'plugin not loaded' line with {needle:?} in\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_plugin_tables_every_wasm_in_plugins_dir_is_a_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins_dir = dir.path().join("plugins");
+    std::fs::create_dir(&plugins_dir).unwrap();
+    std::fs::copy(plugin("headers"), plugins_dir.join("b-headers.wasm")).unwrap();
+    std::fs::copy(plugin("hostile"), plugins_dir.join("a-hostile.wasm")).unwrap();
+    std::fs::write(plugins_dir.join("notes.txt"), "not a plugin").unwrap();
+    let server = Plughost::start_in(dir, "max_plugins = 10");
+    let loaded = plugins(&server).await;
+    // hostile's init fails without a mode in its config: skipped, the other loads.
+    let names: Vec<&str> = loaded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b-headers"]);
+    assert_eq!(loaded[0]["kind"], "filter");
+}
+
+#[tokio::test]
+async fn max_plugins_caps_how_many_load() {
+    let config = "max_plugins = 2\n".to_owned()
+        + &entry("one", "headers", "")
+        + &entry("two", "headers", "")
+        + &entry("three", "headers", "");
+    let server = Plughost::start(&config);
+    assert_eq!(plugins(&server).await.as_array().unwrap().len(), 2);
+    assert!(server.log().contains("max_plugins reached"));
+}
+
+#[tokio::test]
+async fn restart_loads_components_from_the_compiled_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = format!(
+        "wasm_cache_dir = {:?}\n{}",
+        cache.path().display().to_string(),
+        entry("headers", "headers", "")
+    );
+    let first = Plughost::start(&config);
+    assert!(first.log().contains("from_cache=false"), "{}", first.log());
+    drop(first);
+    let second = Plughost::start(&config);
+    assert!(second.log().contains("from_cache=true"), "{}", second.log());
+    assert_eq!(get(&second, "/").await.0, 200);
+}
+
+/// Each hostile plugin gets an error response within its deadline plus a margin, the failure
+/// is counted with its reason, other routes answer meanwhile, and nothing leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_alone_and_are_counted() {
+    let config = hostile("loop", "mode = \"loop\"", "")
+        + &hostile("membomb", "mode = \"membomb\"", "max_memory_bytes = 33554432")
+        + &hostile("recursion", "mode = \"recursion\"", "")
+        + &hostile("panic", "mode = \"panic\"", "")
+        + &hostile("error", "mode = \"error\"", "")
+        + &hostile("bigbody", "mode = \"big-body\"", "");
+    let server = Plughost::start(&config);
+    let margin = Duration::from_millis(900);
+    for (route, reason) in [
+        ("loop", "timeout"),
+        ("membomb", "memory"),
+        ("recursion", "trap"),
+        ("panic", "trap"),
+        ("error", "error"),
+        ("bigbody", "memory"),
+    ] {
+        // Another route answers while the hostile call runs.
+        let bystander = tokio::spawn(reqwest::get(server.url("/_debug/sleep?ms=1")));
+        let started = Instant::now();
+        let (status, body) = get(&server, &format!("/{route}")).await;
+        let took = started.elapsed();
+        assert_eq!(status, 500, "{route}: {body}");
+        assert_eq!(body, format!("plugin {route} failed on this request\n"));
+        assert!(took < Duration::from_millis(100) + margin, "{route} took {took:?}");
+        assert_eq!(bystander.await.unwrap().unwrap().status(), 200, "{route}");
+        let m = metrics(&server).await;
+        assert_eq!(errors_metric(&m, route, reason), 1.0, "{route}/{reason}:\n{m}");
+        // The instance was replaced, not the plugin: it still answers (and fails) again.
+        assert_eq!(get(&server, &format!("/{route}")).await.0, 500);
+    }
+    assert_eq!(get(&server, "/").await.0, 200);
+    assert_no_leaks(&server, 10.0).await;
+}
+
+#[tokio::test]
+async fn on_error_continue_lets_the_request_through() {
+    let config = entry(
+        "flaky",
+        "hostile",
+        "on_error = \"continue\"\nconfig = { mode = \"panic\" }",
+    );
+    let server = Plughost::start(&config);
+    assert_eq!(get(&server, "/").await.0, 200);
+    let m = metrics(&server).await;
+    assert_eq!(errors_metric(&m, "flaky", "trap"), 1.0, "{m}");
+}
+
+/// Limits are per plugin: the same work passes under one plugin's limits and fails under
+/// another's.
+#[tokio::test]
+async fn per_plugin_limits_bite_where_set_and_nowhere_else() {
+    let config = hostile("smallmem", "mode = \"alloc\", amount = 24", "max_memory_bytes = 16777216")
+        + &hostile("bigmem", "mode = \"alloc\", amount = 24", "")
+        + &hostile("short", "mode = \"busy\", amount = 80", "timeout = \"30ms\"")
+        + &hostile("long", "mode = \"busy\", amount = 80", "timeout = \"2s\"");
+    let server = Plughost::start(&config);
+    assert_eq!(get(&server, "/smallmem").await.0, 500);
+    assert_eq!(get(&server, "/bigmem").await, (200, "allocated 24 MiB\n".into()));
+    assert_eq!(get(&server, "/short").await.0, 500);
+    assert_eq!(get(&server, "/long").await, (200, "done\n".into()));
+    let m = metrics(&server).await;
+    assert_eq!(errors_metric(&m, "smallmem", "memory"), 1.0);
+    assert_eq!(errors_metric(&m, "short", "timeout"), 1.0);
+}
+
+#[tokio::test]
+async fn the_sandbox_denies_files_outside_grants_and_writes_to_read_only_grants() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("ok.txt"), "granted").unwrap();
+    let grant = format!(
+        "grants = [{{ host = {:?}, guest = \"/data\" }}]",
+        data.path().display().to_string()
+    );
+    let config = hostile("passwd", "mode = \"read\", path = \"/etc/passwd\"", "")
+        + &hostile("escape", "mode = \"read\", path = \"/data/../../etc/passwd\"", &grant)
+        + &hostile("readok", "mode = \"read\", path = \"/data/ok.txt\"", &grant)
+        + &hostile("write", "mode = \"write\", path = \"/data/new.txt\"", &grant);
+    let server = Plughost::start(&config);
+    for route in ["passwd", "escape", "write"] {
+        let (status, body) = get(&server, &format!("/{route}")).await;
+        assert_eq!(status, 200);
+        assert!(body.starts_with("denied: "), "{route}: {body}");
+    }
+    assert_eq!(get(&server, "/readok").await.1, "LEAKED: read succeeded\n");
+    assert!(!data.path().join("new.txt").exists());
+}
+
+#[tokio::test]
+async fn guest_stdout_and_stderr_go_to_the_log() {
+    let server = Plughost::start(&entry("printer", "hostile", "config = { mode = \"print\" }"));
+    assert_eq!(get(&server, "/").await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = server.log();
+        if log.contains("hostile says hello on stdout") && log.contains("hostile says hello on stderr") {
+            assert!(log.lines().any(|l| l.contains("plugin=\"printer\"") || l.contains("plugin=printer")));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A plugin failing on every call goes into backoff after `failure_threshold` failures: its
+/// requests are answered without calling it (calls stop growing), then it is tried again.
+#[tokio::test]
+async fn a_plugin_failing_every_call_is_backed_off_then_retried() {
+    let config = hostile(
+        "doomed",
+        "mode = \"error\"",
+        "failure_threshold = 3\nbackoff = \"700ms\"",
+    );
+    let server = Plughost::start(&config);
+    for _ in 0..6 {
+        assert_eq!(get(&server, "/doomed").await.0, 500);
+    }
+    let m = metrics(&server).await;
+    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"), 3.0, "{m}");
+    assert_eq!(errors_metric(&m, "doomed", "backoff"), 3.0, "{m}");
+    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_backoffs_total"), 1.0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(get(&server, "/doomed").await.0, 500);
+    let m = metrics(&server).await;
+    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"), 4.0, "{m}");
+    assert_eq!(server.log().matches("skipping it during the backoff").count(), 1);
+}
