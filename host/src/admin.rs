@@ -110,7 +110,11 @@ mod tests {
 
     #[tokio::test]
     async fn health_metrics_and_cache_answer() {
-        let pipeline = Arc::new(Pipeline::new(&Config::default(), Arc::new(Metrics::new()), Arc::default()));
+        let pipeline = Arc::new(Pipeline::new(
+            &Config::default(),
+            Arc::new(Metrics::new()),
+            Arc::default(),
+        ));
         let admin = Admin::new(pipeline, None);
         assert_eq!(
             call(&admin, Method::GET, "/healthz").await,

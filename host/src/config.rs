@@ -507,28 +507,44 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for p in &self.plugins {
             if p.name.is_empty() || !names.insert(p.name.as_str()) {
-                return invalid("plugins.name", format!("`{}` is empty or used twice", p.name));
+                return invalid(
+                    "plugins.name",
+                    format!("`{}` is empty or used twice", p.name),
+                );
             }
             if p.timeout.is_zero() {
-                return invalid("plugins.timeout", format!("plugin `{}`: must be longer than 0s", p.name));
+                return invalid(
+                    "plugins.timeout",
+                    format!("plugin `{}`: must be longer than 0s", p.name),
+                );
             }
             if p.instances == Some(0) || p.max_requests == Some(0) {
                 return invalid(
                     "plugins.instances",
-                    format!("plugin `{}`: instances and max_requests must be at least 1", p.name),
+                    format!(
+                        "plugin `{}`: instances and max_requests must be at least 1",
+                        p.name
+                    ),
                 );
             }
             if p.reuse == Reuse::Fresh && p.max_requests.is_some() {
                 return invalid(
                     "plugins.max_requests",
-                    format!("plugin `{}`: max_requests applies to reuse = \"pooled\" only", p.name),
+                    format!(
+                        "plugin `{}`: max_requests applies to reuse = \"pooled\" only",
+                        p.name
+                    ),
                 );
             }
             for g in &p.grants {
                 if !g.host.is_dir() {
                     return invalid(
                         "plugins.grants.host",
-                        format!("plugin `{}`: {} is not a directory", p.name, g.host.display()),
+                        format!(
+                            "plugin `{}`: {} is not a directory",
+                            p.name,
+                            g.host.display()
+                        ),
                     );
                 }
             }
@@ -543,7 +559,10 @@ impl Config {
                 Some(_) => {
                     return invalid(
                         "routes.plugin",
-                        format!("`{}` is a filter; routes need kind = \"responder\"", r.plugin),
+                        format!(
+                            "`{}` is a filter; routes need kind = \"responder\"",
+                            r.plugin
+                        ),
                     );
                 }
                 None => return invalid("routes.plugin", format!("no plugin named `{}`", r.plugin)),

@@ -157,7 +157,11 @@ impl Metrics {
             "Open client connections",
             m.connections.clone(),
         );
-        registry.register("plughost_plugin_calls", "Calls into each plugin", m.plugin_calls.clone());
+        registry.register(
+            "plughost_plugin_calls",
+            "Calls into each plugin",
+            m.plugin_calls.clone(),
+        );
         registry.register(
             "plughost_plugin_errors",
             "Failed plugin calls by reason (trap, timeout, memory, error, backoff)",

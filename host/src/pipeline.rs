@@ -17,12 +17,14 @@ use http_body_util::BodyExt;
 use crate::body::{self, Body, BoxError};
 use crate::cache::{Cache, Entry};
 use crate::config::Config;
+use crate::config::OnError;
 use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
 use crate::logging::{self, Access};
 use crate::metrics::Metrics;
-use crate::config::OnError;
-use crate::plugin::{Action, FailureReason, PluginError, Plugins, apply_edits, http_response, wit_request};
+use crate::plugin::{
+    Action, FailureReason, PluginError, Plugins, apply_edits, http_response, wit_request,
+};
 use crate::routes::{Router, read_body};
 
 /// The name of the header that says whether the cache answered.
@@ -167,7 +169,10 @@ impl Pipeline {
         let mut extra = HeaderMap::new();
         if !self.plugins.filters.is_empty() {
             let bytes = read_body(body, self.max_body_bytes).await?;
-            if let Some(resp) = self.run_filters(&mut parts, &bytes, client, &mut extra).await? {
+            if let Some(resp) = self
+                .run_filters(&mut parts, &bytes, client, &mut extra)
+                .await?
+            {
                 return Ok((with_headers(resp, extra), CacheStatus::None));
             }
             body = body::full(bytes);
@@ -194,7 +199,10 @@ impl Pipeline {
                 Ok(Action::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
                 Ok(Action::Respond(r)) => {
                     return http_response(r).map(Some).ok_or_else(|| {
-                        fail(PluginError::Failed(FailureReason::Error, "invalid status".into()))
+                        fail(PluginError::Failed(
+                            FailureReason::Error,
+                            "invalid status".into(),
+                        ))
                     });
                 }
                 Err(_) if filter.on_error == OnError::Continue => {}
@@ -224,9 +232,11 @@ impl Pipeline {
         let req = Request::from_parts(parts, body);
         let mut resp = self.router.route(req, client).await?;
         if policy.store
-            && let Some(ttl) =
-                self.cache
-                    .admit(resp.status(), resp.headers(), resp.body().size_hint().exact())
+            && let Some(ttl) = self.cache.admit(
+                resp.status(),
+                resp.headers(),
+                resp.body().size_hint().exact(),
+            )
         {
             let (head, body) = resp.into_parts();
             let bytes = body

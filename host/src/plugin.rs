@@ -22,8 +22,8 @@ use serde::Serialize;
 use crate::body::{self, Body};
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
 use crate::metrics::Metrics;
-pub use wasm::{Action, Edits, Header, Request};
 use wasm::WasmPlugin;
+pub use wasm::{Action, Edits, Header, Request};
 
 /// Why a plugin call failed (the `reason` label of `plughost_plugin_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -266,7 +266,10 @@ impl LoadedPlugin {
             w.failures = 0;
             let until = self.now_ns() + self.backoff.as_nanos() as u64;
             self.backoff_until.store(until.max(1), Ordering::Relaxed);
-            self.metrics.plugin_backoffs.get_or_create(&self.label).inc();
+            self.metrics
+                .plugin_backoffs
+                .get_or_create(&self.label)
+                .inc();
             tracing::warn!(
                 plugin = %self.name,
                 failures = self.threshold,

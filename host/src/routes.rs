@@ -14,8 +14,10 @@ use std::sync::Arc;
 
 use crate::body::{self, Body};
 use crate::config::OnError;
-use crate::plugin::{Action, FailureReason, LoadedPlugin, PluginError, Plugins, http_response, wit_request};
 use crate::error::{ClientError, RequestError};
+use crate::plugin::{
+    Action, FailureReason, LoadedPlugin, PluginError, Plugins, http_response, wit_request,
+};
 
 /// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
 const DEBUG_MAX_SIZE: usize = 64 * 1024 * 1024;
@@ -36,7 +38,11 @@ impl Router {
         let index = format!(
             "plughost {}\nAn HTTP server that hosts native and WebAssembly plugins.\n\nplugins loaded: {}\n",
             env!("CARGO_PKG_VERSION"),
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") },
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            },
         );
         Self {
             debug_routes,
@@ -83,7 +89,10 @@ impl Router {
         };
         match plugin.call(&wit_request(&parts, &body, client)).await {
             Ok(Action::Respond(r)) => http_response(r).ok_or_else(|| {
-                fail(PluginError::Failed(FailureReason::Error, "invalid status".into()))
+                fail(PluginError::Failed(
+                    FailureReason::Error,
+                    "invalid status".into(),
+                ))
             }),
             Ok(Action::Continue(_)) => Err(not_found()),
             Err(_) if plugin.on_error == OnError::Continue => Err(not_found()),
@@ -158,15 +167,15 @@ impl Router {
                 )))
             }
             "panic" => panic!("panic requested through /_debug/panic"),
-        // Echoes the request headers, one `name: value` a line, so tests see filter edits.
-        "headers" => {
-            let lines: String = req
-                .headers()
-                .iter()
-                .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
-                .collect();
-            Ok(no_store(text(StatusCode::OK, lines.into())))
-        }
+            // Echoes the request headers, one `name: value` a line, so tests see filter edits.
+            "headers" => {
+                let lines: String = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+                    .collect();
+                Ok(no_store(text(StatusCode::OK, lines.into())))
+            }
             // Reads the request body and answers with its length.
             "body" => {
                 let body = read_body(req.into_body(), self.max_body_bytes).await?;

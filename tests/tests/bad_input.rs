@@ -56,7 +56,11 @@ async fn malformed_requests_get_400_or_a_closed_connection() {
         assert_eq!(status_of(&resp), 400, "{bad:?} -> {resp:?}");
     }
     // A TLS ClientHello on the cleartext port is not HTTP at all: a 400 or a clean close.
-    let tls = raw(server.addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", T);
+    let tls = raw(
+        server.addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        T,
+    );
     assert!(tls.is_empty() || status_of(&tls) == 400, "{tls:?}");
     assert_no_leaks(&server, 10.0).await;
     assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);

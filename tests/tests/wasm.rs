@@ -69,7 +69,10 @@ async fn hello_responder_greets_with_its_configured_greeting() {
     let server = Plughost::start(&config);
     let (status, body) = get(&server, "/hello/there?x=1").await;
     assert_eq!(status, 200);
-    assert_eq!(body, "Howdy from plughost! You asked for /hello/there?x=1\n");
+    assert_eq!(
+        body,
+        "Howdy from plughost! You asked for /hello/there?x=1\n"
+    );
     // Not its route: /helloworld is not under /hello.
     assert_eq!(get(&server, "/helloworld").await.0, 404);
     let (_, page) = get(&server, "/").await;
@@ -97,15 +100,14 @@ async fn headers_filter_edits_request_and_response() {
 
 #[tokio::test]
 async fn auth_filter_refuses_unknown_keys_with_401() {
-    let server = Plughost::start(&entry(
-        "auth",
-        "auth",
-        "config = { keys = [\"s3cret\"] }",
-    ));
+    let server = Plughost::start(&entry("auth", "auth", "config = { keys = [\"s3cret\"] }"));
     let client = reqwest::Client::new();
     let refused = client.get(server.url("/")).send().await.unwrap();
     assert_eq!(refused.status(), 401);
-    assert_eq!(refused.headers()["www-authenticate"], "ApiKey header=\"x-api-key\"");
+    assert_eq!(
+        refused.headers()["www-authenticate"],
+        "ApiKey header=\"x-api-key\""
+    );
     let wrong = client
         .get(server.url("/"))
         .header("x-api-key", "guess")
@@ -182,8 +184,16 @@ async fn reuse_policies_fresh_and_max_requests() {
         assert_eq!(get(&server, "/_debug/sleep?ms=0").await.0, 200);
     }
     let m = metrics(&server).await;
-    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_instantiations_total"), 2.0, "{m}");
-    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_instance_reuses_total"), 4.0, "{m}");
+    assert_eq!(
+        plughost_e2e::metric_value(&m, "plughost_plugin_instantiations_total"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        plughost_e2e::metric_value(&m, "plughost_plugin_instance_reuses_total"),
+        4.0,
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +221,8 @@ async fn plugin_whose_init_fails_is_skipped_and_the_server_starts() {
         "plugin=garbage",
     ] {
         assert!(
-            log.lines().any(|l| l.contains("plugin not loaded") && l.contains(needle)),
+            log.lines()
+                .any(|l| l.contains("plugin not loaded") && l.contains(needle)),
             "no 'plugin not loaded' line with {needle:?} in\n{log}"
         );
     }
@@ -270,7 +281,11 @@ async fn restart_loads_components_from_the_compiled_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_fail_alone_and_are_counted() {
     let config = hostile("loop", "mode = \"loop\"", "")
-        + &hostile("membomb", "mode = \"membomb\"", "max_memory_bytes = 33554432")
+        + &hostile(
+            "membomb",
+            "mode = \"membomb\"",
+            "max_memory_bytes = 33554432",
+        )
         + &hostile("recursion", "mode = \"recursion\"", "")
         + &hostile("panic", "mode = \"panic\"", "")
         + &hostile("error", "mode = \"error\"", "")
@@ -292,10 +307,17 @@ async fn hostile_plugins_fail_alone_and_are_counted() {
         let took = started.elapsed();
         assert_eq!(status, 500, "{route}: {body}");
         assert_eq!(body, format!("plugin {route} failed on this request\n"));
-        assert!(took < Duration::from_millis(100) + margin, "{route} took {took:?}");
+        assert!(
+            took < Duration::from_millis(100) + margin,
+            "{route} took {took:?}"
+        );
         assert_eq!(bystander.await.unwrap().unwrap().status(), 200, "{route}");
         let m = metrics(&server).await;
-        assert_eq!(errors_metric(&m, route, reason), 1.0, "{route}/{reason}:\n{m}");
+        assert_eq!(
+            errors_metric(&m, route, reason),
+            1.0,
+            "{route}/{reason}:\n{m}"
+        );
         // The instance was replaced, not the plugin: it still answers (and fails) again.
         assert_eq!(get(&server, &format!("/{route}")).await.0, 500);
     }
@@ -320,13 +342,23 @@ async fn on_error_continue_lets_the_request_through() {
 /// another's.
 #[tokio::test]
 async fn per_plugin_limits_bite_where_set_and_nowhere_else() {
-    let config = hostile("smallmem", "mode = \"alloc\", amount = 24", "max_memory_bytes = 16777216")
-        + &hostile("bigmem", "mode = \"alloc\", amount = 24", "")
-        + &hostile("short", "mode = \"busy\", amount = 80", "timeout = \"30ms\"")
+    let config = hostile(
+        "smallmem",
+        "mode = \"alloc\", amount = 24",
+        "max_memory_bytes = 16777216",
+    ) + &hostile("bigmem", "mode = \"alloc\", amount = 24", "")
+        + &hostile(
+            "short",
+            "mode = \"busy\", amount = 80",
+            "timeout = \"30ms\"",
+        )
         + &hostile("long", "mode = \"busy\", amount = 80", "timeout = \"2s\"");
     let server = Plughost::start(&config);
     assert_eq!(get(&server, "/smallmem").await.0, 500);
-    assert_eq!(get(&server, "/bigmem").await, (200, "allocated 24 MiB\n".into()));
+    assert_eq!(
+        get(&server, "/bigmem").await,
+        (200, "allocated 24 MiB\n".into())
+    );
     assert_eq!(get(&server, "/short").await.0, 500);
     assert_eq!(get(&server, "/long").await, (200, "done\n".into()));
     let m = metrics(&server).await;
@@ -343,9 +375,17 @@ async fn the_sandbox_denies_files_outside_grants_and_writes_to_read_only_grants(
         data.path().display().to_string()
     );
     let config = hostile("passwd", "mode = \"read\", path = \"/etc/passwd\"", "")
-        + &hostile("escape", "mode = \"read\", path = \"/data/../../etc/passwd\"", &grant)
+        + &hostile(
+            "escape",
+            "mode = \"read\", path = \"/data/../../etc/passwd\"",
+            &grant,
+        )
         + &hostile("readok", "mode = \"read\", path = \"/data/ok.txt\"", &grant)
-        + &hostile("write", "mode = \"write\", path = \"/data/new.txt\"", &grant);
+        + &hostile(
+            "write",
+            "mode = \"write\", path = \"/data/new.txt\"",
+            &grant,
+        );
     let server = Plughost::start(&config);
     for route in ["passwd", "escape", "write"] {
         let (status, body) = get(&server, &format!("/{route}")).await;
@@ -358,13 +398,22 @@ async fn the_sandbox_denies_files_outside_grants_and_writes_to_read_only_grants(
 
 #[tokio::test]
 async fn guest_stdout_and_stderr_go_to_the_log() {
-    let server = Plughost::start(&entry("printer", "hostile", "config = { mode = \"print\" }"));
+    let server = Plughost::start(&entry(
+        "printer",
+        "hostile",
+        "config = { mode = \"print\" }",
+    ));
     assert_eq!(get(&server, "/").await.0, 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let log = server.log();
-        if log.contains("hostile says hello on stdout") && log.contains("hostile says hello on stderr") {
-            assert!(log.lines().any(|l| l.contains("plugin=\"printer\"") || l.contains("plugin=printer")));
+        if log.contains("hostile says hello on stdout")
+            && log.contains("hostile says hello on stderr")
+        {
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("plugin=\"printer\"") || l.contains("plugin=printer"))
+            );
             break;
         }
         assert!(Instant::now() < deadline, "{log}");
@@ -386,12 +435,29 @@ async fn a_plugin_failing_every_call_is_backed_off_then_retried() {
         assert_eq!(get(&server, "/doomed").await.0, 500);
     }
     let m = metrics(&server).await;
-    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"), 3.0, "{m}");
+    assert_eq!(
+        plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"),
+        3.0,
+        "{m}"
+    );
     assert_eq!(errors_metric(&m, "doomed", "backoff"), 3.0, "{m}");
-    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_backoffs_total"), 1.0);
+    assert_eq!(
+        plughost_e2e::metric_value(&m, "plughost_plugin_backoffs_total"),
+        1.0
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(get(&server, "/doomed").await.0, 500);
     let m = metrics(&server).await;
-    assert_eq!(plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"), 4.0, "{m}");
-    assert_eq!(server.log().matches("skipping it during the backoff").count(), 1);
+    assert_eq!(
+        plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"),
+        4.0,
+        "{m}"
+    );
+    assert_eq!(
+        server
+            .log()
+            .matches("skipping it during the backoff")
+            .count(),
+        1
+    );
 }

@@ -56,7 +56,8 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
             tracing::warn!(plugin = %p.name, file = %p.file.display(), max_plugins = config.max_plugins, "plugin not loaded: max_plugins reached");
         }
     }
-    let cache_dir = (!config.wasm_cache_dir.as_os_str().is_empty()).then(|| config.wasm_cache_dir.clone());
+    let cache_dir =
+        (!config.wasm_cache_dir.as_os_str().is_empty()).then(|| config.wasm_cache_dir.clone());
     let instances: usize = wanted
         .iter()
         .map(|p| p.instances.unwrap_or(config.max_concurrency))
@@ -93,7 +94,9 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
             }
         }
     }
-    plugins.routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    plugins
+        .routes
+        .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     Ok(plugins)
 }
 

@@ -16,7 +16,9 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
 use super::host::{MemoryLimitReached, State};
 use super::{FailureReason, PluginError};
@@ -98,8 +100,12 @@ impl Runtime {
     /// Compiles a component, or loads it from the compiled-artifact cache when the file and
     /// the engine are unchanged. Returns it and whether it came from the cache.
     pub fn compile(&self, file: &Path) -> Result<(Component, bool), PluginError> {
-        let bytes = std::fs::read(file).map_err(|e| PluginError::Load(format!("cannot read it: {e}")))?;
-        let cached = self.cache_dir.as_ref().map(|dir| dir.join(self.cache_key(&bytes)));
+        let bytes =
+            std::fs::read(file).map_err(|e| PluginError::Load(format!("cannot read it: {e}")))?;
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(self.cache_key(&bytes)));
         if let Some(path) = &cached
             && path.exists()
         {
@@ -108,7 +114,9 @@ impl Runtime {
             // plughost with owner-only permissions; wasmtime checks its header again.
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "compiled cache entry unusable; recompiling"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "compiled cache entry unusable; recompiling")
+                }
             }
         }
         let component = Component::new(&self.engine, &bytes)
@@ -123,7 +131,9 @@ impl Runtime {
 
     fn cache_key(&self, bytes: &[u8]) -> String {
         let mut engine = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut engine);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine);
         let digest = Sha256::digest(bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("{hex}-{:016x}.cwasm", engine.finish())
@@ -231,7 +241,8 @@ impl WasmPlugin {
         config: PluginConfig,
         default_instances: usize,
     ) -> Result<Self, PluginError> {
-        let config_json = serde_json::to_string(&config.config).expect("TOML tables convert to JSON");
+        let config_json =
+            serde_json::to_string(&config.config).expect("TOML tables convert to JSON");
         let instances = config.instances.unwrap_or(default_instances);
         let plugin = Self {
             name: Arc::from(config.name.as_str()),
@@ -280,7 +291,10 @@ impl WasmPlugin {
             .await
             .map_err(|e| classify(&e))?;
         arm(&mut store);
-        match bindings.call_plugin_init(&mut store, &self.config_json).await {
+        match bindings
+            .call_plugin_init(&mut store, &self.config_json)
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(msg)) => return Err(PluginError::Init(msg)),
             Err(e) => return Err(classify(&e)),
@@ -339,7 +353,10 @@ impl WasmPlugin {
         }
         let keep = pooled
             && result.is_ok()
-            && self.config.max_requests.is_none_or(|max| instance.served < max);
+            && self
+                .config
+                .max_requests
+                .is_none_or(|max| instance.served < max);
         if keep {
             self.idle.lock().push(instance);
         }
