@@ -34,7 +34,7 @@ test: build
 	$(CARGO) test --workspace
 
 # Throughput against nginx and a bare hyper server; see bench/run.sh. BENCH_QUICK=1 is shorter.
-bench:
+bench: setup
 	bash bench/run.sh
 
 fmt:

@@ -7,7 +7,11 @@
 #   plughost-hit    plughost with the default cache: every request after the first is a hit
 #   nginx           Debian's nginx, `return 200` with the same body, 2 workers, buffered access log
 #   hyper-hello     a bare hyper 1.x hello world (bench/src/hyper_hello.rs): the ceiling
-# Medians over the rounds are reported with the ratios the core issue targets.
+#   plughost-filter plughost-hit plus one wasm filter (plugins/rust/headers) on every request
+#   plughost-wasm   the hello wasm responder on /hello, cache off (compare with plughost-route)
+# Medians over the rounds are reported with the ratios the issues target. Then: start-up time
+# with 10 wasm plugins, cold and from the compiled cache, and criterion's in-process plugin
+# call costs.
 #
 # Environment: BENCH_QUICK=1 (3 s runs), BENCH_DURATION (seconds per run), BENCH_ROUNDS.
 set -euo pipefail
@@ -46,6 +50,8 @@ need nginx nginx-light
 NGINX=$(command -v nginx)
 
 cargo build --release -q -p plughost -p plughost-bench
+cargo build --release -q --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -80,8 +86,24 @@ EOF
 
 plughost_config plughost-route "cache_capacity = 0"
 plughost_config plughost-hit ""
+plughost_config plughost-filter "wasm_cache_dir = \"$WORK/cache\"
+[[plugins]]
+name = \"headers\"
+file = \"$WASM_DIR/headers.wasm\"
+config = { request = { name = \"x-a\", value = \"1\" }, response = { name = \"x-b\", value = \"2\" } }"
+plughost_config plughost-wasm "cache_capacity = 0
+wasm_cache_dir = \"$WORK/cache\"
+[[plugins]]
+name = \"hello\"
+file = \"$WASM_DIR/hello.wasm\"
+kind = \"responder\"
+[[routes]]
+prefix = \"/hello\"
+plugin = \"hello\""
 ROUTE=$(start plughost-route "plughost listening on" target/release/plughost --config "$WORK/plughost-route.toml")
 HIT=$(start plughost-hit "plughost listening on" target/release/plughost --config "$WORK/plughost-hit.toml")
+FILTER=$(start plughost-filter "plughost listening on" target/release/plughost --config "$WORK/plughost-filter.toml")
+WASM=$(start plughost-wasm "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm.toml")
 HYPER=$(start hyper-hello "listening on" target/release/hyper-hello 127.0.0.1:0)
 
 NGINX_PORT=$(free_port)
@@ -120,8 +142,10 @@ declare -A URL=(
     [plughost-hit]="http://$HIT/"
     [nginx]="http://127.0.0.1:$NGINX_PORT/"
     [hyper-hello]="http://$HYPER/"
+    [plughost-filter]="http://$FILTER/"
+    [plughost-wasm]="http://$WASM/hello"
 )
-ORDER=(plughost-route plughost-hit nginx hyper-hello)
+ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm nginx hyper-hello)
 
 echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
 RAW="$WORK/raw.tsv"
@@ -138,4 +162,21 @@ for round in $(seq "$ROUNDS"); do
 done
 
 mkdir -p "$RESULTS"
-python3 bench/report.py "$RAW" "$IDLE_RSS" "$DURATION" "$ROUNDS" "$CONNS" | tee "$RESULTS/latest.md"
+{
+    python3 bench/report.py "$RAW" "$IDLE_RSS" "$DURATION" "$ROUNDS" "$CONNS"
+    echo
+    echo "| start-up | to listening line | to first 200 |"
+    echo "|---|---:|---:|"
+    python3 bench/startup.py "$PWD/target/release/plughost" "$WASM_DIR/headers.wasm" 10 "$WORK/startup"
+    echo
+    echo "In-process wasm plugin call (criterion, median of the estimate):"
+    echo
+    echo "| call | time |"
+    echo "|---|---:|"
+    cargo bench -q -p plughost --bench plugins 2>/dev/null \
+        | awk '/^wasm_plugin_call/ {name=$1}
+               /time:/ && match($0, /\[[^]]*\]/) {
+                   split(substr($0, RSTART + 1, RLENGTH - 2), t, " ")
+                   print "| " name " | " t[3] " " t[4] " |"
+               }'
+} | tee "$RESULTS/latest.md"

@@ -15,13 +15,18 @@ fn main() {
         "plugins/Cargo.toml",
         "plugins/rust",
         "plugins/test",
+        "plugins/native/plughost_plugin.h",
+        "plugins/native/examples",
+        "plugins/native/test",
+        "plugins/native/rust-observer/src",
+        "plugins/native/rust-observer/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let manifest = root.join("plugins/Cargo.toml");
     let target_dir = root.join("plugins/target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let status = Command::new(&cargo)
         .args([
             "build",
             "--release",
@@ -47,4 +52,45 @@ fn main() {
         "cargo:rustc-env=PLUGHOST_TEST_PLUGINS={}",
         target_dir.join("wasm32-wasip2/release").display()
     );
+    build_native(root, &cargo, &target_dir);
+}
+
+/// The native plugins: C sources with the system C compiler, the Rust one with cargo.
+fn build_native(root: &Path, cargo: &str, target_dir: &Path) {
+    let out = target_dir.join("native");
+    std::fs::create_dir_all(&out).expect("native output dir");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    for (src, name) in [
+        ("examples/counter.c", "counter"),
+        ("test/empty.c", "empty"),
+        ("test/printer.c", "printer"),
+        ("test/no_process.c", "no_process"),
+        ("test/sleeper.c", "sleeper"),
+    ] {
+        let status = Command::new(&cc)
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(out.join(format!("{name}.so")))
+            .arg(root.join("plugins/native").join(src))
+            .status()
+            .expect("run the C compiler");
+        assert!(status.success(), "compiling {src} failed");
+    }
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--manifest-path"])
+        .arg(root.join("plugins/native/rust-observer/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&out)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("run cargo for rust-observer");
+    assert!(status.success(), "building rust-observer failed");
+    std::fs::copy(
+        out.join("release/librust_observer.so"),
+        out.join("rust_observer.so"),
+    )
+    .expect("copy rust-observer");
+    println!("cargo:rustc-env=PLUGHOST_NATIVE_PLUGINS={}", out.display());
 }

@@ -50,6 +50,10 @@ pub const DEFAULT_PLUGIN_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_PLUGIN_FAILURE_THRESHOLD: u32 = 5;
 /// Window in which plugin failures are counted.
 pub const DEFAULT_PLUGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// Bytes of the request body shown to native plugins.
+pub const DEFAULT_NATIVE_BODY_CAP: usize = 64 * 1024;
+/// A native plugin call slower than this is logged.
+pub const DEFAULT_NATIVE_BUDGET: Duration = Duration::from_millis(10);
 /// How long a failing plugin is skipped before it is called again.
 pub const DEFAULT_PLUGIN_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -103,9 +107,15 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Enables `/_debug/*` routes (sleep, log flood, panic) used by the tests. Never in production.
     pub debug_routes: bool,
+    /// Bytes of the request body native plugins see in `data`.
+    pub native_body_cap: usize,
+    /// A native plugin call slower than this is logged with the plugin's name.
+    #[serde(with = "humantime_serde")]
+    pub native_budget: Duration,
     /// Where compiled wasm plugins are cached between runs, or `""` for no cache.
     pub wasm_cache_dir: PathBuf,
-    /// Plugins to load, in chain order. Empty: every `*.wasm` in `plugins_dir`, as filters.
+    /// Plugins to load, in chain order (wasm components, and native libraries by their
+    /// extension). Empty: every `*.wasm` (as a filter) and native library in `plugins_dir`.
     pub plugins: Vec<PluginConfig>,
     /// Path prefixes answered by responder plugins, longest prefix first.
     pub routes: Vec<RouteConfig>,
@@ -280,6 +290,8 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             debug_routes: false,
+            native_body_cap: DEFAULT_NATIVE_BODY_CAP,
+            native_budget: DEFAULT_NATIVE_BUDGET,
             wasm_cache_dir: PathBuf::from(".plughost-cache"),
             plugins: Vec::new(),
             routes: Vec::new(),
@@ -652,6 +664,50 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(c.port, 2000);
+    }
+
+    const PLUGINS: &str = r#"
+[[plugins]]
+name = "hello"
+file = "hello.wasm"
+kind = "responder"
+config = { greeting = "Hi", nested = { a = 1 } }
+reuse = "pooled"
+max_requests = 100
+timeout = "20ms"
+
+[[routes]]
+prefix = "/hello"
+plugin = "hello"
+"#;
+
+    #[test]
+    fn plugins_and_routes_parse_with_defaults() {
+        let c = parse(PLUGINS).unwrap();
+        let p = &c.plugins[0];
+        assert_eq!(p.kind, PluginKind::Responder);
+        assert_eq!(p.timeout, Duration::from_millis(20));
+        assert_eq!(p.max_memory_bytes, DEFAULT_PLUGIN_MEMORY_BYTES);
+        assert_eq!(p.on_error, OnError::Fail);
+        assert_eq!(c.routes[0].plugin, "hello");
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn routes_must_name_a_responder() {
+        let unknown = PLUGINS.replace("plugin = \"hello\"", "plugin = \"nobody\"");
+        let e = parse(&unknown).unwrap_err().to_string();
+        assert_eq!(e, "routes.plugin: no plugin named `nobody`");
+        let filter = PLUGINS.replace("kind = \"responder\"", "kind = \"filter\"");
+        let e = parse(&filter).unwrap_err().to_string();
+        assert!(e.starts_with("routes.plugin: `hello` is a filter"), "{e}");
+    }
+
+    #[test]
+    fn fresh_instances_take_no_max_requests() {
+        let text = PLUGINS.replace("reuse = \"pooled\"", "reuse = \"fresh\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("plugins.max_requests:"), "{e}");
     }
 
     #[test]

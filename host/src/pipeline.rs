@@ -167,8 +167,9 @@ impl Pipeline {
         let mut body = body::limited(body, self.max_body_bytes);
         // Headers the filters add to whatever response is finally sent.
         let mut extra = HeaderMap::new();
-        if !self.plugins.filters.is_empty() {
+        if self.plugins.need_body() {
             let bytes = read_body(body, self.max_body_bytes).await?;
+            self.plugins.observe(&parts, &bytes);
             if let Some(resp) = self
                 .run_filters(&mut parts, &bytes, client, &mut extra)
                 .await?

@@ -4,6 +4,7 @@
 
 pub mod host;
 pub mod loader;
+pub mod native;
 pub mod wasm;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::body::{self, Body};
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
 use crate::metrics::Metrics;
+use native::NativePlugin;
 use wasm::WasmPlugin;
 pub use wasm::{Action, Edits, Header, Request};
 
@@ -136,15 +138,17 @@ struct FailureWindow {
 pub struct PluginInfo {
     /// Name.
     pub name: String,
-    /// `filter` or `responder`.
-    pub kind: PluginKind,
+    /// `filter`, `responder` or `native`.
+    pub kind: &'static str,
     /// File it was loaded from.
     pub file: String,
-    /// Reuse policy.
-    pub reuse: Reuse,
+    /// Reuse policy (wasm plugins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
     /// Calls made.
     pub calls: u64,
-    /// Calls that failed (or were skipped in backoff).
+    /// Calls that failed (or were skipped in backoff); for native plugins, requests skipped
+    /// because the plugin fell behind.
     pub errors: u64,
     /// Whether it is in backoff now.
     pub in_backoff: bool,
@@ -284,9 +288,12 @@ impl LoadedPlugin {
         let stats = self.wasm.stats();
         PluginInfo {
             name: self.name.clone(),
-            kind: self.kind,
+            kind: match self.kind {
+                PluginKind::Filter => "filter",
+                PluginKind::Responder => "responder",
+            },
             file: self.file.display().to_string(),
-            reuse: self.reuse,
+            reuse: Some(self.reuse),
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             in_backoff: self.backoff_until.load(Ordering::Relaxed) != 0,
@@ -304,6 +311,10 @@ pub struct Plugins {
     /// Routes to responders, longest prefix first.
     routes: Vec<(String, Arc<LoadedPlugin>)>,
     all: Vec<Arc<LoadedPlugin>>,
+    /// Native observers, in load order.
+    pub natives: Vec<NativePlugin>,
+    /// Bytes of the body natives see.
+    pub native_body_cap: usize,
 }
 
 impl Plugins {
@@ -315,14 +326,40 @@ impl Plugins {
         })
     }
 
-    /// Names of the loaded plugins, in load order.
+    /// Names of the loaded plugins, wasm then native, in load order.
     pub fn names(&self) -> Vec<&str> {
-        self.all.iter().map(|p| p.name.as_str()).collect()
+        let wasm = self.all.iter().map(|p| p.name.as_str());
+        wasm.chain(self.natives.iter().map(|n| n.name.as_str()))
+            .collect()
+    }
+
+    /// Whether requests must be read whole before routing (a filter or native plugin sees
+    /// the body).
+    pub fn need_body(&self) -> bool {
+        !self.filters.is_empty() || !self.natives.is_empty()
+    }
+
+    /// Shows the request to every native plugin (they run on their own threads).
+    pub fn observe(&self, parts: &Parts, body: &Bytes) {
+        for n in &self.natives {
+            n.observe(native::render(parts, body, self.native_body_cap));
+        }
     }
 
     /// What `GET /plugins` shows.
     pub fn info(&self) -> Vec<PluginInfo> {
-        self.all.iter().map(|p| p.info()).collect()
+        let natives = self.natives.iter().map(|n| PluginInfo {
+            name: n.name.clone(),
+            kind: "native",
+            file: n.file.display().to_string(),
+            reuse: None,
+            calls: n.calls.load(Ordering::Relaxed),
+            errors: n.dropped.load(Ordering::Relaxed),
+            in_backoff: false,
+            peak_memory_bytes: 0,
+            last_instantiation_us: 0,
+        });
+        self.all.iter().map(|p| p.info()).chain(natives).collect()
     }
 }
 

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -52,6 +52,7 @@ pub struct Plughost {
     pub admin: Option<SocketAddr>,
     /// Working directory (config, log file, plugins).
     pub dir: TempDir,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Plughost {
@@ -80,8 +81,11 @@ impl Plughost {
         let admin_expected = !config.contains("admin = \"off\"");
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
         });
@@ -105,7 +109,13 @@ impl Plughost {
             addr: addr.expect("address"),
             admin,
             dir,
+            stdout: lines,
         }
+    }
+
+    /// Everything the process printed on stdout so far, a line each.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
     }
 
     /// URL of `path` on the public listener.
@@ -121,6 +131,23 @@ impl Plughost {
     /// The log file's text so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("plughost.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to 5 s) until the log file contains `needle`, and returns the log. Log lines
+    /// reach the file through the log thread, a moment after the event.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never appeared in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// One metric's value from `/metrics` (the sum over its label sets).
@@ -283,4 +310,9 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Ve
 /// Path of a guest plugin built from `plugins/` by this crate's build script (e.g. `hello`).
 pub fn plugin(name: &str) -> PathBuf {
     Path::new(env!("PLUGHOST_TEST_PLUGINS")).join(format!("{name}.wasm"))
+}
+
+/// Path of a native test plugin built by this crate's build script (e.g. `counter`).
+pub fn native_plugin(name: &str) -> PathBuf {
+    Path::new(env!("PLUGHOST_NATIVE_PLUGINS")).join(format!("{name}.so"))
 }

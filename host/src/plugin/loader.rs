@@ -1,11 +1,13 @@
-//! Loading plugins at start-up: from `[[plugins]]`, or every `*.wasm` in `plugins_dir` as a
-//! filter in name order; at most `max_plugins`. A plugin that fails to compile, link or init
-//! is skipped with one log line naming its file and the reason; the server starts anyway.
+//! Loading plugins at start-up: from `[[plugins]]`, or every `*.wasm` (as a filter) and native
+//! library in `plugins_dir`, in name order; at most `max_plugins`, native and wasm together. A
+//! plugin that fails to load (compile, link, missing symbol or export, unsafe file, init) is
+//! skipped with one log line naming its file and the reason; the server starts anyway.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
 use super::{LoadedPlugin, PluginError, Plugins};
 use crate::config::{Config, PluginConfig, PluginKind};
@@ -21,7 +23,7 @@ fn wanted(config: &Config) -> Vec<PluginConfig> {
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .filter(|p| p.is_file() && (is_wasm(p) || is_native(p)))
         .collect();
     files.sort();
     files
@@ -34,6 +36,14 @@ fn wanted(config: &Config) -> Vec<PluginConfig> {
             PluginConfig::filter(name, f)
         })
         .collect()
+}
+
+fn is_wasm(file: &Path) -> bool {
+    file.extension().is_some_and(|x| x == "wasm")
+}
+
+fn is_native(file: &Path) -> bool {
+    file.extension().is_some_and(|x| x == native::EXTENSION)
 }
 
 fn resolve(dir: &Path, file: &Path) -> PathBuf {
@@ -56,6 +66,36 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
             tracing::warn!(plugin = %p.name, file = %p.file.display(), max_plugins = config.max_plugins, "plugin not loaded: max_plugins reached");
         }
     }
+    native::check_dir(&config.plugins_dir);
+    let mut plugins = Plugins {
+        native_body_cap: config.native_body_cap,
+        ..Plugins::default()
+    };
+    let (natives, wanted): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .partition(|p| is_native(&resolve(&config.plugins_dir, &p.file)));
+    for p in natives {
+        let file = resolve(&config.plugins_dir, &p.file);
+        let json = serde_json::to_string(&p.config).expect("TOML tables convert to JSON");
+        match NativePlugin::load(
+            &p.name,
+            &file,
+            &json,
+            config.native_budget,
+            config.shutdown_timeout,
+        ) {
+            Ok(n) => {
+                tracing::info!(plugin = %p.name, file = %file.display(), kind = "native", "plugin loaded");
+                plugins.natives.push(n);
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded")
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(plugins);
+    }
     let cache_dir =
         (!config.wasm_cache_dir.as_os_str().is_empty()).then(|| config.wasm_cache_dir.clone());
     let instances: usize = wanted
@@ -63,7 +103,6 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
         .map(|p| p.instances.unwrap_or(config.max_concurrency))
         .sum();
     let runtime = Runtime::new(cache_dir, u32::try_from(instances).unwrap_or(u32::MAX))?;
-    let mut plugins = Plugins::default();
     for p in wanted {
         let file = resolve(&config.plugins_dir, &p.file);
         let started = Instant::now();

@@ -1,0 +1,92 @@
+//! In-process costs of a WebAssembly plugin call (`cargo bench -p plughost --bench plugins`):
+//! `plugin-process` on a reused instance with 0 B, 1 KiB and 64 KiB bodies, and a call on a
+//! fresh instance (instantiation + init + call). Needs the guest plugins (`make plugins`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use plughost::config::{PluginConfig, Reuse};
+use plughost::plugin::wasm::{Runtime, WasmPlugin};
+use plughost::plugin::wit_request;
+
+fn plugin_file(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} missing: run `make plugins` first",
+        p.display()
+    );
+    p
+}
+
+fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPlugin {
+    let file = plugin_file("headers");
+    let (component, _) = runtime.compile(&file).expect("compile");
+    let pre = runtime.prepare(&component).expect("prepare");
+    let mut config = PluginConfig::filter("headers".into(), file);
+    config.reuse = reuse;
+    config.config = toml::from_str(
+        "request = { name = \"x-a\", value = \"1\" }\nresponse = { name = \"x-b\", value = \"2\" }",
+    )
+    .unwrap();
+    rt.block_on(WasmPlugin::load(pre, config, 1)).expect("load")
+}
+
+fn calls(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = Runtime::new(None, 16).unwrap();
+    let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let pooled = load(&rt, &runtime, Reuse::Pooled);
+    let fresh = load(&rt, &runtime, Reuse::Fresh);
+    let mut group = c.benchmark_group("wasm_plugin_call");
+    for (label, size) in [("0B", 0), ("1KiB", 1024), ("64KiB", 64 * 1024)] {
+        let (parts, ()) = Request::post("/bench?x=1")
+            .header("host", "bench")
+            .header("user-agent", "criterion")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let req = wit_request(&parts, &Bytes::from(vec![b'a'; size]), client);
+        group.bench_function(format!("pooled_{label}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        pooled.process(&req).await.result.expect("call");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        if size == 1024 {
+            group.bench_function("fresh_instance_1KiB", |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            fresh.process(&req).await.result.expect("call");
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = calls
+}
+criterion_main!(benches);

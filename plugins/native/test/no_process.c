@@ -1,0 +1,2 @@
+/* Missing plugin_process: plughost must refuse it and start anyway. */
+void plugin_init(void* context) { }

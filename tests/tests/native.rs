@@ -1,0 +1,164 @@
+//! Native plugins with the C server's ABI: loading, refusal of unsafe or incomplete
+//! libraries, serialized calls, observers that never make requests wait.
+
+use std::time::{Duration, Instant};
+
+use plughost_e2e::{Plughost, native_plugin};
+
+/// A plugins_dir holding copies of the named native test plugins.
+fn dir_with(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for name in names {
+        std::fs::copy(native_plugin(name), plugins.join(format!("{name}.so"))).unwrap();
+    }
+    dir
+}
+
+async fn plugin_names(server: &Plughost) -> Vec<String> {
+    let list: serde_json::Value = reqwest::get(server.admin_url("/plugins"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["kind"], "native");
+            p["name"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// Exactly the README's empty plugin, and a C-server-era plugin that prints `data`, load
+/// unchanged; the printer sees each request as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_server_plugins_load_unchanged() {
+    let mut server = Plughost::start_in(dir_with(&["empty", "printer"]), "");
+    assert_eq!(plugin_names(&server).await, ["empty", "printer"]);
+    for i in 0..3 {
+        let r = reqwest::get(server.url(&format!("/printed/{i}")))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let page = reqwest::get(server.url("/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("plugins loaded: empty, printer"), "{page}");
+    server.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| server.wait(Duration::from_secs(10)));
+    assert!(status.success());
+    let out = server.stdout();
+    for i in 0..3 {
+        assert!(out.contains(&format!("GET /printed/{i} HTTP/1.1")), "{out}");
+    }
+    assert!(out.contains("host: 127.0.0.1:"), "{out}");
+}
+
+#[tokio::test]
+async fn a_library_missing_plugin_process_is_refused_and_the_server_starts() {
+    let server = Plughost::start_in(dir_with(&["no_process", "empty"]), "");
+    assert_eq!(plugin_names(&server).await, ["empty"]);
+    let log = server.wait_log("no_process.so");
+    assert!(
+        log.lines().any(|l| l.contains("plugin not loaded")
+            && l.contains("no_process.so")
+            && l.contains("does not export `plugin_process`")),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_world_writable_library_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir_with(&["empty"]);
+    let lib = dir.path().join("plugins/empty.so");
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let server = Plughost::start_in(dir, "");
+    assert!(plugin_names(&server).await.is_empty());
+    server.wait_log("the file is world-writable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_dir_world_writable_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir_with(&["empty"]);
+    std::fs::set_permissions(
+        dir.path().join("plugins"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let server = Plughost::start_in(dir, "");
+    assert!(
+        server.log().contains("plugins_dir is world-writable"),
+        "{}",
+        server.log()
+    );
+}
+
+/// The counter keeps a plain, non-atomic count; calls are serialized, so under 10-way
+/// concurrent load its total is exact. It reports through the log callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_into_one_plugin_are_serialized_so_a_plain_counter_is_exact() {
+    const N: usize = 2000;
+    let dir = dir_with(&["counter", "rust_observer"]);
+    let config = "max_concurrency = 10\nlog_buffer = 100000\n[[plugins]]\nname = \"counter\"\nfile = \"counter.so\"\nconfig = { every = 500 }\n[[plugins]]\nname = \"rust_observer\"\nfile = \"rust_observer.so\"\n";
+    let mut server = Plughost::start_in(dir, config);
+    let client = reqwest::Client::new();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..10)
+        .map(|_| {
+            let (client, url, sent) = (client.clone(), server.url("/"), sent.clone());
+            tokio::spawn(async move {
+                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < N {
+                    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    server.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| server.wait(Duration::from_secs(10)));
+    assert!(status.success());
+    let log = server.log();
+    assert!(
+        log.contains("counter ready, logging every 500 requests"),
+        "{log}"
+    );
+    assert!(log.contains("requests so far: 1500"), "{log}");
+    assert!(log.contains(&format!("total requests: {N}")), "{log}");
+    assert_eq!(log.matches("observed GET / HTTP/1.1").count(), N);
+}
+
+/// Requests do not wait for observers: with a plugin sleeping a second per call, twenty
+/// requests in a row are all answered long before the plugin has seen them.
+#[tokio::test]
+async fn a_slow_plugin_does_not_hold_requests() {
+    let server = Plughost::start_in(dir_with(&["sleeper"]), "");
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "requests waited for the plugin"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.log().contains("native plugin call was slow") {
+        assert!(
+            Instant::now() < deadline,
+            "no slow-call line in {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
