@@ -6,9 +6,16 @@ RELEASE_BIN := target/release/plughost
 
 all: build
 
-# Toolchain pieces a fresh machine lacks: the WebAssembly target for guest plugins.
+WINDOWS_TARGET := x86_64-pc-windows-gnu
+
+# Toolchain pieces a fresh machine lacks: the WebAssembly target for guest plugins, a C
+# compiler for the native example plugins, and the Windows target (with MinGW, which
+# wasmtime's build script needs) for the check that the host still builds for Windows.
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@rustup target list --installed | grep -qx $(WINDOWS_TARGET) || rustup target add $(WINDOWS_TARGET)
+	@scripts/need.sh cc gcc
+	@scripts/need.sh x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
 
 # Debug build of every workspace binary (the end-to-end tests start target/debug/plughost).
 # The tests crate's build script also builds the guest plugins.
@@ -18,9 +25,11 @@ build: setup
 release:
 	$(CARGO) build --release -p plughost
 
-# The example and test plugins, as wasm32-wasip2 components in plugins/target/wasm32-wasip2/release.
+# Every example and test plugin, built from source by the test crate's build script:
+# wasm components in plugins/target/wasm32-wasip2/release, native libraries in
+# plugins/target/native.
 plugins: setup
-	$(CARGO) build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+	$(CARGO) build -p plughost-e2e
 
 # Starts plughost on :9090 (admin on 127.0.0.1:9091) with the example plugins
 # (examples/plughost.toml: headers and ratelimit filters, hello on /hello).
@@ -31,6 +40,7 @@ run: release plugins
 # Building --all-targets also compiles the bench binaries, so they cannot rot.
 test: build
 	$(CARGO) fmt --all -- --check
+	$(CARGO) check --target $(WINDOWS_TARGET) -p plughost
 	$(CARGO) test --workspace
 
 # Throughput against nginx and a bare hyper server; see bench/run.sh. BENCH_QUICK=1 is shorter.

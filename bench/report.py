@@ -63,6 +63,7 @@ def main():
     ratio("plughost-hit", "hyper-hello", 0.95, "cache hit vs bare hyper")
     ratio("plughost-filter", "plughost-hit", 0.8, "one wasm filter on a cache hit vs none")
     ratio("plughost-wasm", "plughost-route", 0.6, "wasm responder vs static route")
+    ratio("plughost-native", "plughost-hit", 0.9, "C observer loaded vs none (cache hit)")
     mib = int(idle_rss) / 1024
     print(f"| idle RSS ≤ 10 MB | {mib:.1f} MiB | {'met' if mib <= 10 else 'NOT met'} |")
 

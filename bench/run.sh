@@ -9,6 +9,7 @@
 #   hyper-hello     a bare hyper 1.x hello world (bench/src/hyper_hello.rs): the ceiling
 #   plughost-filter plughost-hit plus one wasm filter (plugins/rust/headers) on every request
 #   plughost-wasm   the hello wasm responder on /hello, cache off (compare with plughost-route)
+#   plughost-native plughost-hit plus the C counter observer (plugins/native/examples/counter.c)
 # Medians over the rounds are reported with the ratios the issues target. Then: start-up time
 # with 10 wasm plugins, cold and from the compiled cache, and criterion's in-process plugin
 # call costs.
@@ -32,26 +33,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-need() { # need COMMAND DEBIAN_PACKAGE
-    command -v "$1" >/dev/null 2>&1 && return
-    if [ "$(id -u)" = 0 ]; then
-        echo "bench: installing $2"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-        # Debian starts the packaged nginx on port 80; the bench runs its own.
-        [ "$2" = nginx-light ] && { systemctl stop nginx 2>/dev/null || pkill -x nginx || true; }
-    else
-        echo "bench: $1 is missing; install it with: sudo apt-get install $2" >&2
-        exit 1
-    fi
-}
-need wrk wrk
-need nginx nginx-light
+scripts/need.sh wrk wrk
+scripts/need.sh nginx nginx-light
 NGINX=$(command -v nginx)
 
 cargo build --release -q -p plughost -p plughost-bench
-cargo build --release -q --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+cargo build -q -p plughost-e2e   # its build script builds every plugin (make plugins)
 WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
+NATIVE_DIR=$PWD/plugins/target/native
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -100,10 +89,15 @@ kind = \"responder\"
 [[routes]]
 prefix = \"/hello\"
 plugin = \"hello\""
+plughost_config plughost-native "[[plugins]]
+name = \"counter\"
+file = \"$NATIVE_DIR/counter.so\"
+config = { every = 1000000 }"
 ROUTE=$(start plughost-route "plughost listening on" target/release/plughost --config "$WORK/plughost-route.toml")
 HIT=$(start plughost-hit "plughost listening on" target/release/plughost --config "$WORK/plughost-hit.toml")
 FILTER=$(start plughost-filter "plughost listening on" target/release/plughost --config "$WORK/plughost-filter.toml")
 WASM=$(start plughost-wasm "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm.toml")
+NATIVE=$(start plughost-native "plughost listening on" target/release/plughost --config "$WORK/plughost-native.toml")
 HYPER=$(start hyper-hello "listening on" target/release/hyper-hello 127.0.0.1:0)
 
 NGINX_PORT=$(free_port)
@@ -144,8 +138,9 @@ declare -A URL=(
     [hyper-hello]="http://$HYPER/"
     [plughost-filter]="http://$FILTER/"
     [plughost-wasm]="http://$WASM/hello"
+    [plughost-native]="http://$NATIVE/"
 )
-ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm nginx hyper-hello)
+ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-native nginx hyper-hello)
 
 echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
 RAW="$WORK/raw.tsv"
@@ -169,12 +164,12 @@ mkdir -p "$RESULTS"
     echo "|---|---:|---:|"
     python3 bench/startup.py "$PWD/target/release/plughost" "$WASM_DIR/headers.wasm" 10 "$WORK/startup"
     echo
-    echo "In-process wasm plugin call (criterion, median of the estimate):"
+    echo "In-process plugin costs (criterion, middle of the estimate):"
     echo
     echo "| call | time |"
     echo "|---|---:|"
     cargo bench -q -p plughost --bench plugins 2>/dev/null \
-        | awk '/^wasm_plugin_call/ {name=$1}
+        | awk '/^(wasm_plugin_call|native_plugin)/ {name=$1}
                /time:/ && match($0, /\[[^]]*\]/) {
                    split(substr($0, RSTART + 1, RLENGTH - 2), t, " ")
                    print "| " name " | " t[3] " " t[4] " |"

@@ -1,6 +1,7 @@
 //! In-process costs of a WebAssembly plugin call (`cargo bench -p plughost --bench plugins`):
 //! `plugin-process` on a reused instance with 0 B, 1 KiB and 64 KiB bodies, and a call on a
-//! fresh instance (instantiation + init + call). Needs the guest plugins (`make plugins`).
+//! fresh instance (instantiation + init + call); and what a request pays for a native plugin
+//! (rendering `data` and handing it to the plugin's thread). Needs `make plugins`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,13 +11,18 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use plughost::config::{PluginConfig, Reuse};
+use plughost::plugin::native::{self, NativePlugin};
 use plughost::plugin::wasm::{Runtime, WasmPlugin};
 use plughost::plugin::wit_request;
 
 fn plugin_file(name: &str) -> PathBuf {
+    built(&format!("wasm32-wasip2/release/{name}.wasm"))
+}
+
+fn built(path: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
+        .join("../plugins/target")
+        .join(path);
     assert!(
         p.exists(),
         "{} missing: run `make plugins` first",
@@ -84,9 +90,44 @@ fn calls(c: &mut Criterion) {
     group.finish();
 }
 
+fn native(c: &mut Criterion) {
+    let plugin = NativePlugin::load(
+        "empty",
+        &built("native/empty.so"),
+        "{}",
+        Duration::from_millis(10),
+        Duration::from_secs(5),
+    )
+    .expect("load empty.so");
+    let (parts, ()) = Request::get("/bench?x=1")
+        .header("host", "bench")
+        .header("user-agent", "criterion")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let body = Bytes::new();
+    c.bench_function("native_plugin_observe", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            // In bursts well under the queue, with a pause (not timed) for the plugin's thread
+            // to drain it, so the measured path is a real hand-off, never a drop.
+            for chunk in (0..iters).collect::<Vec<_>>().chunks(1000) {
+                let start = Instant::now();
+                for _ in chunk {
+                    plugin.observe(native::render(&parts, &body, 64 * 1024));
+                }
+                spent += start.elapsed();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            spent
+        })
+    });
+    assert_eq!(plugin.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = calls
+    targets = calls, native
 }
 criterion_main!(benches);
