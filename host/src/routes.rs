@@ -128,6 +128,10 @@ fn number(req: &Request<Body>, name: &str) -> Result<u64, RequestError> {
 
 /// Reads a whole request body, mapping an over-limit body to 413.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
+    // Most requests (GET, HEAD) have none: skip the collector and its allocations.
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
     match body.collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => Err(match e.downcast_ref::<LengthLimitError>() {
