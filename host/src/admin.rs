@@ -1,6 +1,7 @@
 //! The admin API, on its own listener (loopback by default): `GET /healthz`, `GET /metrics`
 //! (Prometheus/OpenMetrics text), `GET /cache` (JSON stats), `DELETE /cache` (purge) and
-//! `GET /plugins` (loaded plugins with their counters, JSON).
+//! `GET /plugins` (loaded plugins with their counters, JSON) and `GET /backends` (upstream
+//! servers: up or down, in flight, requests, failures, last check; JSON).
 
 use std::sync::Arc;
 
@@ -48,12 +49,13 @@ impl Admin {
             }
             "/cache" if method == Method::GET => json(&self.pipeline.cache.stats()),
             "/plugins" if method == Method::GET => json(&self.pipeline.plugins.info()),
+            "/backends" if method == Method::GET => json(&self.pipeline.pools.info()),
             "/cache" if method == Method::DELETE => {
                 let purged = self.pipeline.cache.purge();
                 tracing::info!(purged, "cache purged through the admin API");
                 json(&serde_json::json!({ "purged": purged }))
             }
-            "/healthz" | "/metrics" | "/plugins" => not_allowed("GET"),
+            "/healthz" | "/metrics" | "/plugins" | "/backends" => not_allowed("GET"),
             "/cache" => not_allowed("GET, DELETE"),
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }

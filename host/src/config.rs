@@ -54,6 +54,14 @@ pub const DEFAULT_PLUGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
 pub const DEFAULT_NATIVE_BODY_CAP: usize = 64 * 1024;
 /// A native plugin call slower than this is logged.
 pub const DEFAULT_NATIVE_BUDGET: Duration = Duration::from_millis(10);
+/// Servers in one upstream pool (C server: its balancer's 5).
+pub const DEFAULT_MAX_BACKENDS: usize = 5;
+/// Time between active health checks of a backend.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Time to connect to a backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time for a backend's response head.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a failing plugin is skipped before it is called again.
 pub const DEFAULT_PLUGIN_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -117,7 +125,11 @@ pub struct Config {
     /// Plugins to load, in chain order (wasm components, and native libraries by their
     /// extension). Empty: every `*.wasm` (as a filter) and native library in `plugins_dir`.
     pub plugins: Vec<PluginConfig>,
-    /// Path prefixes answered by responder plugins, longest prefix first.
+    /// Most servers in one upstream pool.
+    pub max_backends: usize,
+    /// Backend pools for the reverse proxy, by name.
+    pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
+    /// Path prefixes answered by responder plugins or proxied to upstreams; longest wins.
     pub routes: Vec<RouteConfig>,
 }
 
@@ -262,8 +274,66 @@ fn yes() -> bool {
 pub struct RouteConfig {
     /// Path prefix, e.g. `/hello`; matches `/hello` and `/hello/...`.
     pub prefix: String,
-    /// The responder plugin answering it.
-    pub plugin: String,
+    /// The responder plugin answering it (this or `upstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The `[upstreams.NAME]` pool its requests are proxied to (this or `plugin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// With `upstream`: remove the prefix from the path sent to the backend.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+/// One `[upstreams.NAME]` pool of backends, balanced round robin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Backend addresses, `ip:port`; at most `max_backends`.
+    pub servers: Vec<SocketAddr>,
+    /// Path of the active health check (GET; 2xx or 3xx is healthy) [default: "/"].
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Time between health checks [default: 2s].
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Consecutive failed checks that mark a server down [default: 2].
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Consecutive good checks that mark it up again [default: 1].
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive 5xx responses that mark a server down until its next good check [default: 5].
+    #[serde(default = "default_max_5xx")]
+    pub max_5xx: u32,
+    /// Time to connect to a backend [default: 1s].
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time for a backend's response head [default: 30s]; past it the client gets 504.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_health_interval() -> Duration {
+    DEFAULT_HEALTH_INTERVAL
+}
+fn default_fall() -> u32 {
+    2
+}
+fn default_rise() -> u32 {
+    1
+}
+fn default_max_5xx() -> u32 {
+    5
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_response_timeout() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
 }
 
 impl Default for Config {
@@ -294,6 +364,8 @@ impl Default for Config {
             native_budget: DEFAULT_NATIVE_BUDGET,
             wasm_cache_dir: PathBuf::from(".plughost-cache"),
             plugins: Vec::new(),
+            max_backends: DEFAULT_MAX_BACKENDS,
+            upstreams: Default::default(),
             routes: Vec::new(),
         }
     }
@@ -561,23 +633,67 @@ impl Config {
                 }
             }
         }
+        for (name, u) in &self.upstreams {
+            if u.servers.is_empty() {
+                return invalid("upstreams.servers", format!("pool `{name}` has no servers"));
+            }
+            if u.servers.len() > self.max_backends {
+                return invalid(
+                    "upstreams.servers",
+                    format!(
+                        "pool `{name}` has {} servers; max_backends is {}",
+                        u.servers.len(),
+                        self.max_backends
+                    ),
+                );
+            }
+            if u.fall == 0 || u.rise == 0 || u.max_5xx == 0 || u.health_interval.is_zero() {
+                return invalid(
+                    "upstreams",
+                    format!(
+                        "pool `{name}`: fall, rise, max_5xx and health_interval must be above 0"
+                    ),
+                );
+            }
+            if !u.health_path.starts_with('/') {
+                return invalid(
+                    "upstreams.health_path",
+                    format!("pool `{name}`: must start with /"),
+                );
+            }
+        }
         for r in &self.routes {
             if !r.prefix.starts_with('/') {
                 return invalid("routes.prefix", format!("`{}` must start with /", r.prefix));
             }
-            let target = self.plugins.iter().find(|p| p.name == r.plugin);
-            match target {
-                Some(p) if p.kind == PluginKind::Responder => {}
-                Some(_) => {
+            match (&r.plugin, &r.upstream) {
+                (Some(plugin), None) => match self.plugins.iter().find(|p| &p.name == plugin) {
+                    Some(p) if p.kind == PluginKind::Responder => {}
+                    Some(_) => {
+                        return invalid(
+                            "routes.plugin",
+                            format!("`{plugin}` is a filter; routes need kind = \"responder\""),
+                        );
+                    }
+                    None => return invalid("routes.plugin", format!("no plugin named `{plugin}`")),
+                },
+                (None, Some(pool)) => {
+                    if !self.upstreams.contains_key(pool) {
+                        return invalid(
+                            "routes.upstream",
+                            format!("no upstream pool named `{pool}`"),
+                        );
+                    }
+                }
+                _ => {
                     return invalid(
-                        "routes.plugin",
+                        "routes",
                         format!(
-                            "`{}` is a filter; routes need kind = \"responder\"",
-                            r.plugin
+                            "route `{}` needs exactly one of plugin or upstream",
+                            r.prefix
                         ),
                     );
                 }
-                None => return invalid("routes.plugin", format!("no plugin named `{}`", r.plugin)),
             }
         }
         Ok(())
@@ -689,7 +805,7 @@ plugin = "hello"
         assert_eq!(p.timeout, Duration::from_millis(20));
         assert_eq!(p.max_memory_bytes, DEFAULT_PLUGIN_MEMORY_BYTES);
         assert_eq!(p.on_error, OnError::Fail);
-        assert_eq!(c.routes[0].plugin, "hello");
+        assert_eq!(c.routes[0].plugin.as_deref(), Some("hello"));
         assert_eq!(parse(&c.to_toml()).unwrap(), c);
     }
 
@@ -701,6 +817,35 @@ plugin = "hello"
         let filter = PLUGINS.replace("kind = \"responder\"", "kind = \"filter\"");
         let e = parse(&filter).unwrap_err().to_string();
         assert!(e.starts_with("routes.plugin: `hello` is a filter"), "{e}");
+    }
+
+    #[test]
+    fn upstream_pools_are_checked() {
+        let ok = "[upstreams.api]\nservers = [\"127.0.0.1:8081\"]\n[[routes]]\nprefix = \"/api\"\nupstream = \"api\"\n";
+        let c = parse(ok).unwrap();
+        assert_eq!(c.upstreams["api"].rise, 1);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+        let empty = ok.replace("[\"127.0.0.1:8081\"]", "[]");
+        assert_eq!(
+            parse(&empty).unwrap_err().to_string(),
+            "upstreams.servers: pool `api` has no servers"
+        );
+        let six: Vec<String> = (1..=6).map(|i| format!("\"127.0.0.1:{i}\"")).collect();
+        let many = ok.replace("[\"127.0.0.1:8081\"]", &format!("[{}]", six.join(", ")));
+        assert!(
+            parse(&many)
+                .unwrap_err()
+                .to_string()
+                .contains("max_backends is 5")
+        );
+        let bad = ok.replace("127.0.0.1:8081", "not-an-address");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.starts_with("plughost.toml:2: servers: "), "{e}");
+        let unknown = ok.replace("upstream = \"api\"", "upstream = \"web\"");
+        assert_eq!(
+            parse(&unknown).unwrap_err().to_string(),
+            "routes.upstream: no upstream pool named `web`"
+        );
     }
 
     #[test]

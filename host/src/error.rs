@@ -26,9 +26,29 @@ pub enum RequestError {
         /// What happened; logged, never sent to the client.
         source: crate::plugin::PluginError,
     },
+    /// A backend failed or none was available.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// A bug in plughost (a panic in a handler, say).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The upstream side of a proxied request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Every server of the pool is down.
+    #[error("upstream pool {0} has no healthy server")]
+    NoHealthyServer(String),
+    /// The chosen server refused or did not answer the connection.
+    #[error("could not connect to a server of upstream pool {0}")]
+    Connect(String),
+    /// The server took longer than `response_timeout` for its response head.
+    #[error("a server of upstream pool {0} did not answer in time")]
+    Timeout(String),
+    /// The connection failed mid-request.
+    #[error("a server of upstream pool {0} failed")]
+    Failed(String),
 }
 
 /// Requests that cannot be served as sent.
@@ -62,6 +82,8 @@ impl RequestError {
             Self::Client(ClientError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Plugin { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod balancer;
 pub mod body;
 pub mod cache;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

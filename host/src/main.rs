@@ -87,6 +87,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
             )
         });
         let stop = CancellationToken::new();
+        pipeline.pools.spawn_health_checks(&stop);
         tokio::spawn(shutdown::on_signal(stop.clone()));
         server::run(&config, public, admin, pipeline, stop).await;
         tracing::info!("plughost stopped");

@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::balancer::BackendLabel;
 use crate::plugin::{PluginErrorLabel, PluginLabel};
 
 /// The `status` label of per-request counters.
@@ -59,6 +60,41 @@ pub struct Metrics {
     pub plugin_peak_memory: Family<PluginLabel, Gauge>,
     /// Times a plugin was put in backoff.
     pub plugin_backoffs: Family<PluginLabel, Counter>,
+    /// 1 while a backend takes requests, 0 while it is down.
+    pub backend_up: Family<BackendLabel, Gauge>,
+    /// Requests sent to each backend.
+    pub backend_requests: Family<BackendLabel, Counter>,
+    /// Backend failures by reason.
+    pub backend_errors: Family<BackendErrorLabel, Counter>,
+    /// Time to a backend's response head.
+    pub backend_duration: Family<BackendLabel, Histogram, fn() -> Histogram>,
+}
+
+/// 50 µs .. ~1.6 s: request and backend response times.
+fn request_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Labels of backend failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendErrorLabel {
+    /// Pool name.
+    pub pool: String,
+    /// Server address.
+    pub server: String,
+    /// connect, timeout, io or status_5xx.
+    pub reason: &'static str,
+}
+
+impl BackendErrorLabel {
+    /// The label of a failure of `reason` at a backend.
+    pub fn new(backend: &BackendLabel, reason: &'static str) -> Self {
+        Self {
+            pool: backend.pool.clone(),
+            server: backend.server.clone(),
+            reason,
+        }
+    }
 }
 
 /// 1 µs .. ~1 s: plugin calls and instantiations.
@@ -77,8 +113,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<StatusLabel, Counter>::default();
-        // 50 µs .. ~1.6 s: covers cache hits through slow plugins and backends.
-        let request_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let request_duration = request_histogram();
         let m = Self {
             requests,
             request_duration,
@@ -99,6 +134,10 @@ impl Metrics {
             plugin_reuses: Family::default(),
             plugin_peak_memory: Family::default(),
             plugin_backoffs: Family::default(),
+            backend_up: Family::default(),
+            backend_requests: Family::default(),
+            backend_errors: Family::default(),
+            backend_duration: Family::new_with_constructor(request_histogram),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counter names.
@@ -196,6 +235,26 @@ impl Metrics {
             "plughost_plugin_backoffs",
             "Times a plugin was put in backoff after repeated failures",
             m.plugin_backoffs.clone(),
+        );
+        registry.register(
+            "plughost_backend_up",
+            "1 while a backend takes requests, 0 while down",
+            m.backend_up.clone(),
+        );
+        registry.register(
+            "plughost_backend_requests",
+            "Requests sent to each backend",
+            m.backend_requests.clone(),
+        );
+        registry.register(
+            "plughost_backend_errors",
+            "Backend failures by reason (connect, timeout, io, status_5xx)",
+            m.backend_errors.clone(),
+        );
+        registry.register(
+            "plughost_backend_duration_seconds",
+            "Time to a backend's response head",
+            m.backend_duration.clone(),
         );
         Self { registry, ..m }
     }

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
+use crate::balancer::Pools;
 use crate::body::{self, Body, BoxError};
 use crate::cache::{Cache, Entry};
 use crate::config::Config;
@@ -39,6 +40,8 @@ pub struct Pipeline {
     router: Router,
     /// Loaded plugins: the filter chain runs here, responders through the router.
     pub plugins: Arc<Plugins>,
+    /// Upstream pools of the reverse proxy.
+    pub pools: Arc<Pools>,
     metrics: Arc<Metrics>,
     max_body_bytes: usize,
 }
@@ -65,6 +68,7 @@ impl CacheStatus {
 impl Pipeline {
     /// Builds the pipeline from the configuration.
     pub fn new(config: &Config, metrics: Arc<Metrics>, plugins: Arc<Plugins>) -> Self {
+        let pools = Arc::new(Pools::new(&config.upstreams, &metrics));
         Self {
             limiter: Limiter::new(
                 config.max_concurrency,
@@ -77,8 +81,9 @@ impl Pipeline {
                 config.cache_max_entry_bytes,
                 metrics.clone(),
             ),
-            router: Router::new(config.debug_routes, config.max_body_bytes, plugins.clone()),
+            router: Router::new(config, &plugins, &pools, metrics.clone()),
             plugins,
+            pools,
             metrics,
             max_body_bytes: config.max_body_bytes,
         }

@@ -308,8 +308,6 @@ impl LoadedPlugin {
 pub struct Plugins {
     /// Filters in chain order.
     pub filters: Vec<Arc<LoadedPlugin>>,
-    /// Routes to responders, longest prefix first.
-    routes: Vec<(String, Arc<LoadedPlugin>)>,
     all: Vec<Arc<LoadedPlugin>>,
     /// Native observers, in load order.
     pub natives: Vec<NativePlugin>,
@@ -318,12 +316,9 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    /// The responder whose route prefix matches `path`.
-    pub fn responder_for(&self, path: &str) -> Option<&LoadedPlugin> {
-        self.routes.iter().find_map(|(prefix, p)| {
-            let rest = path.strip_prefix(prefix.as_str())?;
-            (rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')).then_some(&**p)
-        })
+    /// The loaded wasm plugin named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.all.iter().find(|p| p.name == name).cloned()
     }
 
     /// Names of the loaded plugins, wasm then native, in load order.

@@ -1,7 +1,10 @@
-//! Routing: which handler produces the response for a request that passed the limiter and
-//! missed the cache. Today: the default page, and the `/_debug/*` routes the tests drive when
-//! `debug_routes = true` (off by default: they sleep, flood the log and panic on request).
+//! Routing: which handler produces the response for a request that passed the filters and
+//! missed the cache: a `[[routes]]` prefix (a responder plugin or an upstream pool), the
+//! default page, or the `/_debug/*` routes the tests drive when `debug_routes = true` (off by
+//! default: they sleep, flood the log and panic on request).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,31 +12,58 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError};
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
+use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
-use crate::config::OnError;
+use crate::config::{Config, OnError};
 use crate::error::{ClientError, RequestError};
+use crate::metrics::Metrics;
 use crate::plugin::{
     Action, FailureReason, LoadedPlugin, PluginError, Plugins, http_response, wit_request,
 };
+use crate::proxy;
 
 /// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
 const DEBUG_MAX_SIZE: usize = 64 * 1024 * 1024;
+
+/// What a `[[routes]]` prefix leads to.
+enum Target {
+    /// A responder plugin.
+    Plugin(Arc<LoadedPlugin>),
+    /// An upstream pool, with or without the prefix in the forwarded path.
+    Upstream { pool: Arc<Pool>, strip_prefix: bool },
+}
 
 /// Maps a request to the handler that answers it.
 pub struct Router {
     debug_routes: bool,
     max_body_bytes: usize,
-    plugins: Arc<Plugins>,
+    /// `[[routes]]`, longest prefix first.
+    routes: Vec<(String, Target)>,
+    metrics: Arc<Metrics>,
     /// The default page, rendered once: it only changes when plugins do.
     index: Bytes,
 }
 
 impl Router {
-    /// A router; `debug_routes` enables `/_debug/*`.
-    pub fn new(debug_routes: bool, max_body_bytes: usize, plugins: Arc<Plugins>) -> Self {
+    /// The router of `config`'s `[[routes]]` over the loaded plugins and pools. A route to a
+    /// plugin that did not load answers 404.
+    pub fn new(config: &Config, plugins: &Plugins, pools: &Pools, metrics: Arc<Metrics>) -> Self {
+        let mut routes: Vec<(String, Target)> = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let target = match (&r.plugin, &r.upstream) {
+                    (Some(name), _) => Target::Plugin(plugins.get(name)?),
+                    (None, Some(pool)) => Target::Upstream {
+                        pool: pools.get(pool)?,
+                        strip_prefix: r.strip_prefix,
+                    },
+                    (None, None) => return None,
+                };
+                Some((r.prefix.clone(), target))
+            })
+            .collect();
+        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         let names = plugins.names();
         let index = format!(
             "plughost {}\nAn HTTP server that hosts native and WebAssembly plugins.\n\nplugins loaded: {}\n",
@@ -45,9 +75,10 @@ impl Router {
             },
         );
         Self {
-            debug_routes,
-            max_body_bytes,
-            plugins,
+            debug_routes: config.debug_routes,
+            max_body_bytes: config.max_body_bytes,
+            routes,
+            metrics,
             index: Bytes::from(index),
         }
     }
@@ -59,8 +90,20 @@ impl Router {
         client: SocketAddr,
     ) -> Result<Response<Body>, RequestError> {
         let path = req.uri().path();
-        if let Some(plugin) = self.plugins.responder_for(path) {
-            return self.respond_with(plugin, req, client).await;
+        if let Some((prefix, target)) = self.matching(path) {
+            return match target {
+                Target::Plugin(plugin) => self.respond_with(plugin, req, client).await,
+                Target::Upstream { pool, strip_prefix } => {
+                    let (parts, body) = req.into_parts();
+                    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                    let forwarded = match (strip_prefix, pq.strip_prefix(prefix.as_str())) {
+                        (true, Some(rest)) if rest.starts_with('/') => rest.to_owned(),
+                        (true, Some(rest)) => format!("/{rest}"),
+                        _ => pq.to_owned(),
+                    };
+                    proxy::forward(pool, &self.metrics, parts, body, client, &forwarded).await
+                }
+            };
         }
         if path == "/" {
             return Ok(text(StatusCode::OK, self.index.clone()));
@@ -73,6 +116,15 @@ impl Router {
 }
 
 impl Router {
+    /// The route whose prefix matches `path` (`/a` matches `/a` and `/a/...`, not `/ab`).
+    fn matching(&self, path: &str) -> Option<&(String, Target)> {
+        self.routes.iter().find(|(prefix, _)| {
+            path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+            })
+        })
+    }
+
     /// Lets a responder plugin answer. `continue` from a responder means "not mine": 404.
     async fn respond_with(
         &self,

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod backend;
+
 /// Keys the helper sets unless the test's config sets them itself.
 const BASE_CONFIG: &[(&str, &str)] = &[
     ("port", "0"),
@@ -159,6 +161,19 @@ impl Plughost {
             .await
             .expect("metrics text");
         metric_value(&text, name)
+    }
+
+    /// Resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Sends a signal (e.g. `libc::SIGTERM`).

@@ -118,13 +118,8 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
                     "plugin loaded",
                 );
                 let loaded = Arc::new(LoadedPlugin::new(&p, file, wasm, metrics.clone()));
-                match p.kind {
-                    PluginKind::Filter => plugins.filters.push(loaded.clone()),
-                    PluginKind::Responder => {
-                        for r in config.routes.iter().filter(|r| r.plugin == p.name) {
-                            plugins.routes.push((r.prefix.clone(), loaded.clone()));
-                        }
-                    }
+                if p.kind == PluginKind::Filter {
+                    plugins.filters.push(loaded.clone());
                 }
                 plugins.all.push(loaded);
             }
@@ -133,9 +128,6 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
             }
         }
     }
-    plugins
-        .routes
-        .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     Ok(plugins)
 }
 

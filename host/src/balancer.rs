@@ -1,0 +1,325 @@
+//! Upstream pools and the round-robin choice among their healthy servers, with active health
+//! checks (a GET every `health_interval`; `fall` failures mark a server down, `rise` successes
+//! up) and passive ones reported by the proxy (a connect error, or `max_5xx` 5xx responses in a
+//! row, mark a server down until its next good check).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http::Request;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::UpstreamConfig;
+use crate::metrics::Metrics;
+use crate::proxy::Client;
+
+/// Labels of per-backend metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    /// Pool name.
+    pub pool: String,
+    /// Server address.
+    pub server: String,
+}
+
+/// One backend server and what is known of it. Counters are atomics: the request path never
+/// takes a lock.
+pub struct Backend {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// `http://ADDR`, the base of every URI sent to it.
+    pub base: String,
+    up: AtomicBool,
+    /// Requests in flight to it.
+    pub inflight: AtomicI64,
+    /// Requests sent to it.
+    pub requests: AtomicU64,
+    /// Requests that failed at it (connect error, timeout, 5xx).
+    pub failures: AtomicU64,
+    consecutive_5xx: AtomicU32,
+    /// Consecutive good / failed active checks.
+    checks_ok: AtomicU32,
+    checks_failed: AtomicU32,
+    last_check: Mutex<Option<(SystemTime, bool)>>,
+    /// Metric labels, built once.
+    pub label: BackendLabel,
+}
+
+impl Backend {
+    /// Whether it takes requests now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+/// A named pool of backends.
+pub struct Pool {
+    /// Its name in the config.
+    pub name: String,
+    /// Its servers, in config order.
+    pub servers: Vec<Backend>,
+    next: AtomicUsize,
+    /// Its settings.
+    pub config: UpstreamConfig,
+    /// Kept-alive connections to its servers.
+    pub client: Client,
+    metrics: Arc<Metrics>,
+}
+
+/// What `GET /backends` shows of a server.
+#[derive(Debug, Serialize)]
+pub struct BackendInfo {
+    /// Pool name.
+    pub pool: String,
+    /// Address.
+    pub server: String,
+    /// Up or down.
+    pub up: bool,
+    /// Requests in flight.
+    pub inflight: i64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Failed requests.
+    pub failures: u64,
+    /// Seconds since the last active check, if any.
+    pub last_check_secs_ago: Option<f64>,
+    /// Whether the last active check passed.
+    pub last_check_ok: Option<bool>,
+}
+
+impl Pool {
+    fn new(name: String, config: UpstreamConfig, metrics: Arc<Metrics>) -> Self {
+        let servers = config
+            .servers
+            .iter()
+            .map(|&addr| Backend {
+                addr,
+                base: format!("http://{addr}"),
+                // Assumed up until a check or a request says otherwise.
+                up: AtomicBool::new(true),
+                inflight: AtomicI64::new(0),
+                requests: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                consecutive_5xx: AtomicU32::new(0),
+                checks_ok: AtomicU32::new(0),
+                checks_failed: AtomicU32::new(0),
+                last_check: Mutex::new(None),
+                label: BackendLabel {
+                    pool: name.clone(),
+                    server: addr.to_string(),
+                },
+            })
+            .collect::<Vec<_>>();
+        for b in &servers {
+            metrics.backend_up.get_or_create(&b.label).set(1);
+        }
+        Self {
+            name,
+            servers,
+            next: AtomicUsize::new(0),
+            client: crate::proxy::client(config.connect_timeout),
+            config,
+            metrics,
+        }
+    }
+
+    /// The next healthy server in strict round-robin order, skipping `not` (the server a
+    /// request just failed on). `None` when no server is up.
+    pub fn pick(&self, not: Option<SocketAddr>) -> Option<&Backend> {
+        let n = self.servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.servers[(start + i) % n])
+            .find(|b| b.is_up() && Some(b.addr) != not)
+    }
+
+    fn set_up(&self, b: &Backend, up: bool, why: &str) {
+        if b.up.swap(up, Ordering::Relaxed) != up {
+            self.metrics
+                .backend_up
+                .get_or_create(&b.label)
+                .set(i64::from(up));
+            if up {
+                tracing::info!(pool = %self.name, server = %b.addr, "backend up: {why}");
+            } else {
+                tracing::warn!(pool = %self.name, server = %b.addr, "backend down: {why}");
+            }
+        }
+    }
+
+    /// A request could not connect: the server is down until a check passes.
+    pub fn connect_failed(&self, b: &Backend) {
+        b.checks_ok.store(0, Ordering::Relaxed);
+        self.set_up(b, false, "connection failed");
+    }
+
+    /// Records a response status for the passive 5xx check.
+    pub fn responded(&self, b: &Backend, status: u16) {
+        if status >= 500 {
+            let n = b.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= self.config.max_5xx {
+                b.checks_ok.store(0, Ordering::Relaxed);
+                self.set_up(b, false, "too many 5xx responses in a row");
+            }
+        } else {
+            b.consecutive_5xx.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn checked(&self, b: &Backend, ok: bool) {
+        *b.last_check.lock() = Some((SystemTime::now(), ok));
+        if ok {
+            b.checks_failed.store(0, Ordering::Relaxed);
+            let n = b.checks_ok.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= self.config.rise {
+                b.consecutive_5xx.store(0, Ordering::Relaxed);
+                self.set_up(b, true, "health check passed");
+            }
+        } else {
+            b.checks_ok.store(0, Ordering::Relaxed);
+            let n = b.checks_failed.fetch_add(1, Ordering::Relaxed) + 1;
+            if n >= self.config.fall {
+                self.set_up(b, false, "health check failed");
+            }
+        }
+    }
+
+    /// Checks every server once.
+    async fn check_all(&self) {
+        let checks = self.servers.iter().map(|b| async move {
+            let uri = format!("{}{}", b.base, self.config.health_path);
+            let req = Request::get(uri)
+                .header(http::header::USER_AGENT, "plughost-health-check")
+                .body(crate::body::full(bytes::Bytes::new()))
+                .expect("valid health check request");
+            let timeout = self.config.connect_timeout + Duration::from_secs(1);
+            let ok = matches!(
+                tokio::time::timeout(timeout, self.client.request(req)).await,
+                Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection()
+            );
+            self.checked(b, ok);
+        });
+        futures_util::future::join_all(checks).await;
+    }
+}
+
+/// Every configured pool.
+#[derive(Default)]
+pub struct Pools {
+    pools: BTreeMap<String, Arc<Pool>>,
+}
+
+impl Pools {
+    /// Pools from the config.
+    pub fn new(configs: &BTreeMap<String, UpstreamConfig>, metrics: &Arc<Metrics>) -> Self {
+        let pools = configs
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    Arc::new(Pool::new(name.clone(), c.clone(), metrics.clone())),
+                )
+            })
+            .collect();
+        Self { pools }
+    }
+
+    /// The pool named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Pool>> {
+        self.pools.get(name).cloned()
+    }
+
+    /// Starts one health-check task per pool; they stop when `stop` is cancelled.
+    pub fn spawn_health_checks(&self, stop: &CancellationToken) {
+        for pool in self.pools.values() {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(pool.config.health_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => pool.check_all().await,
+                        () = stop.cancelled() => break,
+                    }
+                }
+            });
+        }
+    }
+
+    /// What `GET /backends` shows.
+    pub fn info(&self) -> Vec<BackendInfo> {
+        self.pools
+            .values()
+            .flat_map(|p| {
+                p.servers.iter().map(|b| {
+                    let last = *b.last_check.lock();
+                    BackendInfo {
+                        pool: p.name.clone(),
+                        server: b.addr.to_string(),
+                        up: b.is_up(),
+                        inflight: b.inflight.load(Ordering::Relaxed),
+                        requests: b.requests.load(Ordering::Relaxed),
+                        failures: b.failures.load(Ordering::Relaxed),
+                        last_check_secs_ago: last
+                            .map(|(at, _)| at.elapsed().unwrap_or_default().as_secs_f64()),
+                        last_check_ok: last.map(|(_, ok)| ok),
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: u16) -> Pool {
+        let servers = (1..=n)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        let config: UpstreamConfig = toml::from_str("servers = []").unwrap();
+        Pool::new(
+            "p".into(),
+            UpstreamConfig { servers, ..config },
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    #[test]
+    fn round_robin_is_strict_and_skips_servers_that_are_down() {
+        let p = pool(3);
+        let ports: Vec<u16> = (0..6).map(|_| p.pick(None).unwrap().addr.port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
+        p.connect_failed(&p.servers[1]);
+        let ports: Vec<u16> = (0..4).map(|_| p.pick(None).unwrap().addr.port()).collect();
+        assert!(!ports.contains(&2), "{ports:?}");
+        let retry = p.pick(Some(p.servers[0].addr)).unwrap();
+        assert_eq!(retry.addr.port(), 3);
+    }
+
+    #[test]
+    fn passive_5xx_and_active_checks_move_servers_down_and_up() {
+        let p = pool(1);
+        let b = &p.servers[0];
+        for _ in 0..4 {
+            p.responded(b, 502);
+        }
+        assert!(b.is_up());
+        p.responded(b, 503);
+        assert!(!b.is_up());
+        assert!(p.pick(None).is_none());
+        p.checked(b, true); // rise = 1
+        assert!(b.is_up());
+        p.checked(b, false);
+        assert!(b.is_up()); // fall = 2
+        p.checked(b, false);
+        assert!(!b.is_up());
+    }
+}
