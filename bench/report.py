@@ -64,6 +64,7 @@ def main():
     ratio("plughost-filter", "plughost-hit", 0.8, "one wasm filter on a cache hit vs none")
     ratio("plughost-wasm", "plughost-route", 0.6, "wasm responder vs static route")
     ratio("plughost-native", "plughost-hit", 0.9, "C observer loaded vs none (cache hit)")
+    ratio("plughost-proxy", "nginx-proxy", 1.2, "proxy to 2 backends vs nginx round robin")
     mib = int(idle_rss) / 1024
     print(f"| idle RSS ≤ 10 MB | {mib:.1f} MiB | {'met' if mib <= 10 else 'NOT met'} |")
 

@@ -10,6 +10,8 @@
 #   plughost-filter plughost-hit plus one wasm filter (plugins/rust/headers) on every request
 #   plughost-wasm   the hello wasm responder on /hello, cache off (compare with plughost-route)
 #   plughost-native plughost-hit plus the C counter observer (plugins/native/examples/counter.c)
+#   plughost-proxy  reverse proxy, round robin over two hyper-hello backends, cache off
+#   nginx-proxy     nginx doing the same round robin, keep-alive upstream connections
 # Medians over the rounds are reported with the ratios the issues target. Then: start-up time
 # with 10 wasm plugins, cold and from the compiled cache, and criterion's in-process plugin
 # call costs.
@@ -99,8 +101,18 @@ FILTER=$(start plughost-filter "plughost listening on" target/release/plughost -
 WASM=$(start plughost-wasm "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm.toml")
 NATIVE=$(start plughost-native "plughost listening on" target/release/plughost --config "$WORK/plughost-native.toml")
 HYPER=$(start hyper-hello "listening on" target/release/hyper-hello 127.0.0.1:0)
+BACKEND1=$(start backend1 "listening on" target/release/hyper-hello 127.0.0.1:0)
+BACKEND2=$(start backend2 "listening on" target/release/hyper-hello 127.0.0.1:0)
+plughost_config plughost-proxy "cache_capacity = 0
+[upstreams.bench]
+servers = [\"$BACKEND1\", \"$BACKEND2\"]
+[[routes]]
+prefix = \"/\"
+upstream = \"bench\""
+PROXY=$(start plughost-proxy "plughost listening on" target/release/plughost --config "$WORK/plughost-proxy.toml")
 
 NGINX_PORT=$(free_port)
+NGINX_PROXY_PORT=$(free_port)
 BODY=$(curl -s "http://$HIT/")
 mkdir -p "$WORK/nginx"
 cat >"$WORK/nginx/nginx.conf" <<EOF
@@ -115,6 +127,19 @@ http {
     fastcgi_temp_path $WORK/nginx;
     uwsgi_temp_path $WORK/nginx;
     scgi_temp_path $WORK/nginx;
+    upstream bench {
+        server $BACKEND1;
+        server $BACKEND2;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PROXY_PORT;
+        location / {
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location / {
@@ -127,6 +152,8 @@ EOF
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' 2>"$WORK/nginx.err" &
 PIDS+=($!)
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NGINX_PORT/" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$NGINX_PROXY_PORT/" >/dev/null || { echo "bench: nginx proxy not answering" >&2; exit 1; }
+curl -sf "http://$PROXY/" >/dev/null || { echo "bench: plughost proxy not answering" >&2; exit 1; }
 
 sleep 1
 IDLE_RSS=$(rss_kib "$(cat "$WORK/plughost-hit.pid")")
@@ -139,8 +166,10 @@ declare -A URL=(
     [plughost-filter]="http://$FILTER/"
     [plughost-wasm]="http://$WASM/hello"
     [plughost-native]="http://$NATIVE/"
+    [plughost-proxy]="http://$PROXY/"
+    [nginx-proxy]="http://127.0.0.1:$NGINX_PROXY_PORT/"
 )
-ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-native nginx hyper-hello)
+ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-native nginx hyper-hello plughost-proxy nginx-proxy)
 
 echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
 RAW="$WORK/raw.tsv"
