@@ -86,6 +86,24 @@ async fn a_world_writable_library_is_refused() {
     server.wait_log("the file is world-writable");
 }
 
+/// Owned by someone other than the user running plughost (and not root): refused. Needs root
+/// to hand the file to `nobody`; tests run as root here (CI too).
+#[tokio::test]
+async fn a_library_owned_by_another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root to chown"
+    );
+    let dir = dir_with(&["empty"]);
+    let lib = dir.path().join("plugins/empty.so");
+    std::os::unix::fs::chown(&lib, Some(65534), Some(65534)).unwrap();
+    let server = Plughost::start_in(dir, "");
+    assert!(plugin_names(&server).await.is_empty());
+    server.wait_log("owned by uid 65534");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_dir_world_writable_is_warned_about() {
     use std::os::unix::fs::PermissionsExt;
