@@ -152,15 +152,29 @@ impl Plughost {
         }
     }
 
-    /// One metric's value from `/metrics` (the sum over its label sets).
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(self.admin_url("/metrics"))
+    /// The admin API's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics text");
-        metric_value(&text, name)
+            .expect("metrics text")
+    }
+
+    /// One metric's value from `/metrics` (the sum over its label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics_text().await, name)
+    }
+
+    /// A JSON document from the admin API (`/cache`, `/plugins`, `/backends`).
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.admin_url(path))
+            .await
+            .expect("admin request")
+            .json()
+            .await
+            .expect("admin JSON")
     }
 
     /// Resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`).

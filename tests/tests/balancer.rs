@@ -43,12 +43,7 @@ async fn thirty_requests_over_three_servers_go_ten_each_in_order() {
     for (i, id) in answers.iter().enumerate() {
         assert_eq!(id, &first[i % 3], "request {i} out of order: {answers:?}");
     }
-    let backends_json: serde_json::Value = reqwest::get(server.admin_url("/backends"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let backends_json = server.admin_json("/backends").await;
     for b in backends_json.as_array().unwrap() {
         assert_eq!(b["requests"], 10, "{backends_json}");
         assert_eq!(b["up"], true);
@@ -69,12 +64,7 @@ async fn a_killed_server_is_skipped_with_retries_and_taken_back_when_restarted()
         assert_eq!(status, 200);
         assert_ne!(id, "b");
     }
-    let m = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics_text().await;
     assert!(
         m.contains(&format!(
             "plughost_backend_up{{pool=\"api\",server=\"{b_addr}\"}} 0"
@@ -134,12 +124,7 @@ async fn a_slow_server_gets_504_at_the_timeout_and_the_slot_returns() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(body.contains("did not answer in time"));
     assert_no_leaks(&server, 10.0).await;
-    let m = reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics_text().await;
     assert!(m.contains("reason=\"timeout\""), "{m}");
 }
 
@@ -167,12 +152,7 @@ async fn five_hundreds_in_a_row_mark_a_server_down() {
     // brings a server back, so it must not land between the 503s and the last request.)
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let info: serde_json::Value = reqwest::get(server.admin_url("/backends"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info = server.admin_json("/backends").await;
         if info
             .as_array()
             .unwrap()
@@ -188,12 +168,7 @@ async fn five_hundreds_in_a_row_mark_a_server_down() {
     for _ in 0..4 {
         assert_eq!(get(&server, "/api/status/503").await.0, 503);
     }
-    let info = reqwest::get(server.admin_url("/backends"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let info = server.admin_json("/backends").await;
     assert_eq!(get(&server, "/api/x").await.0, 502, "{info}");
 }
 

@@ -102,12 +102,7 @@ async fn least_recently_used_entry_is_evicted_at_capacity() {
         header(&get(&server, "/_debug/respond?size=1&k=b").await, "x-cache"),
         "miss"
     );
-    let stats: serde_json::Value = reqwest::get(server.admin_url("/cache"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = server.admin_json("/cache").await;
     assert_eq!(stats["entries"], 2);
     assert!(stats["evictions"].as_u64().unwrap() >= 1, "{stats}");
 }

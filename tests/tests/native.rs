@@ -17,12 +17,7 @@ fn dir_with(names: &[&str]) -> tempfile::TempDir {
 }
 
 async fn plugin_names(server: &Plughost) -> Vec<String> {
-    let list: serde_json::Value = reqwest::get(server.admin_url("/plugins"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = server.admin_json("/plugins").await;
     list.as_array()
         .unwrap()
         .iter()

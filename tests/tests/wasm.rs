@@ -31,15 +31,6 @@ async fn get(server: &Plughost, path: &str) -> (u16, String) {
     (status, r.text().await.unwrap())
 }
 
-async fn plugins(server: &Plughost) -> serde_json::Value {
-    reqwest::get(server.admin_url("/plugins"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn errors_metric(text: &str, plugin: &str, reason: &str) -> f64 {
     plughost_e2e::metric_value(
         &text.replace(
@@ -48,15 +39,6 @@ fn errors_metric(text: &str, plugin: &str, reason: &str) -> f64 {
         ),
         "plughost_plugin_errors_total_sel",
     )
-}
-
-async fn metrics(server: &Plughost) -> String {
-    reqwest::get(server.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -166,7 +148,7 @@ async fn reuse_policies_fresh_and_max_requests() {
     for _ in 0..5 {
         assert_eq!(get(&server, "/_debug/sleep?ms=0").await.0, 200);
     }
-    let m = metrics(&server).await;
+    let m = server.metrics_text().await;
     assert_eq!(
         plughost_e2e::metric_value(&m, "plughost_plugin_instantiations_total"),
         5.0,
@@ -183,7 +165,7 @@ async fn reuse_policies_fresh_and_max_requests() {
     for _ in 0..6 {
         assert_eq!(get(&server, "/_debug/sleep?ms=0").await.0, 200);
     }
-    let m = metrics(&server).await;
+    let m = server.metrics_text().await;
     assert_eq!(
         plughost_e2e::metric_value(&m, "plughost_plugin_instantiations_total"),
         2.0,
@@ -203,7 +185,7 @@ async fn plugin_whose_init_fails_is_skipped_and_the_server_starts() {
         + &entry("garbage", "../../../Cargo.toml", "")
         + &entry("headers", "headers", "config = { }");
     let server = Plughost::start(&config);
-    let loaded = plugins(&server).await;
+    let loaded = server.admin_json("/plugins").await;
     let names: Vec<&str> = loaded
         .as_array()
         .unwrap()
@@ -237,7 +219,7 @@ async fn without_plugin_tables_every_wasm_in_plugins_dir_is_a_filter() {
     std::fs::copy(plugin("hostile"), plugins_dir.join("a-hostile.wasm")).unwrap();
     std::fs::write(plugins_dir.join("notes.txt"), "not a plugin").unwrap();
     let server = Plughost::start_in(dir, "max_plugins = 10");
-    let loaded = plugins(&server).await;
+    let loaded = server.admin_json("/plugins").await;
     // hostile's init fails without a mode in its config: skipped, the other loads.
     let names: Vec<&str> = loaded
         .as_array()
@@ -256,7 +238,15 @@ async fn max_plugins_caps_how_many_load() {
         + &entry("two", "headers", "")
         + &entry("three", "headers", "");
     let server = Plughost::start(&config);
-    assert_eq!(plugins(&server).await.as_array().unwrap().len(), 2);
+    assert_eq!(
+        server
+            .admin_json("/plugins")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     server.wait_log("max_plugins reached");
 }
 
@@ -312,7 +302,7 @@ async fn hostile_plugins_fail_alone_and_are_counted() {
             "{route} took {took:?}"
         );
         assert_eq!(bystander.await.unwrap().unwrap().status(), 200, "{route}");
-        let m = metrics(&server).await;
+        let m = server.metrics_text().await;
         assert_eq!(
             errors_metric(&m, route, reason),
             1.0,
@@ -334,7 +324,7 @@ async fn on_error_continue_lets_the_request_through() {
     );
     let server = Plughost::start(&config);
     assert_eq!(get(&server, "/").await.0, 200);
-    let m = metrics(&server).await;
+    let m = server.metrics_text().await;
     assert_eq!(errors_metric(&m, "flaky", "trap"), 1.0, "{m}");
 }
 
@@ -361,7 +351,7 @@ async fn per_plugin_limits_bite_where_set_and_nowhere_else() {
     );
     assert_eq!(get(&server, "/short").await.0, 500);
     assert_eq!(get(&server, "/long").await, (200, "done\n".into()));
-    let m = metrics(&server).await;
+    let m = server.metrics_text().await;
     assert_eq!(errors_metric(&m, "smallmem", "memory"), 1.0);
     assert_eq!(errors_metric(&m, "short", "timeout"), 1.0);
 }
@@ -434,7 +424,7 @@ async fn a_plugin_failing_every_call_is_backed_off_then_retried() {
     for _ in 0..6 {
         assert_eq!(get(&server, "/doomed").await.0, 500);
     }
-    let m = metrics(&server).await;
+    let m = server.metrics_text().await;
     assert_eq!(
         plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"),
         3.0,
@@ -447,7 +437,7 @@ async fn a_plugin_failing_every_call_is_backed_off_then_retried() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(get(&server, "/doomed").await.0, 500);
-    let m = metrics(&server).await;
+    let m = server.metrics_text().await;
     assert_eq!(
         plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"),
         4.0,
