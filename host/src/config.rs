@@ -411,25 +411,27 @@ impl fmt::Display for AdminAddr {
 }
 
 /// Values given on the command line or through `PLUGHOST_*` variables; they win over the file.
+/// They come before any subcommand (`plughost --port 8080 config`), so `plugin run` can
+/// have a `--config` of its own.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
     /// Config file [default: ./plughost.toml when present, else built-in defaults]
-    #[arg(long, global = true, env = "PLUGHOST_CONFIG", value_name = "PATH")]
+    #[arg(long, env = "PLUGHOST_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Port of the public listener [default: 9090]
-    #[arg(long, global = true, env = "PLUGHOST_PORT")]
+    #[arg(long, env = "PLUGHOST_PORT")]
     pub port: Option<u16>,
     /// Address of the public listener [default: 0.0.0.0]
-    #[arg(long, global = true, env = "PLUGHOST_BIND")]
+    #[arg(long, env = "PLUGHOST_BIND")]
     pub bind: Option<IpAddr>,
     /// Admin listener address, or `off` [default: 127.0.0.1:9091]
-    #[arg(long, global = true, env = "PLUGHOST_ADMIN", value_name = "ADDR")]
+    #[arg(long, env = "PLUGHOST_ADMIN", value_name = "ADDR")]
     pub admin: Option<AdminAddr>,
     /// Folder scanned for plugins [default: ./plugins]
-    #[arg(long, global = true, env = "PLUGHOST_PLUGINS_DIR", value_name = "DIR")]
+    #[arg(long, env = "PLUGHOST_PLUGINS_DIR", value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
     /// Log file [default: ./plughost.log]
-    #[arg(long, global = true, env = "PLUGHOST_LOG_FILE", value_name = "PATH")]
+    #[arg(long, env = "PLUGHOST_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 }
 

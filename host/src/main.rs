@@ -1,6 +1,7 @@
 //! The `plughost` command: parse the command line, load the config, start logging, bind the
 //! listeners and run the server until a signal stops it.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use plughost::admin::Admin;
 use plughost::config::{Config, Overrides};
 use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
+use plughost::plugin::authoring;
 use plughost::{logging, plugin, server, shutdown};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +31,53 @@ enum Command {
     Serve,
     /// Print the effective configuration (file, environment and flags merged) as TOML.
     Config,
+    /// Try a WebAssembly plugin without a server.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compile and link a component as the server would; exit 0 if plughost would load it.
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Run plugin-init then plugin-process in the server's sandbox and print the action.
+    Run {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The plugin's config, as a JSON object.
+        #[arg(long = "config", default_value = "{}", value_name = "JSON")]
+        plugin_config: String,
+        /// Request method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Request path and query.
+        #[arg(long, default_value = "/")]
+        uri: String,
+        /// A request header, NAME:VALUE (repeatable).
+        #[arg(long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// Request body.
+        #[arg(long, conflicts_with = "body_file")]
+        body: Option<String>,
+        /// Request body from a file.
+        #[arg(long, value_name = "PATH")]
+        body_file: Option<PathBuf>,
+        /// Calls to make; with more than one, the median and p99 call time are printed.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// CPU time per call.
+        #[arg(long, default_value = "100ms", value_parser = humantime_serde::re::humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Linear memory per instance, in bytes.
+        #[arg(long, default_value_t = plughost::config::DEFAULT_PLUGIN_MEMORY_BYTES)]
+        max_memory_bytes: usize,
+        /// A directory grant, HOST_DIR:GUEST_DIR[:rw] (read-only unless :rw; repeatable).
+        #[arg(long = "grant", value_name = "HOST:GUEST[:rw]")]
+        grants: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,9 +89,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Config) = cli.command {
-        print!("{}", config.to_toml());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::Config) => {
+            print!("{}", config.to_toml());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Plugin(cmd)) => {
+            return match plugin_command(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("plughost: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Serve) | None => {}
     }
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +158,73 @@ fn serve(config: Config) -> anyhow::Result<()> {
     drop(runtime);
     drop(log);
     result
+}
+
+/// `plughost plugin check|run`: CLI output on stdout, the reason of a failure as the error.
+fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    // The plugin's log lines and its stdout/stderr, on this terminal.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,plugin=trace"))
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cmd {
+        PluginCommand::Check { file } => {
+            let r = authoring::check(&file)
+                .with_context(|| format!("{} would not load", file.display()))?;
+            println!(
+                "file: {} ({:.1} KiB)",
+                file.display(),
+                r.size as f64 / 1024.0
+            );
+            println!("compile: {} ms", r.compile.as_millis());
+            println!("exports: {}", r.exports.join(", "));
+            println!("imports ({}, all provided by plughost):", r.imports.len());
+            for i in &r.imports {
+                println!("  {i}");
+            }
+            println!("ok: plughost would load it");
+            Ok(())
+        }
+        PluginCommand::Run {
+            file,
+            plugin_config,
+            method,
+            uri,
+            headers,
+            body,
+            body_file,
+            repeat,
+            timeout,
+            max_memory_bytes,
+            grants,
+        } => {
+            let body = match (body, body_file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(path)) => std::fs::read(&path)
+                    .with_context(|| format!("cannot read --body-file {}", path.display()))?,
+                (None, None) => Vec::new(),
+            };
+            let options = authoring::RunOptions {
+                config: plugin_config,
+                method,
+                uri,
+                headers,
+                body,
+                repeat,
+                timeout,
+                max_memory_bytes,
+                grants,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            print!("{}", runtime.block_on(authoring::run(&file, options))?);
+            Ok(())
+        }
+    }
 }
 
 /// 10,000 keep-alive connections need more descriptors than the usual soft limit of 1024.

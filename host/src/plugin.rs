@@ -2,6 +2,7 @@
 //! errors a plugin call can end in, per-plugin counters and the backoff that keeps a plugin
 //! failing on every call from costing the server its time.
 
+pub mod authoring;
 pub mod host;
 pub mod loader;
 pub mod native;

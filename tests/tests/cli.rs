@@ -63,7 +63,7 @@ fn config_prints_the_effective_configuration_with_overrides() {
     let out = Command::new(binary())
         .current_dir(dir.path())
         .env("PLUGHOST_PORT", "4321")
-        .args(["config", "--log-file", "other.log"])
+        .args(["--log-file", "other.log", "config"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -139,6 +139,11 @@ impl Runtime {
         format!("{hex}-{:016x}.cwasm", engine.finish())
     }
 
+    /// The engine every plugin is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Links a component against WASI and the host interface, checking its exports.
     pub fn prepare(&self, component: &Component) -> Result<PluginPre<State>, PluginError> {
         let pre = self
@@ -175,9 +180,11 @@ fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:#}")
 }
 
-/// The innermost cause: wasmtime's top message is often only "error while executing".
+/// The innermost cause, on one line: wasmtime's top message is often only "error while
+/// executing", and some causes span several lines.
 fn root(e: &wasmtime::Error) -> String {
-    e.root_cause().to_string()
+    let text = e.root_cause().to_string();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn spawn_ticker(engine: &Engine) {
@@ -231,6 +238,8 @@ pub struct CallOutcome {
     pub result: Result<Action, PluginError>,
     /// A new instance was made for this call.
     pub instantiated: Option<Duration>,
+    /// The guest's call stack when it trapped, when wasmtime captured one.
+    pub backtrace: Option<String>,
 }
 
 impl WasmPlugin {
@@ -330,12 +339,14 @@ impl WasmPlugin {
                         return CallOutcome {
                             result: Err(e),
                             instantiated: None,
+                            backtrace: None,
                         };
                     }
                 }
             }
         };
         arm(&mut instance.store);
+        let mut backtrace = None;
         let result = match instance
             .bindings
             .call_plugin_process(&mut instance.store, req)
@@ -343,7 +354,12 @@ impl WasmPlugin {
         {
             Ok(Ok(action)) => Ok(action),
             Ok(Err(msg)) => Err(PluginError::Failed(FailureReason::Error, msg)),
-            Err(e) => Err(classify(&e)),
+            Err(e) => {
+                backtrace = e
+                    .downcast_ref::<wasmtime::WasmBacktrace>()
+                    .map(|bt| bt.to_string());
+                Err(classify(&e))
+            }
         };
         instance.served += 1;
         let peak = instance.store.data().limiter.peak;
@@ -363,6 +379,7 @@ impl WasmPlugin {
         CallOutcome {
             result,
             instantiated,
+            backtrace,
         }
     }
 }

@@ -1,0 +1,190 @@
+//! `plughost plugin check` and `plughost plugin run`: try a WebAssembly plugin without a
+//! server, with the production engine and exactly the sandbox the server uses.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::wasm::{Action, Header, Request, Runtime, WasmPlugin};
+use crate::config::{Grant, PluginConfig, Reuse};
+
+/// What `plugin check` found; `Err` from [`check`] is the one-line reason it would not load.
+pub struct CheckReport {
+    /// File size in bytes.
+    pub size: u64,
+    /// Time to compile it with the production engine.
+    pub compile: Duration,
+    /// Its exports.
+    pub exports: Vec<String>,
+    /// Its imports (all provided by plughost when the check passes).
+    pub imports: Vec<String>,
+}
+
+/// Compiles and links `file` as the server would, without running it.
+pub fn check(file: &Path) -> anyhow::Result<CheckReport> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let runtime = Runtime::new(None, 1)?;
+    let started = Instant::now();
+    let (component, _) = runtime.compile(file)?;
+    let compile = started.elapsed();
+    let ty = component.component_type();
+    let names = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_owned).collect::<Vec<_>>();
+    let exports = names(&mut ty.exports(runtime.engine()).map(|(n, _)| n));
+    let imports = names(&mut ty.imports(runtime.engine()).map(|(n, _)| n));
+    runtime.prepare(&component)?;
+    Ok(CheckReport {
+        size,
+        compile,
+        exports,
+        imports,
+    })
+}
+
+/// The request and sandbox of `plugin run`.
+pub struct RunOptions {
+    /// The plugin's config, as JSON (an object).
+    pub config: String,
+    /// Request method.
+    pub method: String,
+    /// Request path and query.
+    pub uri: String,
+    /// Request headers, `name: value`.
+    pub headers: Vec<String>,
+    /// Request body.
+    pub body: Vec<u8>,
+    /// Calls to make.
+    pub repeat: usize,
+    /// CPU per call.
+    pub timeout: Duration,
+    /// Linear memory per instance.
+    pub max_memory_bytes: usize,
+    /// Directory grants, `HOST:GUEST[:rw]`.
+    pub grants: Vec<String>,
+}
+
+fn parse_grant(spec: &str) -> anyhow::Result<Grant> {
+    let mut parts = spec.splitn(3, ':');
+    let (Some(host), Some(guest)) = (parts.next(), parts.next()) else {
+        bail!("--grant {spec}: expected HOST_DIR:GUEST_DIR[:rw]");
+    };
+    let read_only = match parts.next() {
+        None | Some("ro") => true,
+        Some("rw") => false,
+        Some(other) => bail!("--grant {spec}: `{other}` is neither ro nor rw"),
+    };
+    Ok(Grant {
+        host: PathBuf::from(host),
+        guest: guest.to_owned(),
+        read_only,
+    })
+}
+
+/// Runs `plugin-init`, then `plugin-process` `repeat` times; returns the printable report.
+pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
+    let config: toml::Table = serde_json::from_str(&o.config)
+        .context("--config must be a JSON object (no nulls), e.g. '{\"greeting\": \"Hi\"}'")?;
+    let mut plugin = PluginConfig::filter(
+        file.file_stem()
+            .map_or("plugin".into(), |s| s.to_string_lossy().into_owned()),
+        file.to_path_buf(),
+    );
+    plugin.config = config;
+    plugin.reuse = Reuse::Pooled;
+    plugin.timeout = o.timeout;
+    plugin.max_memory_bytes = o.max_memory_bytes;
+    plugin.grants = o
+        .grants
+        .iter()
+        .map(|g| parse_grant(g))
+        .collect::<Result<_, _>>()?;
+    let headers = o
+        .headers
+        .iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .with_context(|| format!("--header {h}: expected NAME:VALUE"))?;
+            Ok(Header {
+                name: name.trim().to_ascii_lowercase(),
+                value: value.trim().to_owned(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runtime = Runtime::new(None, 1)?;
+    let (component, _) = runtime.compile(file)?;
+    let pre = runtime.prepare(&component)?;
+    let wasm = WasmPlugin::load(pre, plugin, 1).await?;
+    let req = Request {
+        method: o.method,
+        uri: o.uri,
+        headers,
+        body: o.body,
+        client: "127.0.0.1:0".into(),
+    };
+    let mut times = Vec::with_capacity(o.repeat.max(1));
+    let mut last = None;
+    for _ in 0..o.repeat.max(1) {
+        let started = Instant::now();
+        let outcome = wasm.process(&req).await;
+        times.push(started.elapsed());
+        match outcome.result {
+            Ok(action) => last = Some(action),
+            Err(e) => {
+                let trace = outcome
+                    .backtrace
+                    .map(|bt| format!("\nguest backtrace:\n{bt}"))
+                    .unwrap_or_default();
+                bail!("plugin-process failed: {e}{trace}");
+            }
+        }
+    }
+    let mut out = describe(&last.expect("at least one call"));
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    if times.len() == 1 {
+        out.push_str(&format!("call: {:.1} µs\n", us(times[0])));
+    } else {
+        let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+        out.push_str(&format!(
+            "calls: {}, median {:.1} µs, p99 {:.1} µs\n",
+            times.len(),
+            us(times[times.len() / 2]),
+            us(p99)
+        ));
+    }
+    Ok(out)
+}
+
+/// The action as text: what the server would do.
+fn describe(action: &Action) -> String {
+    let mut out = String::new();
+    match action {
+        Action::Continue(e) => {
+            out.push_str("continue\n");
+            for h in &e.set_headers {
+                out.push_str(&format!("  set request header {}: {}\n", h.name, h.value));
+            }
+            for n in &e.remove_headers {
+                out.push_str(&format!("  remove request header {n}\n"));
+            }
+            for h in &e.response_headers {
+                out.push_str(&format!("  add response header {}: {}\n", h.name, h.value));
+            }
+        }
+        Action::Respond(r) => {
+            out.push_str(&format!("respond {}\n", r.status));
+            for h in &r.headers {
+                out.push_str(&format!("{}: {}\n", h.name, h.value));
+            }
+            out.push('\n');
+            out.push_str(&String::from_utf8_lossy(&r.body));
+            if !r.body.ends_with(b"\n") {
+                out.push('\n');
+            }
+        }
+    }
+    out
+}

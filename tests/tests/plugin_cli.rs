@@ -1,0 +1,168 @@
+//! `plughost plugin check` and `plughost plugin run`: trying a plugin without a server.
+
+use plughost_e2e::{plugin, run};
+
+fn cli<S: AsRef<str>>(args: &[S]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+    let out = run(dir.path(), &args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn path(name: &str) -> String {
+    plugin(name).display().to_string()
+}
+
+#[test]
+fn check_reports_exports_imports_size_and_compile_time() {
+    let (code, out, err) = cli(&["plugin", "check", &path("hello")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("exports: plugin-init, plugin-process"),
+        "{out}"
+    );
+    assert!(out.contains("wasi:cli/stdout@0.2"), "{out}");
+    assert!(out.contains("KiB)") && out.contains("compile: "), "{out}");
+    assert!(out.ends_with("ok: plughost would load it\n"), "{out}");
+}
+
+#[test]
+fn check_refuses_non_components_and_other_worlds_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "not wasm").unwrap();
+    // The smallest valid component: no imports, no exports.
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\x00\x01\x00").unwrap();
+    for (file, reason) in [
+        (text, "not a valid component"),
+        (empty, "no export `plugin-init`"),
+    ] {
+        let (code, _, err) = cli(&["plugin", "check", file.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(reason), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    }
+}
+
+#[test]
+fn run_prints_the_response_with_config_and_request() {
+    let (code, out, err) = cli(&[
+        "plugin",
+        "run",
+        &path("hello"),
+        "--config",
+        r#"{"greeting": "Hey"}"#,
+        "--method",
+        "POST",
+        "--uri",
+        "/hello/cli",
+        "--header",
+        "x-a: 1",
+        "--body",
+        "data",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("respond 200\ncontent-type: text/plain"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Hey from plughost! You asked for /hello/cli\n"),
+        "{out}"
+    );
+    assert!(out.contains("call: "), "{out}");
+}
+
+#[test]
+fn run_shows_a_filters_edits_and_repeats_with_median_and_p99() {
+    let (code, out, err) = cli(&[
+        "plugin",
+        "run",
+        &path("headers"),
+        "--config",
+        r#"{"request": {"name": "x-a", "value": "1"}, "response": {"name": "x-b", "value": "2"}}"#,
+        "--repeat",
+        "200",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("continue\n  set request header x-a: 1\n  add response header x-b: 2\n"),
+        "{out}"
+    );
+    assert!(out.contains("calls: 200, median "), "{out}");
+    assert!(out.contains("p99 "), "{out}");
+}
+
+#[test]
+fn run_reports_trap_timeout_memory_and_error_with_the_sandbox_limits() {
+    for (config, extra, reason) in [
+        (r#"{"mode": "panic"}"#, vec![], "trap:"),
+        (r#"{"mode": "loop"}"#, vec!["--timeout", "50ms"], "timeout:"),
+        (
+            r#"{"mode": "alloc", "amount": 8}"#,
+            vec!["--max-memory-bytes", "4194304"],
+            "memory:",
+        ),
+        (
+            r#"{"mode": "error"}"#,
+            vec![],
+            "error: hostile plugin returns an error",
+        ),
+    ] {
+        let mut args = vec![
+            "plugin".to_owned(),
+            "run".into(),
+            path("hostile"),
+            "--config".into(),
+        ];
+        args.push(config.into());
+        args.extend(extra.into_iter().map(String::from));
+        let (code, _, err) = cli(&args);
+        assert_eq!(code, 1, "{config}: {err}");
+        assert!(
+            err.contains(&format!("plugin-process failed: {reason}")),
+            "{config}: {err}"
+        );
+    }
+    let (_, _, err) = cli(&[
+        "plugin",
+        "run",
+        &path("hostile"),
+        "--config",
+        r#"{"mode": "panic"}"#,
+    ]);
+    assert!(err.contains("guest backtrace:"), "{err}");
+    assert!(
+        err.contains("hostile plugin panics on purpose"),
+        "guest stderr not shown: {err}"
+    );
+}
+
+#[test]
+fn run_applies_grants_like_the_server() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("f.txt"), "x").unwrap();
+    let grant = format!("{}:/data", data.path().display());
+    let read = |file: &str, grant: Option<&str>| {
+        let config = format!(r#"{{"mode": "read", "path": "{file}"}}"#);
+        let mut args = vec![
+            "plugin".to_owned(),
+            "run".into(),
+            path("hostile"),
+            "--config".into(),
+            config,
+        ];
+        if let Some(g) = grant {
+            args.extend(["--grant".to_owned(), g.to_owned()]);
+        }
+        cli(&args).1
+    };
+    assert!(read("/data/f.txt", Some(&grant)).contains("LEAKED: read succeeded"));
+    assert!(read("/data/f.txt", None).contains("denied: "));
+    assert!(read("/etc/passwd", Some(&grant)).contains("denied: "));
+}
