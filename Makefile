@@ -9,13 +9,15 @@ all: build
 WINDOWS_TARGET := x86_64-pc-windows-gnu
 
 # Toolchain pieces a fresh machine lacks: the WebAssembly target for guest plugins, a C
-# compiler for the native example plugins, and the Windows target (with MinGW, which
-# wasmtime's build script needs) for the check that the host still builds for Windows.
+# compiler for the native example plugins, componentize-py for the Python example, and the
+# Windows target (with MinGW, which wasmtime's build script needs) for the check that the host
+# still builds for Windows.
 setup:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@rustup target list --installed | grep -qx $(WINDOWS_TARGET) || rustup target add $(WINDOWS_TARGET)
 	@scripts/need.sh cc gcc
 	@scripts/need.sh x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
+	@scripts/need.sh componentize-py pip:componentize-py==0.25.1
 
 # Debug build of every workspace binary (the end-to-end tests start target/debug/plughost).
 # The tests crate's build script also builds the guest plugins.

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# need.sh COMMAND DEBIAN_PACKAGE: makes sure COMMAND exists, installing the Debian package when
-# running as root, else saying exactly what to install. Used by the Makefile and bench/run.sh.
+# need.sh COMMAND PACKAGE: makes sure COMMAND exists, installing PACKAGE when it does not.
+# PACKAGE is a Debian package name (installed when running as root, else the exact command to
+# run is printed), or pip:NAME==VERSION for a PyPI tool. Used by the Makefile and bench/run.sh.
 set -euo pipefail
 cmd=$1 pkg=$2
 command -v "$cmd" >/dev/null 2>&1 && exit 0
+case "$pkg" in
+pip:*)
+    echo "installing ${pkg#pip:} (for $cmd)"
+    python3 -m pip install -q --disable-pip-version-check "${pkg#pip:}"
+    exit 0
+    ;;
+esac
 if [ "$(id -u)" != 0 ]; then
     echo "missing $cmd: install it with: sudo apt-get install $pkg" >&2
     exit 1

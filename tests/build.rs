@@ -20,6 +20,7 @@ fn main() {
         "plugins/native/test",
         "plugins/native/rust-observer/src",
         "plugins/native/rust-observer/Cargo.toml",
+        "plugins/python",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -53,6 +54,29 @@ fn main() {
         target_dir.join("wasm32-wasip2/release").display()
     );
     build_native(root, &cargo, &target_dir);
+    build_python(root, &target_dir);
+}
+
+/// The Python example, with componentize-py (installed by `make setup`).
+fn build_python(root: &Path, target_dir: &Path) {
+    let out = target_dir.join("python");
+    std::fs::create_dir_all(&out).expect("python output dir");
+    let status = Command::new("componentize-py")
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", "plugin", "componentize", "app", "-p"])
+        .arg(root.join("plugins/python/describe"))
+        .arg("-o")
+        .arg(out.join("describe.wasm"))
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "building plugins/python/describe failed ({other:?}); is componentize-py installed? \
+             `pip install componentize-py==0.25.1` (make setup does)"
+        ),
+    }
+    println!("cargo:rustc-env=PLUGHOST_PYTHON_PLUGINS={}", out.display());
 }
 
 /// The native plugins: C sources with the system C compiler, the Rust one with cargo.

@@ -345,3 +345,8 @@ pub fn plugin(name: &str) -> PathBuf {
 pub fn native_plugin(name: &str) -> PathBuf {
     Path::new(env!("PLUGHOST_NATIVE_PLUGINS")).join(format!("{name}.so"))
 }
+
+/// Path of a Python example plugin built by this crate's build script (e.g. `describe`).
+pub fn python_plugin(name: &str) -> PathBuf {
+    Path::new(env!("PLUGHOST_PYTHON_PLUGINS")).join(format!("{name}.wasm"))
+}
