@@ -9,7 +9,8 @@ all: build
 WINDOWS_TARGET := x86_64-pc-windows-gnu
 
 # Toolchain pieces a fresh machine lacks: the WebAssembly target for guest plugins, a C
-# compiler for the native example plugins, componentize-py for the Python example, and the
+# compiler for the native example plugins, componentize-py for the Python example, clang with
+# Debian's wasi-libc for the C example, and the
 # Windows target (with MinGW, which wasmtime's build script needs) for the check that the host
 # still builds for Windows.
 setup:
@@ -18,6 +19,10 @@ setup:
 	@scripts/need.sh cc gcc
 	@scripts/need.sh x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
 	@scripts/need.sh componentize-py pip:componentize-py==0.25.1
+	@scripts/need.sh clang-14 clang-14
+	@scripts/need.sh wasm-ld-14 lld-14
+	@scripts/need.sh /usr/lib/wasm32-wasi/libc.a wasi-libc
+	@scripts/need.sh /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a libclang-rt-14-dev-wasm32
 
 # Debug build of every workspace binary (the end-to-end tests start target/debug/plughost).
 # The tests crate's build script also builds the guest plugins.

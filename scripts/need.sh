@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# need.sh COMMAND PACKAGE: makes sure COMMAND exists, installing PACKAGE when it does not.
+# need.sh COMMAND PACKAGE: makes sure COMMAND (or, when it starts with /, that file) exists,
+# installing PACKAGE when it does not.
 # PACKAGE is a Debian package name (installed when running as root, else the exact command to
 # run is printed), or pip:NAME==VERSION for a PyPI tool. Used by the Makefile and bench/run.sh.
 set -euo pipefail
 cmd=$1 pkg=$2
-command -v "$cmd" >/dev/null 2>&1 && exit 0
+# A COMMAND starting with / is a file the package provides (a library, say).
+if [ "${cmd#/}" != "$cmd" ]; then [ -e "$cmd" ] && exit 0; else command -v "$cmd" >/dev/null 2>&1 && exit 0; fi
 case "$pkg" in
 pip:*)
     echo "installing ${pkg#pip:} (for $cmd)"

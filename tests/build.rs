@@ -21,6 +21,7 @@ fn main() {
         "plugins/native/rust-observer/src",
         "plugins/native/rust-observer/Cargo.toml",
         "plugins/python",
+        "plugins/c",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -55,6 +56,64 @@ fn main() {
     );
     build_native(root, &cargo, &target_dir);
     build_python(root, &target_dir);
+    build_c(root, &target_dir);
+}
+
+/// The C example: bindings generated from wit/, compiled by clang against Debian's wasi-libc,
+/// then made a component with the WASI preview1 reactor adapter.
+fn build_c(root: &Path, target_dir: &Path) {
+    use wit_bindgen_core::wit_parser::Resolve;
+    let out = target_dir.join("c");
+    std::fs::create_dir_all(&out).expect("C output dir");
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve.push_dir(root.join("wit")).expect("parse wit/");
+    let world = resolve
+        .select_world(&[package], Some("plugin"))
+        .expect("world plugin");
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&resolve, world, &mut files)
+        .expect("generate C bindings");
+    for (name, bytes) in files.iter() {
+        std::fs::write(out.join(name), bytes).expect("write C bindings");
+    }
+    let core = out.join("blocklist.core.wasm");
+    let status = Command::new("clang-14")
+        .args([
+            "--target=wasm32-wasi",
+            "--sysroot=/usr",
+            "-I/usr/include/wasm32-wasi",
+            "-mexec-model=reactor",
+            "-O2",
+        ])
+        .arg(format!("-I{}", out.display()))
+        .arg(root.join("plugins/c/blocklist/blocklist.c"))
+        .arg(out.join("plugin.c"))
+        .arg(out.join("plugin_component_type.o"))
+        .arg("-o")
+        .arg(&core)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "compiling plugins/c/blocklist failed ({other:?}); are clang-14, lld-14, wasi-libc and \
+             libclang-rt-14-dev-wasm32 installed? (make setup installs them)"
+        ),
+    }
+    let component = wit_component::ComponentEncoder::default()
+        .module(&std::fs::read(&core).expect("read core module"))
+        .expect("core module with component type")
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )
+        .expect("WASI adapter")
+        .validate(true)
+        .encode()
+        .expect("encode the component");
+    std::fs::write(out.join("blocklist.wasm"), component).expect("write blocklist.wasm");
+    println!("cargo:rustc-env=PLUGHOST_C_PLUGINS={}", out.display());
 }
 
 /// The Python example, with componentize-py (installed by `make setup`).

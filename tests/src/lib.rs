@@ -350,3 +350,8 @@ pub fn native_plugin(name: &str) -> PathBuf {
 pub fn python_plugin(name: &str) -> PathBuf {
     Path::new(env!("PLUGHOST_PYTHON_PLUGINS")).join(format!("{name}.wasm"))
 }
+
+/// Path of a C example plugin built by this crate's build script (e.g. `blocklist`).
+pub fn c_plugin(name: &str) -> PathBuf {
+    Path::new(env!("PLUGHOST_C_PLUGINS")).join(format!("{name}.wasm"))
+}

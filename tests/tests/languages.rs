@@ -1,7 +1,7 @@
 //! Plugins in languages other than Rust, built from source in the test set-up, each answering
 //! through the real server.
 
-use plughost_e2e::{Plughost, python_plugin};
+use plughost_e2e::{Plughost, c_plugin, python_plugin};
 
 /// Python (componentize-py): a responder describing the request as JSON; its `host.log` call
 /// reaches plughost's log.
@@ -32,4 +32,24 @@ async fn python_responder_describes_the_request() {
     assert_eq!(json["body_bytes"], 5);
     assert!(json["client"].as_str().unwrap().starts_with("127.0.0.1:"));
     server.wait_log("describe (python) ready");
+}
+
+/// C (wit-bindgen's C generator, clang, wasi-libc): a filter blocking path prefixes from its
+/// config; its `host.log` call reaches the log; a bad config keeps it from loading.
+#[tokio::test]
+async fn c_filter_blocks_configured_prefixes() {
+    let file = c_plugin("blocklist").display().to_string();
+    let config = format!(
+        "[[plugins]]\nname = \"blocklist\"\nfile = {file:?}\nconfig = {{ blocked = [\"/admin\", \"/.env\"] }}\n\
+         [[plugins]]\nname = \"unconfigured\"\nfile = {file:?}\n"
+    );
+    let server = Plughost::start(&config);
+    for path in ["/admin", "/admin/users", "/.env"] {
+        let r = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert_eq!(r.text().await.unwrap(), "blocked by blocklist (C)\n");
+    }
+    assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
+    server.wait_log("blocklist (C) ready");
+    server.wait_log("config needs a \"blocked\" list");
 }
