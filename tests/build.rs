@@ -22,6 +22,8 @@ fn main() {
         "plugins/native/rust-observer/Cargo.toml",
         "plugins/python",
         "plugins/c",
+        "plugins/js/rewrite",
+        "plugins/js/package-lock.json",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -57,6 +59,49 @@ fn main() {
     build_native(root, &cargo, &target_dir);
     build_python(root, &target_dir);
     build_c(root, &target_dir);
+    build_js(root, &target_dir);
+}
+
+/// The JavaScript example, with ComponentizeJS from the npm registry (pinned by
+/// plugins/js/package-lock.json, installed into plugins/js/node_modules on first use).
+fn build_js(root: &Path, target_dir: &Path) {
+    let js = root.join("plugins/js");
+    let cli = js.join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
+    if !cli.exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&js)
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "npm ci in plugins/js failed ({status:?}); node and npm are needed for the JS example"
+        );
+    }
+    let out = target_dir.join("js");
+    std::fs::create_dir_all(&out).expect("js output dir");
+    let status = Command::new("node")
+        .arg(&cli)
+        .arg(js.join("rewrite/app.js"))
+        .arg("--wit")
+        .arg(root.join("wit"))
+        .args(["--world-name", "plugin"])
+        // Without these the component imports wasi:http and more, which plughost does not give.
+        .args([
+            "--disable",
+            "stdio",
+            "random",
+            "clocks",
+            "http",
+            "fetch-event",
+        ])
+        .arg("-o")
+        .arg(out.join("rewrite.wasm"))
+        .status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "componentize-js failed on plugins/js/rewrite ({status:?})"
+    );
+    println!("cargo:rustc-env=PLUGHOST_JS_PLUGINS={}", out.display());
 }
 
 /// The C example: bindings generated from wit/, compiled by clang against Debian's wasi-libc,

@@ -355,3 +355,8 @@ pub fn python_plugin(name: &str) -> PathBuf {
 pub fn c_plugin(name: &str) -> PathBuf {
     Path::new(env!("PLUGHOST_C_PLUGINS")).join(format!("{name}.wasm"))
 }
+
+/// Path of a JavaScript example plugin built by this crate's build script (e.g. `rewrite`).
+pub fn js_plugin(name: &str) -> PathBuf {
+    Path::new(env!("PLUGHOST_JS_PLUGINS")).join(format!("{name}.wasm"))
+}

@@ -1,7 +1,7 @@
 //! Plugins in languages other than Rust, built from source in the test set-up, each answering
 //! through the real server.
 
-use plughost_e2e::{Plughost, c_plugin, python_plugin};
+use plughost_e2e::{Plughost, c_plugin, js_plugin, python_plugin};
 
 /// Python (componentize-py): a responder describing the request as JSON; its `host.log` call
 /// reaches plughost's log.
@@ -52,4 +52,27 @@ async fn c_filter_blocks_configured_prefixes() {
     assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
     server.wait_log("blocklist (C) ready");
     server.wait_log("config needs a \"blocked\" list");
+}
+
+/// JavaScript (ComponentizeJS): a filter moving a header's value to another name.
+#[tokio::test]
+async fn javascript_filter_rewrites_a_header() {
+    let config = format!(
+        "[[plugins]]\nname = \"rewrite\"\nfile = {:?}\nconfig = {{ from = \"x-user\", to = \"x-forwarded-user\" }}\n",
+        js_plugin("rewrite").display().to_string()
+    );
+    let server = Plughost::start(&config);
+    let resp = reqwest::Client::new()
+        .get(server.url("/_debug/headers"))
+        .header("x-user", "ann")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-rewritten-by"], "rewrite (js)");
+    let seen = resp.text().await.unwrap();
+    assert!(seen.contains("x-forwarded-user: ann"), "{seen}");
+    assert!(!seen.contains("x-user:"), "{seen}");
+    let untouched = reqwest::get(server.url("/_debug/headers")).await.unwrap();
+    assert!(!untouched.headers().contains_key("x-rewritten-by"));
+    server.wait_log("rewrite (js) ready: x-user -> x-forwarded-user");
 }
