@@ -59,6 +59,7 @@ async fn hello_responder_greets_with_its_configured_greeting() {
     assert_eq!(get(&server, "/helloworld").await.0, 404);
     let (_, page) = get(&server, "/").await;
     assert!(page.contains("plugins loaded: hello"), "{page}");
+    server.wait_log("hello ready, greeting \"Howdy\"");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! `hello`: a responder that greets and echoes the request's uri.
 //! Config: `greeting` (default "Hello").
-use plughost_plugin_sdk::{Action, Plugin, Request, Response, config, export_plugin};
+use plughost_plugin_sdk::{Action, Level, Plugin, Request, Response, config, export_plugin, log};
 use std::sync::OnceLock;
 
 #[derive(serde::Deserialize)]
@@ -20,6 +20,7 @@ struct Hello;
 impl Plugin for Hello {
     fn init(json: &str) -> Result<(), String> {
         let c: Config = config(json)?;
+        log(Level::Info, &format!("hello ready, greeting {:?}", c.greeting));
         GREETING.get_or_init(|| c.greeting);
         Ok(())
     }
