@@ -13,8 +13,8 @@
 #   plughost-proxy  reverse proxy, round robin over two hyper-hello backends, cache off
 #   nginx-proxy     nginx doing the same round robin, keep-alive upstream connections
 # Medians over the rounds are reported with the ratios the issues target. Then: start-up time
-# with 10 wasm plugins, cold and from the compiled cache, and criterion's in-process plugin
-# call costs.
+# with 10 wasm plugins, cold and from the compiled cache, criterion's in-process plugin call
+# costs, and per-language figures of the example plugins (bench/languages.py).
 #
 # Environment: BENCH_QUICK=1 (3 s runs), BENCH_DURATION (seconds per run), BENCH_ROUNDS.
 set -euo pipefail
@@ -203,4 +203,8 @@ mkdir -p "$RESULTS"
                    split(substr($0, RSTART + 1, RLENGTH - 2), t, " ")
                    print "| " name " | " t[3] " " t[4] " |"
                }'
+    echo
+    echo "Example plugins by language (release binary; call = plugin-process with a 1 KiB body):"
+    echo
+    python3 bench/languages.py "$PWD/target/release/plughost" "$PWD/plugins/target" "$WORK/languages"
 } | tee "$RESULTS/latest.md"
