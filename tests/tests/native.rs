@@ -109,11 +109,7 @@ async fn plugins_dir_world_writable_is_warned_about() {
     )
     .unwrap();
     let server = Plughost::start_in(dir, "");
-    assert!(
-        server.log().contains("plugins_dir is world-writable"),
-        "{}",
-        server.log()
-    );
+    server.wait_log("plugins_dir is world-writable");
 }
 
 /// The counter keeps a plain, non-atomic count; calls are serialized, so under 10-way
