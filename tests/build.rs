@@ -67,7 +67,11 @@ fn main() {
 fn build_js(root: &Path, target_dir: &Path) {
     let js = root.join("plugins/js");
     let cli = js.join("node_modules/@bytecodealliance/componentize-js/src/cli.js");
-    if !cli.exists() {
+    // npm records what it installed in node_modules/.package-lock.json: reinstall when the
+    // lockfile is newer (or nothing was installed yet).
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let installed = modified(&js.join("node_modules/.package-lock.json"));
+    if !cli.exists() || installed < modified(&js.join("package-lock.json")) {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&js)

@@ -73,7 +73,7 @@ async fn a_killed_server_is_skipped_with_retries_and_taken_back_when_restarted()
     );
     let _b = TestBackend::start_on(b_addr, "b");
     // Taken back within one health interval (300 ms), plus a margin for scheduling.
-    let deadline = Instant::now() + Duration::from_millis(800);
+    let deadline = Instant::now() + Duration::from_millis(1000);
     loop {
         let seen: Vec<String> = {
             let mut v = Vec::new();
