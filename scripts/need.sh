@@ -11,6 +11,9 @@ case "$pkg" in
 pip:*)
     echo "installing ${pkg#pip:} (for $cmd)"
     python3 -m pip install -q --disable-pip-version-check "${pkg#pip:}"
+    # Under pyenv a new console script needs its shim.
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    command -v "$cmd" >/dev/null 2>&1 || { echo "installed ${pkg#pip:} but $cmd is not on PATH" >&2; exit 1; }
     exit 0
     ;;
 esac
