@@ -41,6 +41,7 @@ impl Admin {
                 if let Some(d) = &self.log_dropped {
                     m.set_log_dropped(d.dropped_lines() as u64);
                 }
+                self.pipeline.plugins.refresh_metrics(m);
                 respond(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

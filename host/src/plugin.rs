@@ -19,6 +19,8 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use parking_lot::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
 use crate::body::{self, Body};
@@ -126,7 +128,30 @@ pub struct LoadedPlugin {
     window_len: Duration,
     backoff: Duration,
     label: PluginLabel,
+    /// This plugin's series, looked up once: the call path then only touches atomics.
+    series: Series,
     metrics: Arc<Metrics>,
+}
+
+/// Handles on one plugin's metric series (they share their values with the registry).
+struct Series {
+    calls: Counter,
+    duration: Histogram,
+    instantiations: Counter,
+    instantiation_duration: Histogram,
+    reuses: Counter,
+}
+
+impl Series {
+    fn new(m: &Metrics, label: &PluginLabel) -> Self {
+        Self {
+            calls: m.plugin_calls.get_or_create(label).clone(),
+            duration: m.plugin_call_duration.get_or_create(label).clone(),
+            instantiations: m.plugin_instantiations.get_or_create(label).clone(),
+            instantiation_duration: m.plugin_instantiation_duration.get_or_create(label).clone(),
+            reuses: m.plugin_reuses.get_or_create(label).clone(),
+        }
+    }
 }
 
 struct FailureWindow {
@@ -161,6 +186,9 @@ pub struct PluginInfo {
 
 impl LoadedPlugin {
     fn new(config: &PluginConfig, file: PathBuf, wasm: WasmPlugin, metrics: Arc<Metrics>) -> Self {
+        let label = PluginLabel {
+            plugin: config.name.clone(),
+        };
         Self {
             name: config.name.clone(),
             kind: config.kind,
@@ -179,9 +207,8 @@ impl LoadedPlugin {
             threshold: config.failure_threshold.max(1),
             window_len: config.failure_window,
             backoff: config.backoff,
-            label: PluginLabel {
-                plugin: config.name.clone(),
-            },
+            series: Series::new(&metrics, &label),
+            label,
             metrics,
         }
     }
@@ -199,25 +226,18 @@ impl LoadedPlugin {
         let started = Instant::now();
         let outcome = self.wasm.process(req).await;
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let m = &self.metrics;
-        m.plugin_calls.get_or_create(&self.label).inc();
-        m.plugin_call_duration
-            .get_or_create(&self.label)
-            .observe(started.elapsed().as_secs_f64());
+        let series = &self.series;
+        series.calls.inc();
+        series.duration.observe(started.elapsed().as_secs_f64());
         match outcome.instantiated {
             Some(t) => {
-                m.plugin_instantiations.get_or_create(&self.label).inc();
-                m.plugin_instantiation_duration
-                    .get_or_create(&self.label)
-                    .observe(t.as_secs_f64());
+                series.instantiations.inc();
+                series.instantiation_duration.observe(t.as_secs_f64());
             }
             None => {
-                m.plugin_reuses.get_or_create(&self.label).inc();
+                series.reuses.inc();
             }
         }
-        m.plugin_peak_memory
-            .get_or_create(&self.label)
-            .set(self.wasm.stats().peak_memory as i64);
         if let Err(e) = &outcome.result {
             self.count_error(e.reason());
             tracing::warn!(plugin = %self.name, reason = %e.reason(), error = %e, "plugin call failed");
@@ -339,6 +359,16 @@ impl Plugins {
     pub fn observe(&self, parts: &Parts, body: &Bytes) {
         for n in &self.natives {
             n.observe(native::render(parts, body, self.native_body_cap));
+        }
+    }
+
+    /// Copies values kept outside the registry into it; called when `/metrics` is scraped
+    /// rather than on every call.
+    pub fn refresh_metrics(&self, m: &Metrics) {
+        for p in &self.all {
+            m.plugin_peak_memory
+                .get_or_create(&p.label)
+                .set(p.wasm.stats().peak_memory as i64);
         }
     }
 
