@@ -1,4 +1,5 @@
-//! One request's path through plughost: limiter → size checks → cache → route → response →
+//! One request's path through plughost: limiter → size checks → native observers and filter
+//! plugins → cache → route (default page, responder plugin or upstream pool) → response →
 //! access log and metrics. Callable without a socket, so it is tested directly.
 
 use std::net::SocketAddr;
