@@ -95,6 +95,8 @@ pub struct Config {
     pub log_stderr: bool,
     /// Log filter (`tracing` directives such as `info` or `plughost=debug`); `RUST_LOG` wins.
     pub log_level: String,
+    /// `text` (readable lines) or `json` (one JSON object a line, for log shippers).
+    pub log_format: LogFormat,
     /// Folder scanned for plugins.
     pub plugins_dir: PathBuf,
     /// Most plugins loaded, native and wasm together.
@@ -351,6 +353,7 @@ impl Default for Config {
             log_buffer: DEFAULT_LOG_BUFFER,
             log_stderr: true,
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
             plugins_dir: PathBuf::from("plugins"),
             max_plugins: DEFAULT_MAX_PLUGINS,
             admin: AdminAddr(Some(DEFAULT_ADMIN)),
@@ -369,6 +372,17 @@ impl Default for Config {
             routes: Vec::new(),
         }
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines: time, level, target, message, fields.
+    #[default]
+    Text,
+    /// One JSON object a line, fields included.
+    Json,
 }
 
 /// The admin listener's address; `off` disables it.

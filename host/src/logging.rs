@@ -17,7 +17,7 @@ use http::{Method, StatusCode, Version};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 /// `tracing` target of access-log lines.
 pub const ACCESS_TARGET: &str = "access";
@@ -89,11 +89,14 @@ pub fn init(config: &Config) -> Result<LogHandle, LogFileError> {
     // RUST_LOG, when set, wins over the config's filter.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match config.log_format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
     Ok(LogHandle {
         _guard: guard,
         dropped,

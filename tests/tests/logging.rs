@@ -40,6 +40,23 @@ async fn every_request_writes_an_access_line() {
     }
 }
 
+/// `log_format = "json"`: every line is a JSON object; access lines carry their fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_object_a_line() {
+    let server = Plughost::start("log_format = \"json\"");
+    reqwest::get(server.url("/?j=1")).await.unwrap();
+    let log = tokio::task::block_in_place(|| server.wait_log("\"target\":\"access\""));
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = lines.iter().find(|l| l["target"] == "access").unwrap();
+    assert_eq!(access["fields"]["status"], 200);
+    assert_eq!(access["fields"]["method"], "GET");
+    assert_eq!(access["fields"]["target"], "/?j=1");
+    assert!(access["timestamp"].as_str().unwrap().ends_with('Z'));
+}
+
 /// A flood of log lines far over the buffer: requests are still served, the lines that do not
 /// fit are dropped and counted, and no line is both dropped and written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
