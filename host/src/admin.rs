@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use tracing_appender::non_blocking::ErrorCounter;
 
@@ -18,19 +18,54 @@ pub struct Admin {
     pipeline: Arc<Pipeline>,
     /// The log writer's count of dropped lines; `None` when logging is not set up (tests).
     log_dropped: Option<ErrorCounter>,
+    /// `Bearer TOKEN` every request must carry, when a token is configured.
+    expected_authorization: Option<String>,
 }
 
 impl Admin {
     /// The admin API over a running pipeline.
-    pub fn new(pipeline: Arc<Pipeline>, log_dropped: Option<ErrorCounter>) -> Self {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        log_dropped: Option<ErrorCounter>,
+        token: Option<&str>,
+    ) -> Self {
         Self {
             pipeline,
             log_dropped,
+            expected_authorization: token.map(|t| format!("Bearer {t}")),
         }
+    }
+
+    /// Whether the request carries the configured token (always, when none is configured).
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(expected) = &self.expected_authorization else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .map_or(&[][..], |v| v.as_bytes());
+        // Compare in time independent of where the first difference is.
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.as_bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     /// Answers one admin request.
     pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+        if !self.authorized(req) {
+            let mut resp = respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "admin token required\n",
+            );
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
         let method = req.method();
         match req.uri().path() {
             "/healthz" if method == Method::GET => respond(StatusCode::OK, "text/plain", "ok\n"),
@@ -118,7 +153,7 @@ mod tests {
             Arc::new(Metrics::new()),
             Arc::default(),
         ));
-        let admin = Admin::new(pipeline, None);
+        let admin = Admin::new(pipeline, None, None);
         assert_eq!(
             call(&admin, Method::GET, "/healthz").await,
             (StatusCode::OK, "ok\n".into())
@@ -143,5 +178,30 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (status, _) = call(&admin, Method::POST, "/cache").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn a_configured_token_is_required() {
+        let pipeline = Arc::new(Pipeline::new(
+            &Config::default(),
+            Arc::new(Metrics::new()),
+            Arc::default(),
+        ));
+        let admin = Admin::new(pipeline, None, Some("s3cret"));
+        assert_eq!(
+            call(&admin, Method::GET, "/healthz").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        for (auth, status) in [
+            ("Bearer s3cret", StatusCode::OK),
+            ("Bearer s3creT", StatusCode::UNAUTHORIZED),
+            ("Bearer s3cret2", StatusCode::UNAUTHORIZED),
+        ] {
+            let req = Request::get("/healthz")
+                .header("authorization", auth)
+                .body(())
+                .unwrap();
+            assert_eq!(admin.handle(&req).status(), status, "{auth}");
+        }
     }
 }

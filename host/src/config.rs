@@ -103,6 +103,9 @@ pub struct Config {
     pub max_plugins: usize,
     /// Admin listener (health, metrics, cache), or `off`.
     pub admin: AdminAddr,
+    /// Bearer token the admin API requires; mandatory when `admin` is not a loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
     /// Grace period for in-flight requests at shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -357,6 +360,7 @@ impl Default for Config {
             plugins_dir: PathBuf::from("plugins"),
             max_plugins: DEFAULT_MAX_PLUGINS,
             admin: AdminAddr(Some(DEFAULT_ADMIN)),
+            admin_token: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
@@ -592,6 +596,17 @@ impl Config {
                 reason: "must name a file".into(),
             });
         }
+        if let Some(addr) = self.admin.0
+            && !addr.ip().is_loopback()
+            && self.admin_token.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(ConfigError::Invalid {
+                key: "admin_token",
+                reason: format!(
+                    "the admin API on {addr} is reachable from other hosts; set admin_token (or bind admin to 127.0.0.1)"
+                ),
+            });
+        }
         self.validate_plugins()?;
         if let Err(e) = self.log_level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(ConfigError::Invalid {
@@ -779,6 +794,17 @@ mod tests {
     fn zero_concurrency_is_refused() {
         let e = parse("max_concurrency = 0").unwrap_err().to_string();
         assert_eq!(e, "max_concurrency: must be at least 1, got 0");
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let e = parse("admin = \"0.0.0.0:9091\"").unwrap_err().to_string();
+        assert!(
+            e.starts_with("admin_token: the admin API on 0.0.0.0:9091"),
+            "{e}"
+        );
+        assert!(parse("admin = \"0.0.0.0:9091\"\nadmin_token = \"t\"").is_ok());
+        assert!(parse("admin = \"[::1]:9091\"").is_ok());
     }
 
     #[test]

@@ -144,7 +144,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let admin = admin_listener.map(|l| {
             (
                 l,
-                Arc::new(Admin::new(pipeline.clone(), Some(log.error_counter()))),
+                Arc::new(Admin::new(
+                    pipeline.clone(),
+                    Some(log.error_counter()),
+                    config.admin_token.as_deref(),
+                )),
             )
         });
         let stop = CancellationToken::new();

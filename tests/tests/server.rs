@@ -86,3 +86,26 @@ async fn holds_ten_thousand_idle_keep_alive_connections() {
         .unwrap();
     assert_eq!(read_response(last).unwrap().0, 200);
 }
+
+/// The admin API off loopback needs a bearer token: without one plughost does not start, with
+/// one every admin request must carry it.
+#[tokio::test]
+async fn admin_off_loopback_requires_a_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plughost_e2e::run(
+        dir.path(),
+        &["--port", "0", "--admin", "0.0.0.0:0", "--log-file", "x.log"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set admin_token"));
+
+    let server = Plughost::start("admin = \"0.0.0.0:0\"\nadmin_token = \"s3cret\"");
+    let url = format!("http://127.0.0.1:{}/healthz", server.admin.unwrap().port());
+    let client = reqwest::Client::new();
+    let refused = client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let wrong = client.get(&url).bearer_auth("guess").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = client.get(&url).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
