@@ -146,14 +146,16 @@ mod tests {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    /// The admin API over a default pipeline without plugins.
+    fn admin(token: Option<&str>) -> Admin {
+        let metrics = Arc::new(Metrics::new());
+        let pipeline = Pipeline::new(&Config::default(), metrics, Arc::default());
+        Admin::new(Arc::new(pipeline), None, token)
+    }
+
     #[tokio::test]
     async fn health_metrics_and_cache_answer() {
-        let pipeline = Arc::new(Pipeline::new(
-            &Config::default(),
-            Arc::new(Metrics::new()),
-            Arc::default(),
-        ));
-        let admin = Admin::new(pipeline, None, None);
+        let admin = admin(None);
         assert_eq!(
             call(&admin, Method::GET, "/healthz").await,
             (StatusCode::OK, "ok\n".into())
@@ -182,12 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_configured_token_is_required() {
-        let pipeline = Arc::new(Pipeline::new(
-            &Config::default(),
-            Arc::new(Metrics::new()),
-            Arc::default(),
-        ));
-        let admin = Admin::new(pipeline, None, Some("s3cret"));
+        let admin = admin(Some("s3cret"));
         assert_eq!(
             call(&admin, Method::GET, "/healthz").await.0,
             StatusCode::UNAUTHORIZED

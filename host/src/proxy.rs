@@ -118,7 +118,7 @@ pub async fn forward(
     client: SocketAddr,
     path: &str,
 ) -> Result<Response<Body>, RequestError> {
-    let headers = upstream_headers(&parts, client);
+    let mut headers = upstream_headers(&parts, client);
     let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
     let mut failed_on = None;
@@ -134,7 +134,12 @@ pub async fn forward(
         *req.uri_mut() = format!("{}{path}", backend.base)
             .parse()
             .map_err(|_| RequestError::Internal("upstream URI".into()))?;
-        *req.headers_mut() = headers.clone();
+        // Only a request that may still be retried needs its headers kept for another try.
+        *req.headers_mut() = if retryable && failed_on.is_none() {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         backend.inflight.fetch_add(1, Ordering::Relaxed);
         backend.requests.fetch_add(1, Ordering::Relaxed);
         metrics.backend_requests.get_or_create(&backend.label).inc();
