@@ -1,7 +1,8 @@
-//! The admin API, on its own listener (loopback by default): `GET /healthz`, `GET /metrics`
-//! (Prometheus/OpenMetrics text), `GET /cache` (JSON stats), `DELETE /cache` (purge) and
-//! `GET /plugins` (loaded plugins with their counters, JSON) and `GET /backends` (upstream
-//! servers: up or down, in flight, requests, failures, last check; JSON).
+//! The admin API, on its own listener (loopback by default): `GET /` (the live status page) and
+//! `GET /status.json` (its data), `GET /healthz`, `GET /metrics` (Prometheus/OpenMetrics
+//! text), `GET /cache` (JSON stats), `DELETE /cache` (purge), `GET /plugins` (loaded plugins
+//! with their counters, JSON), `POST /plugins/reload` (hot reload, JSON report) and
+//! `GET /backends` (upstream servers: up or down, in flight, requests, failures, last check).
 
 use std::sync::Arc;
 
@@ -12,27 +13,35 @@ use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::body::{self, Body};
 use crate::pipeline::Pipeline;
+use crate::reload::Reloader;
+use crate::status::{self, Status};
 
 /// State the admin API reads.
 pub struct Admin {
     pipeline: Arc<Pipeline>,
-    /// The log writer's count of dropped lines; `None` when logging is not set up (tests).
-    log_dropped: Option<ErrorCounter>,
     /// `Bearer TOKEN` every request must carry, when a token is configured.
     expected_authorization: Option<String>,
+    /// Parts only a running server has; `None` in unit tests of the API.
+    server: Option<ServerParts>,
+}
+
+/// What the admin API reaches beyond the pipeline in a running server.
+pub struct ServerParts {
+    /// The log writer's count of dropped lines.
+    pub log_dropped: ErrorCounter,
+    /// History for the status page.
+    pub status: Arc<Status>,
+    /// Hot reload.
+    pub reloader: Arc<Reloader>,
 }
 
 impl Admin {
     /// The admin API over a running pipeline.
-    pub fn new(
-        pipeline: Arc<Pipeline>,
-        log_dropped: Option<ErrorCounter>,
-        token: Option<&str>,
-    ) -> Self {
+    pub fn new(pipeline: Arc<Pipeline>, token: Option<&str>, server: Option<ServerParts>) -> Self {
         Self {
             pipeline,
-            log_dropped,
             expected_authorization: token.map(|t| format!("Bearer {t}")),
+            server,
         }
     }
 
@@ -55,7 +64,12 @@ impl Admin {
     }
 
     /// Answers one admin request.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+        let method = req.method();
+        // The page holds no data, so it loads without the token and asks for it.
+        if req.uri().path() == "/" && method == Method::GET {
+            return respond(StatusCode::OK, "text/html; charset=utf-8", status::PAGE);
+        }
         if !self.authorized(req) {
             let mut resp = respond(
                 StatusCode::UNAUTHORIZED,
@@ -66,17 +80,16 @@ impl Admin {
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return resp;
         }
-        let method = req.method();
         match req.uri().path() {
             "/healthz" if method == Method::GET => respond(StatusCode::OK, "text/plain", "ok\n"),
             "/metrics" if method == Method::GET => {
                 let m = self.pipeline.metrics();
                 m.permits_available
                     .set(self.pipeline.limiter.available() as i64);
-                if let Some(d) = &self.log_dropped {
-                    m.set_log_dropped(d.dropped_lines() as u64);
+                if let Some(s) = &self.server {
+                    m.set_log_dropped(s.log_dropped.dropped_lines() as u64);
                 }
-                self.pipeline.plugins.refresh_metrics(m);
+                self.pipeline.live().plugins.refresh_metrics(m);
                 respond(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -84,14 +97,25 @@ impl Admin {
                 )
             }
             "/cache" if method == Method::GET => json(&self.pipeline.cache.stats()),
-            "/plugins" if method == Method::GET => json(&self.pipeline.plugins.info()),
-            "/backends" if method == Method::GET => json(&self.pipeline.pools.info()),
+            "/plugins" if method == Method::GET => json(&self.pipeline.live().plugins.info()),
+            "/backends" if method == Method::GET => json(&self.pipeline.live().pools.info()),
+            "/status.json" if method == Method::GET => match &self.server {
+                Some(s) => json(&s.status.snapshot(&self.pipeline)),
+                None => unavailable(),
+            },
+            "/plugins/reload" if method == Method::POST => match &self.server {
+                Some(s) => json(&s.reloader.reload("admin").await),
+                None => unavailable(),
+            },
             "/cache" if method == Method::DELETE => {
                 let purged = self.pipeline.cache.purge();
                 tracing::info!(purged, "cache purged through the admin API");
                 json(&serde_json::json!({ "purged": purged }))
             }
-            "/healthz" | "/metrics" | "/plugins" | "/backends" => not_allowed("GET"),
+            "/healthz" | "/metrics" | "/plugins" | "/backends" | "/status.json" => {
+                not_allowed("GET")
+            }
+            "/plugins/reload" => not_allowed("POST"),
             "/cache" => not_allowed("GET, DELETE"),
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
@@ -114,6 +138,14 @@ fn json(value: &impl serde::Serialize) -> Response<Body> {
     let mut text = serde_json::to_vec_pretty(value).expect("stats always serialize");
     text.push(b'\n');
     respond(StatusCode::OK, "application/json", text)
+}
+
+fn unavailable() -> Response<Body> {
+    respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        "not available without a running server\n",
+    )
 }
 
 fn not_allowed(allow: &'static str) -> Response<Body> {
@@ -140,7 +172,7 @@ mod tests {
             .uri(path)
             .body(())
             .unwrap();
-        let resp = admin.handle(&req);
+        let resp = admin.handle(&req).await;
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -150,7 +182,7 @@ mod tests {
     fn admin(token: Option<&str>) -> Admin {
         let metrics = Arc::new(Metrics::new());
         let pipeline = Pipeline::new(&Config::default(), metrics, Arc::default());
-        Admin::new(Arc::new(pipeline), None, token)
+        Admin::new(Arc::new(pipeline), token, None)
     }
 
     #[tokio::test]
@@ -180,6 +212,9 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (status, _) = call(&admin, Method::POST, "/cache").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, page) = call(&admin, Method::GET, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.starts_with("<!doctype html>") && page.contains("status.json"));
     }
 
     #[tokio::test]
@@ -189,6 +224,8 @@ mod tests {
             call(&admin, Method::GET, "/healthz").await.0,
             StatusCode::UNAUTHORIZED
         );
+        // The page itself carries no data and asks for the token.
+        assert_eq!(call(&admin, Method::GET, "/").await.0, StatusCode::OK);
         for (auth, status) in [
             ("Bearer s3cret", StatusCode::OK),
             ("Bearer s3creT", StatusCode::UNAUTHORIZED),
@@ -198,7 +235,7 @@ mod tests {
                 .header("authorization", auth)
                 .body(())
                 .unwrap();
-            assert_eq!(admin.handle(&req).status(), status, "{auth}");
+            assert_eq!(admin.handle(&req).await.status(), status, "{auth}");
         }
     }
 }

@@ -16,6 +16,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -82,7 +83,8 @@ pub struct Cache {
     /// `None` when `cache_capacity = 0`.
     lru: Option<Mutex<LruCache<String, Arc<Entry>>>>,
     capacity: usize,
-    default_ttl: Duration,
+    /// Freshness of responses that state none, in ns; a reload may change it.
+    default_ttl_ns: AtomicU64,
     max_entry_bytes: usize,
     metrics: Arc<Metrics>,
 }
@@ -98,7 +100,7 @@ impl Cache {
         Self {
             lru: NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c))),
             capacity,
-            default_ttl,
+            default_ttl_ns: AtomicU64::new(default_ttl.as_nanos() as u64),
             max_entry_bytes,
             metrics,
         }
@@ -185,7 +187,14 @@ impl Cache {
         if len? > self.max_entry_bytes as u64 {
             return None;
         }
-        response_ttl(status, headers, self.default_ttl)
+        let default = Duration::from_nanos(self.default_ttl_ns.load(Ordering::Relaxed));
+        response_ttl(status, headers, default)
+    }
+
+    /// Changes the freshness of responses stored from now on that state none.
+    pub fn set_default_ttl(&self, ttl: Duration) {
+        self.default_ttl_ns
+            .store(ttl.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Stores a response admitted for `ttl`.

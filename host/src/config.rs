@@ -136,7 +136,29 @@ pub struct Config {
     pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
     /// Path prefixes answered by responder plugins or proxied to upstreams; longest wins.
     pub routes: Vec<RouteConfig>,
+    /// Reload plugins when files in `plugins_dir` change (SIGHUP and `POST /plugins/reload`
+    /// reload whatever this says).
+    pub watch_plugins: bool,
+    /// HTTPS on the public listener; absent: cleartext HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
+
+/// The `[tls]` table: the public listener speaks HTTPS (ALPN h2 and http/1.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// A cleartext port that answers every request with a redirect to HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_port: Option<u16>,
+}
+
+/// Keys a reload applies to the running server; a change to any other key needs a restart.
+pub const LIVE_KEYS: &[&str] = &["plugins", "routes", "upstreams", "cache_ttl"];
 
 /// One `[[plugins]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,6 +396,8 @@ impl Default for Config {
             max_backends: DEFAULT_MAX_BACKENDS,
             upstreams: Default::default(),
             routes: Vec::new(),
+            watch_plugins: true,
+            tls: None,
         }
     }
 }
@@ -739,6 +763,21 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("Config always serializes")
     }
+
+    /// The keys that differ between `self` and `new` and that a reload cannot apply.
+    pub fn restart_needed(&self, new: &Config) -> Vec<String> {
+        let table = |c: &Config| toml::Table::try_from(c).expect("Config always serializes");
+        let (old, new) = (table(self), table(new));
+        let mut keys: Vec<String> = old
+            .keys()
+            .chain(new.keys())
+            .filter(|k| !LIVE_KEYS.contains(&k.as_str()) && old.get(*k) != new.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
 }
 
 #[cfg(test)]
@@ -888,6 +927,14 @@ plugin = "hello"
             parse(&unknown).unwrap_err().to_string(),
             "routes.upstream: no upstream pool named `web`"
         );
+    }
+
+    #[test]
+    fn only_live_keys_reload_without_restart() {
+        let old = parse("").unwrap();
+        let new = parse("port = 8080\ncache_ttl = \"5s\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[[routes]]\nprefix = \"/a\"\nupstream = \"a\"\n[upstreams.a]\nservers = [\"127.0.0.1:1\"]\n").unwrap();
+        assert_eq!(old.restart_needed(&new), ["port", "tls"]);
+        assert!(old.restart_needed(&old).is_empty());
     }
 
     #[test]

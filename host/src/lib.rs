@@ -3,7 +3,8 @@
 //! The library holds everything but the command line, so tests and benchmarks can drive the
 //! same code the binary runs. A request's path: [`server`] accepts it, [`pipeline`] runs it
 //! through the [`limiter`], the [`cache`] and the [`routes`], and [`logging`] writes its
-//! access-log line; [`admin`] serves health, metrics and cache control on its own listener.
+//! access-log line; [`admin`] serves health, metrics, cache control and the [`status`] page
+//! on its own listener; [`reload`] swaps plugins and routes in while requests run.
 #![deny(missing_docs)]
 
 pub mod admin;
@@ -18,6 +19,9 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod status;
+pub mod tls;

@@ -1,18 +1,21 @@
 //! The `plughost` command: parse the command line, load the config, start logging, bind the
 //! listeners and run the server until a signal stops it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use plughost::admin::Admin;
+use plughost::admin::{Admin, ServerParts};
 use plughost::config::{Config, Overrides};
 use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
 use plughost::plugin::authoring;
-use plughost::{logging, plugin, server, shutdown};
+use plughost::reload::Reloader;
+use plughost::status::Status;
+use plughost::{logging, plugin, server, shutdown, tls};
 use tokio_util::sync::CancellationToken;
 
 /// An HTTP server that hosts native and WebAssembly plugins.
@@ -105,7 +108,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve) | None => {}
     }
-    match serve(config) {
+    match serve(config, cli.overrides) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("plughost: {e:#}");
@@ -114,9 +117,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let log = logging::init(&config)?;
     raise_open_file_limit();
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("plughost-worker")
@@ -124,37 +128,54 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let public = server::bind(config.listen_addr())?;
+        let redirect = match config.tls.as_ref().and_then(|t| t.redirect_port) {
+            Some(port) => Some(server::bind(SocketAddr::new(config.bind, port))?),
+            None => None,
+        };
         let admin_listener = match config.admin.0 {
             Some(addr) => Some(server::bind(addr)?),
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let plugins = Arc::new(plugin::loader::load(&config, metrics.clone()).await?);
-        let pipeline = Arc::new(Pipeline::new(&config, metrics, plugins));
+        let (plugins, _) = plugin::loader::load(&config, metrics.clone(), None).await;
+        let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), Arc::new(plugins)));
+        let stop = CancellationToken::new();
+        let reloader = Reloader::new(config.clone(), overrides, pipeline.clone(), stop.clone());
+        reloader.spawn_triggers().await;
         // The start-up lines are the CLI's contract: scripts and tests read the bound
         // addresses from them (port 0 picks a free port).
         let addr = public.local_addr()?;
-        tracing::info!(%addr, "plughost listening");
-        println!("plughost listening on http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "plughost listening");
+        println!("plughost listening on {scheme}://{addr}");
+        if let Some(l) = &redirect {
+            let addr = l.local_addr()?;
+            tracing::info!(%addr, "redirecting to HTTPS");
+            println!("plughost redirect listening on http://{addr}");
+        }
         if let Some(l) = &admin_listener {
             let addr = l.local_addr()?;
             tracing::info!(%addr, "admin API listening");
             println!("plughost admin listening on http://{addr}");
         }
+        let token = config.admin_token.clone();
         let admin = admin_listener.map(|l| {
-            (
-                l,
-                Arc::new(Admin::new(
-                    pipeline.clone(),
-                    Some(log.error_counter()),
-                    config.admin_token.as_deref(),
-                )),
-            )
+            let parts = ServerParts {
+                log_dropped: log.error_counter(),
+                status: Status::start(metrics, stop.clone()),
+                reloader,
+            };
+            let api = Admin::new(pipeline.clone(), token.as_deref(), Some(parts));
+            (l, Arc::new(api))
         });
-        let stop = CancellationToken::new();
-        pipeline.pools.spawn_health_checks(&stop);
         tokio::spawn(shutdown::on_signal(stop.clone()));
-        server::run(&config, public, admin, pipeline, stop).await;
+        let listeners = server::Listeners {
+            public,
+            tls,
+            redirect,
+            admin,
+        };
+        server::run(&config, listeners, pipeline, stop).await;
         tracing::info!("plughost stopped");
         anyhow::Ok(())
     });

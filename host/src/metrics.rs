@@ -26,6 +26,8 @@ pub struct Metrics {
     pub requests: Family<StatusLabel, Counter>,
     /// Time from request head to response head.
     pub request_duration: Histogram,
+    /// The same times, bucketed so the status page can read percentiles back.
+    pub request_latency: Latency,
     /// Requests holding a processing permit.
     pub inflight: Gauge,
     /// Requests waiting for a processing permit.
@@ -60,6 +62,9 @@ pub struct Metrics {
     pub plugin_peak_memory: Family<PluginLabel, Gauge>,
     /// Times a plugin was put in backoff.
     pub plugin_backoffs: Family<PluginLabel, Counter>,
+    /// Reloads, by outcome: `ok`, `refused` (a plugin's new version was refused) or
+    /// `config_error` (the config file was not usable; nothing changed).
+    pub reloads: Family<OutcomeLabel, Counter>,
     /// 1 while a backend takes requests, 0 while it is down.
     pub backend_up: Family<BackendLabel, Gauge>,
     /// Requests sent to each backend.
@@ -73,6 +78,66 @@ pub struct Metrics {
 /// 50 µs .. ~1.6 s: request and backend response times.
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Buckets of [`Latency`]: bucket `i` counts durations up to 2^(i/2) µs, so a percentile read
+/// back is within a factor √2; the last one (about 24 s) also takes everything longer.
+pub const LATENCY_BUCKETS: usize = 50;
+
+/// Durations counted in fixed buckets that can be read back. Written by hand because
+/// prometheus-client's histogram exposes only its sum and count, and the status page needs
+/// percentiles over the last seconds (the difference of two snapshots).
+pub struct Latency {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Latency {
+    /// Counts one duration.
+    pub fn observe(&self, seconds: f64) {
+        let us = seconds * 1e6;
+        let i = if us <= 1.0 {
+            0
+        } else {
+            ((us.log2() * 2.0).ceil() as usize).min(LATENCY_BUCKETS - 1)
+        };
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> [u64; LATENCY_BUCKETS] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
+    /// The `q` quantile (0..1) of `counts`, in seconds (the upper bound of its bucket);
+    /// `None` when nothing was counted.
+    pub fn quantile(counts: &[u64; LATENCY_BUCKETS], q: f64) -> Option<f64> {
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        let i = counts.iter().position(|&c| {
+            seen += c;
+            seen >= rank
+        })?;
+        Some(2f64.powf(i as f64 / 2.0) / 1e6)
+    }
+}
+
+/// The `outcome` label of reloads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// What happened.
+    pub outcome: &'static str,
 }
 
 /// Labels of backend failures.
@@ -117,6 +182,7 @@ impl Metrics {
         let m = Self {
             requests,
             request_duration,
+            request_latency: Latency::default(),
             inflight: Gauge::default(),
             queue_waiting: Gauge::default(),
             permits_available: Gauge::default(),
@@ -134,6 +200,7 @@ impl Metrics {
             plugin_reuses: Family::default(),
             plugin_peak_memory: Family::default(),
             plugin_backoffs: Family::default(),
+            reloads: Family::default(),
             backend_up: Family::default(),
             backend_requests: Family::default(),
             backend_errors: Family::default(),
@@ -232,6 +299,11 @@ impl Metrics {
             m.plugin_peak_memory.clone(),
         );
         registry.register(
+            "plughost_reloads",
+            "Reloads by outcome (ok, refused, config_error)",
+            m.reloads.clone(),
+        );
+        registry.register(
             "plughost_plugin_backoffs",
             "Times a plugin was put in backoff after repeated failures",
             m.plugin_backoffs.clone(),
@@ -263,6 +335,7 @@ impl Metrics {
     pub fn observe_request(&self, status: u16, seconds: f64) {
         self.requests.get_or_create(&StatusLabel { status }).inc();
         self.request_duration.observe(seconds);
+        self.request_latency.observe(seconds);
     }
 
     /// Sets the log-drop counter to the writer's own count (it only ever grows).
@@ -276,5 +349,25 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_within_a_bucket() {
+        let l = Latency::default();
+        assert_eq!(Latency::quantile(&l.snapshot(), 0.99), None);
+        for _ in 0..99 {
+            l.observe(0.000_1); // 100 µs
+        }
+        l.observe(0.05); // 50 ms
+        let counts = l.snapshot();
+        let p50 = Latency::quantile(&counts, 0.5).unwrap();
+        assert!((0.000_1..0.000_142).contains(&p50), "{p50}");
+        let p100 = Latency::quantile(&counts, 1.0).unwrap();
+        assert!((0.05..0.071).contains(&p100), "{p100}");
     }
 }

@@ -7,6 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{AGE, CONTENT_LENGTH};
@@ -38,13 +39,36 @@ pub struct Pipeline {
     pub limiter: Limiter,
     /// Stored GET responses.
     pub cache: Cache,
-    router: Router,
+    /// What a reload replaces. Each request takes the version current when it starts and
+    /// finishes on it, whatever reloads happen meanwhile.
+    live: ArcSwap<Live>,
+    metrics: Arc<Metrics>,
+    max_body_bytes: usize,
+}
+
+/// The parts of the pipeline a reload replaces as one.
+pub struct Live {
     /// Loaded plugins: the filter chain runs here, responders through the router.
     pub plugins: Arc<Plugins>,
     /// Upstream pools of the reverse proxy.
     pub pools: Arc<Pools>,
-    metrics: Arc<Metrics>,
-    max_body_bytes: usize,
+    router: Router,
+}
+
+impl Live {
+    /// The routes of `config` over these plugins and pools.
+    pub fn new(
+        config: &Config,
+        plugins: Arc<Plugins>,
+        pools: Arc<Pools>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            router: Router::new(config, &plugins, &pools, metrics),
+            plugins,
+            pools,
+        }
+    }
 }
 
 /// What the cache did for one request (the access log's `cache` field).
@@ -70,6 +94,7 @@ impl Pipeline {
     /// Builds the pipeline from the configuration.
     pub fn new(config: &Config, metrics: Arc<Metrics>, plugins: Arc<Plugins>) -> Self {
         let pools = Arc::new(Pools::new(&config.upstreams, &metrics));
+        let live = Live::new(config, plugins, pools, metrics.clone());
         Self {
             limiter: Limiter::new(
                 config.max_concurrency,
@@ -82,12 +107,21 @@ impl Pipeline {
                 config.cache_max_entry_bytes,
                 metrics.clone(),
             ),
-            router: Router::new(config, &plugins, &pools, metrics.clone()),
-            plugins,
-            pools,
+            live: ArcSwap::from_pointee(live),
             metrics,
             max_body_bytes: config.max_body_bytes,
         }
+    }
+
+    /// The plugins, routes and pools requests starting now use.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Puts a new version of the plugins, routes and pools in place for the requests that
+    /// start from now on.
+    pub fn replace(&self, live: Live) {
+        self.live.store(Arc::new(live));
     }
 
     /// The shared metrics.
@@ -160,6 +194,7 @@ impl Pipeline {
         B::Error: Into<BoxError>,
     {
         let _permit = self.limiter.acquire().await?;
+        let live = self.live.load_full();
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -173,62 +208,33 @@ impl Pipeline {
         let mut body = body::limited(body, self.max_body_bytes);
         // Headers the filters add to whatever response is finally sent.
         let mut extra = HeaderMap::new();
-        if self.plugins.need_body() {
+        if live.plugins.need_body() {
             let bytes = read_body(body, self.max_body_bytes).await?;
-            self.plugins.observe(&parts, &bytes);
-            if let Some(resp) = self
-                .run_filters(&mut parts, &bytes, client, &mut extra)
-                .await?
+            live.plugins.observe(&parts, &bytes);
+            if let Some(resp) =
+                run_filters(&live.plugins, &mut parts, &bytes, client, &mut extra).await?
             {
                 return Ok((with_headers(resp, extra), CacheStatus::None));
             }
             body = body::full(bytes);
         }
-        let (resp, cache) = self.cached_or_routed(parts, body, client).await?;
+        let (resp, cache) = self
+            .cached_or_routed(&live.router, parts, body, client)
+            .await?;
         Ok((with_headers(resp, extra), cache))
-    }
-
-    /// Runs the filter chain in order. `Some` when a filter answered the request itself.
-    async fn run_filters(
-        &self,
-        parts: &mut Parts,
-        body: &Bytes,
-        client: SocketAddr,
-        extra: &mut HeaderMap,
-    ) -> Result<Option<Response<Body>>, RequestError> {
-        for filter in &self.plugins.filters {
-            let req = wit_request(parts, body, client);
-            let fail = |source| RequestError::Plugin {
-                plugin: filter.name.clone(),
-                source,
-            };
-            match filter.call(&req).await {
-                Ok(Action::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
-                Ok(Action::Respond(r)) => {
-                    return http_response(r).map(Some).ok_or_else(|| {
-                        fail(PluginError::Failed(
-                            FailureReason::Error,
-                            "invalid status".into(),
-                        ))
-                    });
-                }
-                Err(_) if filter.on_error == OnError::Continue => {}
-                Err(e) => return Err(fail(e)),
-            }
-        }
-        Ok(None)
     }
 
     /// The cache, and on a miss the route, storing what may be stored.
     async fn cached_or_routed(
         &self,
+        router: &Router,
         parts: Parts,
         body: Body,
         client: SocketAddr,
     ) -> Result<(Response<Body>, CacheStatus), RequestError> {
         let Some(policy) = self.cache.request_policy(&parts) else {
             let req = Request::from_parts(parts, body);
-            return Ok((self.router.route(req, client).await?, CacheStatus::None));
+            return Ok((router.route(req, client).await?, CacheStatus::None));
         };
         let key = Cache::key(&parts);
         if policy.lookup
@@ -237,7 +243,7 @@ impl Pipeline {
             return Ok((hit(&entry), CacheStatus::Hit));
         }
         let req = Request::from_parts(parts, body);
-        let mut resp = self.router.route(req, client).await?;
+        let mut resp = router.route(req, client).await?;
         if policy.store
             && let Some(ttl) = self.cache.admit(
                 resp.status(),
@@ -259,6 +265,37 @@ impl Pipeline {
             .insert(X_CACHE, HeaderValue::from_static("miss"));
         Ok((resp, CacheStatus::Miss))
     }
+}
+
+/// Runs the filter chain in order. `Some` when a filter answered the request itself.
+async fn run_filters(
+    plugins: &Plugins,
+    parts: &mut Parts,
+    body: &Bytes,
+    client: SocketAddr,
+    extra: &mut HeaderMap,
+) -> Result<Option<Response<Body>>, RequestError> {
+    for filter in &plugins.filters {
+        let req = wit_request(parts, body, client);
+        let fail = |source| RequestError::Plugin {
+            plugin: filter.name.clone(),
+            source,
+        };
+        match filter.call(&req).await {
+            Ok(Action::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
+            Ok(Action::Respond(r)) => {
+                return http_response(r).map(Some).ok_or_else(|| {
+                    fail(PluginError::Failed(
+                        FailureReason::Error,
+                        "invalid status".into(),
+                    ))
+                });
+            }
+            Err(_) if filter.on_error == OnError::Continue => {}
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(None)
 }
 
 /// Adds the filters' response headers.

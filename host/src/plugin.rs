@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::body::{self, Body};
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
-use crate::metrics::Metrics;
+use crate::metrics::{Latency, Metrics};
 use native::NativePlugin;
 use wasm::WasmPlugin;
 pub use wasm::{Action, Edits, Header, Request};
@@ -115,6 +115,9 @@ pub struct LoadedPlugin {
     pub file: PathBuf,
     /// What a failed call does to its request.
     pub on_error: OnError,
+    /// The `[[plugins]]` entry it was loaded with and the SHA-256 of its file: a reload keeps
+    /// the running plugin when both are unchanged.
+    pub(crate) source: (PluginConfig, [u8; 32]),
     reuse: Reuse,
     wasm: WasmPlugin,
     calls: AtomicU64,
@@ -130,6 +133,8 @@ pub struct LoadedPlugin {
     label: PluginLabel,
     /// This plugin's series, looked up once: the call path then only touches atomics.
     series: Series,
+    /// Call times since this version was loaded, for the p99 of the status page.
+    latency: Latency,
     metrics: Arc<Metrics>,
 }
 
@@ -182,10 +187,19 @@ pub struct PluginInfo {
     pub peak_memory_bytes: usize,
     /// Time the last instantiation with `plugin-init` took, in µs.
     pub last_instantiation_us: u64,
+    /// 99th percentile of call time since it was loaded, in ms (wasm plugins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
 }
 
 impl LoadedPlugin {
-    fn new(config: &PluginConfig, file: PathBuf, wasm: WasmPlugin, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        config: &PluginConfig,
+        file: PathBuf,
+        digest: [u8; 32],
+        wasm: WasmPlugin,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let label = PluginLabel {
             plugin: config.name.clone(),
         };
@@ -194,6 +208,7 @@ impl LoadedPlugin {
             kind: config.kind,
             file,
             on_error: config.on_error,
+            source: (config.clone(), digest),
             reuse: config.reuse,
             wasm,
             calls: AtomicU64::new(0),
@@ -208,6 +223,7 @@ impl LoadedPlugin {
             window_len: config.failure_window,
             backoff: config.backoff,
             series: Series::new(&metrics, &label),
+            latency: Latency::default(),
             label,
             metrics,
         }
@@ -228,7 +244,9 @@ impl LoadedPlugin {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let series = &self.series;
         series.calls.inc();
-        series.duration.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        series.duration.observe(took);
+        self.latency.observe(took);
         match outcome.instantiated {
             Some(t) => {
                 series.instantiations.inc();
@@ -320,6 +338,7 @@ impl LoadedPlugin {
             in_backoff: self.backoff_until.load(Ordering::Relaxed) != 0,
             peak_memory_bytes: stats.peak_memory,
             last_instantiation_us: stats.last_instantiation.as_micros() as u64,
+            p99_ms: Latency::quantile(&self.latency.snapshot(), 0.99).map(|s| s * 1e3),
         }
     }
 }
@@ -330,13 +349,19 @@ pub struct Plugins {
     /// Filters in chain order.
     pub filters: Vec<Arc<LoadedPlugin>>,
     all: Vec<Arc<LoadedPlugin>>,
-    /// Native observers, in load order.
-    pub natives: Vec<NativePlugin>,
+    /// Native observers, in load order. Shared with the next version of the registry: native
+    /// libraries are never unloaded while the server runs.
+    pub natives: Vec<Arc<NativePlugin>>,
     /// Bytes of the body natives see.
     pub native_body_cap: usize,
 }
 
 impl Plugins {
+    /// The loaded wasm plugins, in load order.
+    pub fn wasm(&self) -> &[Arc<LoadedPlugin>] {
+        &self.all
+    }
+
     /// The loaded wasm plugin named `name`.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.all.iter().find(|p| p.name == name).cloned()
@@ -384,6 +409,7 @@ impl Plugins {
             in_backoff: false,
             peak_memory_bytes: 0,
             last_instantiation_us: 0,
+            p99_ms: None,
         });
         self.all.iter().map(|p| p.info()).chain(natives).collect()
     }

@@ -1,6 +1,6 @@
 //! Listeners and connections: binding with errors a user can act on, the accept loop, one task
-//! per connection (HTTP/1.1 with keep-alive, or HTTP/2 cleartext by prior knowledge, chosen by
-//! hyper-util's auto builder), and the graceful drain at shutdown.
+//! per connection (HTTP/1.1 with keep-alive, or HTTP/2 — by prior knowledge in cleartext, by
+//! ALPN over TLS — chosen by hyper-util's auto builder), and the graceful drain at shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,6 +17,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
@@ -128,11 +130,13 @@ impl ConnLimits {
 }
 
 /// Serves connections from `listener` with `handler` until `shutdown` is cancelled, then stops
-/// accepting and lets open requests finish for up to `shutdown_timeout`.
+/// accepting and lets open requests finish for up to `shutdown_timeout`. With `tls`, each
+/// connection completes a TLS handshake (within `header_read_timeout`) first.
 ///
 /// Errors of one connection are logged in its task and never stop the accept loop.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     limits: ConnLimits,
     metrics: Option<Arc<Metrics>>,
     handler: H,
@@ -174,12 +178,26 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let metrics = metrics.clone();
+        let (tls, handshake_timeout) = (tls.clone(), limits.header_read_timeout);
         tokio::spawn(async move {
             if let Some(m) = &metrics {
                 m.connections.inc();
             }
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
+            let io = match tls {
+                None => Ok(Either::Left(stream)),
+                Some(tls) => tokio::time::timeout(handshake_timeout, tls.accept(stream))
+                    .await
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+                    .map(Either::Right),
+            };
+            let result = match io {
+                Ok(io) => {
+                    let conn = builder.serve_connection(TokioIo::new(io), service);
+                    watcher.watch(conn).await
+                }
+                Err(e) => Err(format!("TLS handshake: {e}").into()),
+            };
+            if let Err(e) = result {
                 // Client resets, timeouts and protocol errors: the client's business.
                 tracing::debug!(%client, error = %e, "connection ended with an error");
             }
@@ -198,18 +216,37 @@ pub async fn serve<H, F>(
     }
 }
 
-/// Serves the public listener through `pipeline` and, when given, the admin listener through
-/// `admin`, until `shutdown` is cancelled and both have drained.
+/// The bound listeners of a server.
+pub struct Listeners {
+    /// Requests go through the pipeline here.
+    pub public: TcpListener,
+    /// Makes `public` HTTPS.
+    pub tls: Option<TlsAcceptor>,
+    /// Cleartext listener that redirects to `public` (with `tls.redirect_port`).
+    pub redirect: Option<TcpListener>,
+    /// The admin API and its listener.
+    pub admin: Option<(TcpListener, Arc<Admin>)>,
+}
+
+/// Serves the public listener through `pipeline` and, when given, the redirect and admin
+/// listeners, until `shutdown` is cancelled and all have drained.
 pub async fn run(
     config: &Config,
-    public: TcpListener,
-    admin: Option<(TcpListener, Arc<Admin>)>,
+    listeners: Listeners,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
 ) {
+    let Listeners {
+        public,
+        tls,
+        redirect,
+        admin,
+    } = listeners;
+    let https_port = public.local_addr().map_or(config.port, |a| a.port());
     let metrics = Some(pipeline.clone_metrics());
     let public = serve(
         public,
+        tls,
         ConnLimits::from_config(config),
         metrics,
         move |req, client| {
@@ -225,9 +262,21 @@ pub async fn run(
                 max_connections: 64,
                 ..ConnLimits::from_config(config)
             };
-            let handler = move |req: Request<Incoming>, _| std::future::ready(api.handle(&req));
-            serve(listener, limits, None, handler, shutdown).await;
+            let handler = move |req: Request<Incoming>, _| {
+                let api = api.clone();
+                async move { api.handle(&req).await }
+            };
+            serve(listener, None, limits, None, handler, shutdown.clone()).await;
         }
     };
-    tokio::join!(public, admin);
+    let redirect = async {
+        if let Some(listener) = redirect {
+            let handler = move |req: Request<Incoming>, _| {
+                std::future::ready(crate::tls::redirect(&req, https_port))
+            };
+            let limits = ConnLimits::from_config(config);
+            serve(listener, None, limits, None, handler, shutdown.clone()).await;
+        }
+    };
+    tokio::join!(public, admin, redirect);
 }

@@ -41,6 +41,7 @@ impl TestBackend {
     /// Starts a backend on `addr` (a restart uses the port it had). It runs on a thread and
     /// runtime of its own, so a test can stop it from anywhere.
     pub fn start_on(addr: SocketAddr, id: &str) -> Self {
+        crate::install_tls_provider();
         let listener = std::net::TcpListener::bind(addr).expect("bind test backend");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();

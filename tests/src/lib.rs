@@ -25,6 +25,13 @@ const BASE_CONFIG: &[(&str, &str)] = &[
     ("debug_routes", "true"),
 ];
 
+/// reqwest is built with rustls but no crypto provider of its own (its default, aws-lc-rs, is a
+/// large C build): every client needs the process-wide one, so the helper installs ring's
+/// before a test can make a client.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Path of the plughost binary under test.
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("PLUGHOST_BIN") {
@@ -50,8 +57,12 @@ pub struct Plughost {
     child: Child,
     /// The public listener.
     pub addr: SocketAddr,
+    /// `http`, or `https` with `[tls]`.
+    pub scheme: &'static str,
     /// The admin listener, unless the config turned it off.
     pub admin: Option<SocketAddr>,
+    /// The HTTPS redirect listener, with `tls.redirect_port`.
+    pub redirect: Option<SocketAddr>,
     /// Working directory (config, log file, plugins).
     pub dir: TempDir,
     stdout: Arc<Mutex<Vec<String>>>,
@@ -67,6 +78,7 @@ impl Plughost {
 
     /// Like [`Plughost::start`], in a directory the test has prepared (plugins, say).
     pub fn start_in(dir: TempDir, config: &str) -> Self {
+        install_tls_provider();
         let path = dir.path().join("plughost.toml");
         std::fs::write(&path, full_config(config, dir.path())).expect("write config");
         let mut child = Command::new(binary())
@@ -91,7 +103,7 @@ impl Plughost {
                 let _ = tx.send(line);
             }
         });
-        let (mut addr, mut admin) = (None, None);
+        let (mut addr, mut admin, mut redirect, mut scheme) = (None, None, None, "http");
         let deadline = Instant::now() + Duration::from_secs(30);
         while addr.is_none() || (admin_expected && admin.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -102,6 +114,10 @@ impl Plughost {
             };
             if let Some(a) = line.strip_prefix("plughost listening on http://") {
                 addr = Some(a.parse().expect("address"));
+            } else if let Some(a) = line.strip_prefix("plughost listening on https://") {
+                (addr, scheme) = (Some(a.parse().expect("address")), "https");
+            } else if let Some(a) = line.strip_prefix("plughost redirect listening on http://") {
+                redirect = Some(a.parse().expect("redirect address"));
             } else if let Some(a) = line.strip_prefix("plughost admin listening on http://") {
                 admin = Some(a.parse().expect("admin address"));
             }
@@ -109,10 +125,19 @@ impl Plughost {
         Self {
             child,
             addr: addr.expect("address"),
+            scheme,
             admin,
+            redirect,
             dir,
             stdout: lines,
         }
+    }
+
+    /// Replaces the config file (with the helper's base keys added, as at start); the server
+    /// reads it on its next reload.
+    pub fn rewrite_config(&self, config: &str) {
+        let path = self.dir.path().join("plughost.toml");
+        std::fs::write(&path, full_config(config, self.dir.path())).expect("write config");
     }
 
     /// Everything the process printed on stdout so far, a line each.
@@ -122,7 +147,7 @@ impl Plughost {
 
     /// URL of `path` on the public listener.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// URL of `path` on the admin listener.
@@ -251,6 +276,84 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A wrk run against plughost, started in the background.
+pub struct Wrk {
+    child: Child,
+}
+
+/// What wrk counted.
+#[derive(Debug)]
+pub struct WrkResult {
+    /// Responses received.
+    pub requests: u64,
+    /// Responses with a status outside 2xx and 3xx.
+    pub non_2xx: u64,
+    /// connect, read, write and timeout errors together.
+    pub socket_errors: u64,
+    /// wrk's whole report.
+    pub report: String,
+}
+
+impl Wrk {
+    /// Starts `wrk` (installed by `make setup`) on `url` with `connections` connections on
+    /// 2 threads for `duration`.
+    pub fn start(url: &str, connections: usize, duration: Duration) -> Self {
+        let child = Command::new("wrk")
+            .args(["-t2", "--latency"])
+            .arg(format!("-c{connections}"))
+            .arg(format!("-d{}s", duration.as_secs().max(1)))
+            .arg(url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wrk is missing: run `make setup` (it installs Debian's wrk)");
+        Self { child }
+    }
+
+    /// Waits for the run to end and reads its report.
+    pub fn finish(self) -> WrkResult {
+        let out = self.child.wait_with_output().expect("wrk output");
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "wrk failed: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let number_after = |label: &str| -> u64 {
+            report
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(label))
+                .and_then(|rest| {
+                    rest.split_whitespace()
+                        .next()?
+                        .trim_end_matches(',')
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        let requests = report
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .expect("wrk report has a request count");
+        let socket_errors = report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+            .map_or(0, |rest| {
+                rest.split(',')
+                    .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum()
+            });
+        WrkResult {
+            requests,
+            non_2xx: number_after("Non-2xx or 3xx responses:"),
+            socket_errors,
+            report,
+        }
+    }
 }
 
 /// Runs the binary with `args` in `dir` and returns its output (for CLI and start-up errors).

@@ -169,3 +169,44 @@ fn privileged_port_suggests_one_above_1024() {
     assert!(err.contains("permission denied"), "{err}");
     assert!(err.contains("above 1024"), "{err}");
 }
+
+#[test]
+fn the_packaged_example_config_names_every_key_and_uncommented_still_parses() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/plughost.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    // Every key of the effective config (tables included) appears in the example.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["--config", example.to_str().unwrap(), "config"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let effective = String::from_utf8_lossy(&out.stdout);
+    for key in effective
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim()))
+    {
+        let documented = [
+            format!("# {key} = "),
+            format!("# [[{key}]]"),
+            format!("# [{key}."),
+        ];
+        assert!(
+            documented.iter().any(|d| text.contains(d.as_str())),
+            "packaging/plughost.toml lacks `{key}`"
+        );
+    }
+    // With every `# key = value` line uncommented it is a valid config.
+    let uncommented: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with('[') || l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Grants are checked at load: point the example's at a directory that exists.
+    let uncommented = uncommented.replace("/srv/data", &dir.path().display().to_string());
+    std::fs::write(dir.path().join("all.toml"), uncommented).unwrap();
+    let out = run(dir.path(), &["--config", "all.toml", "config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -1,11 +1,15 @@
 //! Loading plugins at start-up: from `[[plugins]]`, or every `*.wasm` (as a filter) and native
 //! library in `plugins_dir`, in name order; at most `max_plugins`, native and wasm together. A
 //! plugin that fails to load (compile, link, missing symbol or export, unsafe file, init) is
-//! skipped with one log line naming its file and the reason; the server starts anyway.
+//! skipped with one log line naming its file and the reason; the server starts anyway. The
+//! same function reloads: see [`load`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
@@ -23,7 +27,7 @@ fn wanted(config: &Config) -> Vec<PluginConfig> {
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && (is_wasm(p) || is_native(p)))
+        .filter(|p| p.is_file() && is_plugin_file(p))
         .collect();
     files.sort();
     files
@@ -36,6 +40,11 @@ fn wanted(config: &Config) -> Vec<PluginConfig> {
             PluginConfig::filter(name, f)
         })
         .collect()
+}
+
+/// Whether `file` is a plugin by its name: a `.wasm` component or a native library.
+pub fn is_plugin_file(file: &Path) -> bool {
+    is_wasm(file) || is_native(file)
 }
 
 fn is_wasm(file: &Path) -> bool {
@@ -54,19 +63,59 @@ fn resolve(dir: &Path, file: &Path) -> PathBuf {
     }
 }
 
-/// Loads every plugin the config names (or `plugins_dir` holds). Creates no wasm engine when
-/// there is nothing to load, so a server without plugins stays small.
-pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plugins> {
-    let mut wanted = wanted(config);
-    if wanted.is_empty() {
-        return Ok(Plugins::default());
+/// A plugin that was asked for and is not running the asked-for version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    /// Its name.
+    pub plugin: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// Whether the version that ran before goes on running (on reload).
+    pub kept_previous: bool,
+}
+
+/// What one load or reload did, plugin by plugin.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LoadReport {
+    /// Loaded from their files (new or changed).
+    pub loaded: Vec<String>,
+    /// Running on, unchanged (same file contents and config).
+    pub unchanged: Vec<String>,
+    /// Asked for but not loaded.
+    pub refused: Vec<Refusal>,
+    /// Running before, no longer asked for.
+    pub removed: Vec<String>,
+    /// Native libraries a reload wanted to add, change or remove: they need a restart.
+    pub native_restart_needed: Vec<String>,
+}
+
+impl LoadReport {
+    /// Whether the plugins that answer requests changed.
+    pub fn changed(&self) -> bool {
+        !self.loaded.is_empty() || !self.removed.is_empty()
     }
+}
+
+/// Loads every plugin the config names (or `plugins_dir` holds). Creates no wasm engine when
+/// there is nothing to compile, so a server without plugins stays small.
+///
+/// On reload, `previous` is the running registry: a wasm plugin whose file and config are
+/// unchanged is kept as it is (instances, counters); a new version that fails to compile or
+/// to init is refused and the running one stays. Native libraries are not reloaded: dlclose
+/// under running calls is unsafe and many libraries cannot be unloaded cleanly, so the running
+/// ones stay and a change to them is reported as needing a restart.
+pub async fn load(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    previous: Option<&Plugins>,
+) -> (Plugins, LoadReport) {
+    let mut report = LoadReport::default();
+    let mut wanted = wanted(config);
     if wanted.len() > config.max_plugins {
         for p in wanted.drain(config.max_plugins..) {
             tracing::warn!(plugin = %p.name, file = %p.file.display(), max_plugins = config.max_plugins, "plugin not loaded: max_plugins reached");
         }
     }
-    native::check_dir(&config.plugins_dir);
     let mut plugins = Plugins {
         native_body_cap: config.native_body_cap,
         ..Plugins::default()
@@ -74,6 +123,104 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
     let (natives, wanted): (Vec<_>, Vec<_>) = wanted
         .into_iter()
         .partition(|p| is_native(&resolve(&config.plugins_dir, &p.file)));
+    match previous {
+        Some(previous) => {
+            plugins.natives = previous.natives.clone();
+            report.native_restart_needed = native_changes(&natives, previous, config);
+            if !report.native_restart_needed.is_empty() {
+                tracing::warn!(plugins = ?report.native_restart_needed, "native plugins are not reloaded; restart plughost to load, change or remove them");
+            }
+        }
+        None => load_natives(config, natives, &mut plugins),
+    }
+    let mut runtime = None;
+    let all_wasm = wanted.clone();
+    for p in wanted {
+        let started = Instant::now();
+        let file = resolve(&config.plugins_dir, &p.file);
+        let running = previous.and_then(|prev| prev.get(&p.name));
+        let outcome = match std::fs::read(&file) {
+            Err(e) => Err(PluginError::Load(format!("cannot read it: {e}"))),
+            Ok(bytes) => {
+                let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                if let Some(running) = running.as_ref().filter(|r| r.source == (p.clone(), digest))
+                {
+                    report.unchanged.push(p.name.clone());
+                    add(&mut plugins, running.clone());
+                    continue;
+                }
+                let runtime = match &runtime {
+                    Some(r) => r,
+                    None => match new_runtime(config, &all_wasm) {
+                        Ok(r) => runtime.insert(r),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot create the wasm engine; no wasm plugin loaded");
+                            return (plugins, report);
+                        }
+                    },
+                };
+                load_one(runtime, &p, &bytes, config.max_concurrency)
+                    .await
+                    .map(|(wasm, from_cache)| (wasm, from_cache, digest))
+            }
+        };
+        match outcome {
+            Ok((wasm, from_cache, digest)) => {
+                tracing::info!(
+                    plugin = %p.name,
+                    file = %file.display(),
+                    kind = ?p.kind,
+                    reuse = ?p.reuse,
+                    from_cache,
+                    reload = running.is_some(),
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "plugin loaded",
+                );
+                report.loaded.push(p.name.clone());
+                let loaded = LoadedPlugin::new(&p, file, digest, wasm, metrics.clone());
+                add(&mut plugins, Arc::new(loaded));
+            }
+            Err(e) => {
+                match &running {
+                    Some(running) => {
+                        tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "new plugin version refused; the running version stays");
+                        add(&mut plugins, running.clone());
+                    }
+                    None => {
+                        tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded")
+                    }
+                }
+                report.refused.push(Refusal {
+                    plugin: p.name.clone(),
+                    reason: e.to_string(),
+                    kept_previous: running.is_some(),
+                });
+            }
+        }
+    }
+    if let Some(previous) = previous {
+        for gone in previous.wasm() {
+            if plugins.get(&gone.name).is_none() {
+                tracing::info!(plugin = %gone.name, "plugin unloaded");
+                report.removed.push(gone.name.clone());
+            }
+        }
+    }
+    (plugins, report)
+}
+
+fn add(plugins: &mut Plugins, plugin: Arc<LoadedPlugin>) {
+    if plugin.kind == PluginKind::Filter {
+        plugins.filters.push(plugin.clone());
+    }
+    plugins.all.push(plugin);
+}
+
+fn load_natives(config: &Config, natives: Vec<PluginConfig>, plugins: &mut Plugins) {
+    if natives.is_empty() {
+        return;
+    }
+    native::check_dir(&config.plugins_dir);
     for p in natives {
         let file = resolve(&config.plugins_dir, &p.file);
         let json = serde_json::to_string(&p.config).expect("TOML tables convert to JSON");
@@ -86,58 +233,57 @@ pub async fn load(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Plug
         ) {
             Ok(n) => {
                 tracing::info!(plugin = %p.name, file = %file.display(), kind = "native", "plugin loaded");
-                plugins.natives.push(n);
+                plugins.natives.push(Arc::new(n));
             }
             Err(e) => {
                 tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded")
             }
         }
     }
-    if wanted.is_empty() {
-        return Ok(plugins);
-    }
+}
+
+/// Names of native plugins that were added, removed or whose file changed since they loaded.
+fn native_changes(wanted: &[PluginConfig], previous: &Plugins, config: &Config) -> Vec<String> {
+    let mut changed: Vec<String> = wanted
+        .iter()
+        .filter(|p| {
+            let file = resolve(&config.plugins_dir, &p.file);
+            previous
+                .natives
+                .iter()
+                .find(|n| n.name == p.name)
+                .is_none_or(|n| n.file != file || n.modified_since_load())
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    changed.extend(
+        previous
+            .natives
+            .iter()
+            .filter(|n| !wanted.iter().any(|p| p.name == n.name))
+            .map(|n| n.name.clone()),
+    );
+    changed
+}
+
+/// An engine with pool slots for the instances of every plugin in `wanted`.
+fn new_runtime(config: &Config, wanted: &[PluginConfig]) -> anyhow::Result<Runtime> {
     let cache_dir =
         (!config.wasm_cache_dir.as_os_str().is_empty()).then(|| config.wasm_cache_dir.clone());
     let instances: usize = wanted
         .iter()
         .map(|p| p.instances.unwrap_or(config.max_concurrency))
         .sum();
-    let runtime = Runtime::new(cache_dir, u32::try_from(instances).unwrap_or(u32::MAX))?;
-    for p in wanted {
-        let file = resolve(&config.plugins_dir, &p.file);
-        let started = Instant::now();
-        match load_one(&runtime, &p, &file, config.max_concurrency).await {
-            Ok((wasm, from_cache)) => {
-                tracing::info!(
-                    plugin = %p.name,
-                    file = %file.display(),
-                    kind = ?p.kind,
-                    reuse = ?p.reuse,
-                    from_cache,
-                    load_ms = started.elapsed().as_millis() as u64,
-                    "plugin loaded",
-                );
-                let loaded = Arc::new(LoadedPlugin::new(&p, file, wasm, metrics.clone()));
-                if p.kind == PluginKind::Filter {
-                    plugins.filters.push(loaded.clone());
-                }
-                plugins.all.push(loaded);
-            }
-            Err(e) => {
-                tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded");
-            }
-        }
-    }
-    Ok(plugins)
+    Runtime::new(cache_dir, u32::try_from(instances).unwrap_or(u32::MAX))
 }
 
 async fn load_one(
     runtime: &Runtime,
     p: &PluginConfig,
-    file: &Path,
+    bytes: &[u8],
     default_instances: usize,
 ) -> Result<(WasmPlugin, bool), PluginError> {
-    let (component, from_cache) = runtime.compile(file)?;
+    let (component, from_cache) = runtime.compile_bytes(bytes)?;
     let pre = runtime.prepare(&component)?;
     let wasm = WasmPlugin::load(pre, p.clone(), default_instances).await?;
     Ok((wasm, from_cache))

@@ -101,6 +101,12 @@ pub struct NativePlugin {
     pub calls: AtomicU64,
     /// Requests not shown to it because its queue was full.
     pub dropped: AtomicU64,
+    /// The file's modification time when it was loaded, to tell a reload it changed.
+    modified: Option<std::time::SystemTime>,
+}
+
+fn modified(file: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
 }
 
 /// Refuses libraries that others could have changed: world-writable, or (Unix) owned by
@@ -255,7 +261,13 @@ impl NativePlugin {
             stop_timeout,
             calls: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            modified: modified(file),
         })
+    }
+
+    /// Whether the file was replaced or changed since it was loaded.
+    pub fn modified_since_load(&self) -> bool {
+        modified(&self.file) != self.modified
     }
 
     /// Hands a rendered request to the plugin's thread without waiting for it.

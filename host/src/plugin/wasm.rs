@@ -102,10 +102,15 @@ impl Runtime {
     pub fn compile(&self, file: &Path) -> Result<(Component, bool), PluginError> {
         let bytes =
             std::fs::read(file).map_err(|e| PluginError::Load(format!("cannot read it: {e}")))?;
+        self.compile_bytes(&bytes)
+    }
+
+    /// [`Runtime::compile`] of a file already read.
+    pub fn compile_bytes(&self, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
         let cached = self
             .cache_dir
             .as_ref()
-            .map(|dir| dir.join(self.cache_key(&bytes)));
+            .map(|dir| dir.join(self.cache_key(bytes)));
         if let Some(path) = &cached
             && path.exists()
         {
@@ -115,11 +120,11 @@ impl Runtime {
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "compiled cache entry unusable; recompiling")
+                    tracing::warn!(path = %path.display(), error = %e, "compiled cache entry unusable; recompiling")
                 }
             }
         }
-        let component = Component::new(&self.engine, &bytes)
+        let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Load(format!("not a valid component: {}", root(&e))))?;
         if let Some(path) = &cached {
             if let Err(e) = write_cache(path, &component) {

@@ -1,0 +1,210 @@
+//! Hot reload: on SIGHUP, on `POST /plugins/reload` and when a plugin file in `plugins_dir`
+//! changes, the config file is read again and the plugins, routes, upstream pools and cache
+//! TTL are rebuilt and swapped in. Requests in flight finish on the version they started
+//! with; a plugin whose new version fails to load keeps running its old one; a bad config file
+//! changes nothing; keys that cannot change live (listen address, limits, log) are reported as
+//! needing a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::balancer::Pools;
+use crate::config::{Config, Overrides};
+use crate::metrics::OutcomeLabel;
+use crate::pipeline::{Live, Pipeline};
+use crate::plugin::loader::{self, LoadReport};
+
+/// Quiet time after a change in `plugins_dir` before reloading: copying a file raises several
+/// events, and the reload should see the finished file.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What one reload did (the JSON answer of `POST /plugins/reload`).
+#[derive(Debug, Serialize)]
+pub struct ReloadReport {
+    /// `signal`, `admin` or `watch`.
+    pub trigger: &'static str,
+    /// Set when the config file could not be used; then nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
+    /// Keys whose new values take effect only after a restart.
+    pub restart_needed: Vec<String>,
+    /// What happened to each plugin.
+    #[serde(flatten)]
+    pub plugins: LoadReport,
+}
+
+/// Rebuilds and swaps the live parts of the pipeline.
+pub struct Reloader {
+    overrides: Overrides,
+    pipeline: Arc<Pipeline>,
+    /// The config the running version was built from; the lock also keeps two reloads from
+    /// interleaving.
+    config: tokio::sync::Mutex<Config>,
+    /// Stops the server; the health checks of each pool version stop with it or when the
+    /// version is replaced.
+    stop: CancellationToken,
+    health: parking_lot::Mutex<CancellationToken>,
+}
+
+impl Reloader {
+    /// Takes over a running pipeline built from `config`, and starts its pools' health checks.
+    pub fn new(
+        config: Config,
+        overrides: Overrides,
+        pipeline: Arc<Pipeline>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let health = stop.child_token();
+        pipeline.live().pools.spawn_health_checks(&health);
+        Arc::new(Self {
+            overrides,
+            pipeline,
+            config: tokio::sync::Mutex::new(config),
+            stop,
+            health: parking_lot::Mutex::new(health),
+        })
+    }
+
+    /// Reads the config again, loads what changed and swaps it in.
+    pub async fn reload(&self, trigger: &'static str) -> ReloadReport {
+        let mut current = self.config.lock().await;
+        let new = match Config::load(&self.overrides) {
+            Ok(new) => new,
+            Err(e) => {
+                self.count("config_error");
+                tracing::error!(trigger, error = %e, "reload refused: the config file is not valid; the running config stays");
+                return ReloadReport {
+                    trigger,
+                    config_error: Some(e.to_string()),
+                    restart_needed: Vec::new(),
+                    plugins: LoadReport::default(),
+                };
+            }
+        };
+        let restart_needed = current.restart_needed(&new);
+        if !restart_needed.is_empty() {
+            tracing::warn!(keys = ?restart_needed, "config changes that need a restart were not applied");
+        }
+        let live = self.pipeline.live();
+        let metrics = self.pipeline.clone_metrics();
+        let (plugins, report) = loader::load(&new, metrics.clone(), Some(&live.plugins)).await;
+        let pools = if new.upstreams == current.upstreams {
+            live.pools.clone()
+        } else {
+            let pools = Arc::new(Pools::new(&new.upstreams, &metrics));
+            let health = self.stop.child_token();
+            pools.spawn_health_checks(&health);
+            std::mem::replace(&mut *self.health.lock(), health).cancel();
+            pools
+        };
+        let routes_changed = new.routes != current.routes || new.upstreams != current.upstreams;
+        self.pipeline
+            .replace(Live::new(&new, Arc::new(plugins), pools, metrics));
+        self.pipeline.cache.set_default_ttl(new.cache_ttl);
+        if report.changed() || routes_changed {
+            // Stored responses may come from a plugin or route that is gone.
+            let purged = self.pipeline.cache.purge();
+            tracing::debug!(purged, "cache purged after reload");
+        }
+        self.count(if report.refused.is_empty() {
+            "ok"
+        } else {
+            "refused"
+        });
+        tracing::info!(
+            trigger,
+            loaded = ?report.loaded,
+            unchanged = report.unchanged.len(),
+            refused = report.refused.len(),
+            removed = ?report.removed,
+            "reload done",
+        );
+        // Only the live keys of `new` were applied; the rest stays as the server started.
+        current.plugins = new.plugins;
+        current.routes = new.routes;
+        current.upstreams = new.upstreams;
+        current.cache_ttl = new.cache_ttl;
+        ReloadReport {
+            trigger,
+            config_error: None,
+            restart_needed,
+            plugins: report,
+        }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        let label = OutcomeLabel { outcome };
+        self.pipeline.metrics().reloads.get_or_create(&label).inc();
+    }
+
+    /// Reloads on SIGHUP and, with `watch_plugins`, on changes in `plugins_dir`, until the
+    /// server stops. The SIGHUP handler is in place when this returns (until then SIGHUP
+    /// would end the process).
+    pub async fn spawn_triggers(self: &Arc<Self>) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(mut hup) => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                Some(()) = hup.recv() => { this.reload("signal").await; }
+                                () = this.stop.cancelled() => return,
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API")
+                }
+            }
+        }
+        let config = self.config.lock().await;
+        if config.watch_plugins {
+            let this = self.clone();
+            let dir = config.plugins_dir.clone();
+            tokio::spawn(async move { this.watch(&dir).await });
+        }
+    }
+
+    async fn watch(&self, dir: &Path) {
+        use notify::{EventKind, RecursiveMode, Watcher};
+        let changed = Arc::new(Notify::new());
+        let tx = changed.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if !matches!(event.kind, EventKind::Access(_))
+                && event.paths.iter().any(|p| loader::is_plugin_file(p))
+            {
+                tx.notify_one();
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch plugins_dir; reload with SIGHUP or POST /plugins/reload");
+                return;
+            }
+        };
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch plugins_dir; reload with SIGHUP or POST /plugins/reload");
+            return;
+        }
+        tracing::info!(dir = %dir.display(), "watching plugins_dir for changes");
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                () = self.stop.cancelled() => return,
+            }
+            tokio::time::sleep(DEBOUNCE).await;
+            self.reload("watch").await;
+        }
+    }
+}

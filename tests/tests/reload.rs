@@ -1,0 +1,206 @@
+//! Hot reload: plugins replaced under load with no failed request, refused new versions, the
+//! plugins_dir watcher, SIGHUP with live and restart-only config changes, and the admin API.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use plughost_e2e::{Plughost, Wrk, plugin};
+
+/// Replaces `dir/name` the way deployments should: write beside it, then rename over it.
+fn install(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!("{name}.partial"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+async fn body(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Polls `url` until its body satisfies `ok`, for at most 10 s.
+async fn wait_body(url: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = body(url).await;
+        if ok(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw the new version; last body: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A filter named `swap` from `swap.wasm`: `hello` answers every request itself with
+/// "v from plughost", `headers` (empty config) lets the default page through.
+const SWAP: &str = r#"
+[[plugins]]
+name = "swap"
+file = "swap.wasm"
+config = { greeting = "v" }
+"#;
+
+fn hello_answers(body: &str) -> bool {
+    body.starts_with("v from plughost")
+}
+
+fn default_page(body: &str) -> bool {
+    body.starts_with("plughost ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_replaced_ten_times_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = std::fs::read(plugin("hello")).unwrap();
+    let headers = std::fs::read(plugin("headers")).unwrap();
+    install(dir.path(), "swap.wasm", &hello);
+    let server = Plughost::start_in(dir, &format!("plugins_dir = \".\"\n{SWAP}"));
+    wait_body(&server.url("/"), hello_answers).await;
+    let wrk = Wrk::start(&server.url("/"), 16, Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for swap in 0..10 {
+        let (bytes, expect): (&[u8], fn(&str) -> bool) = if swap % 2 == 0 {
+            (&headers, default_page)
+        } else {
+            (&hello, hello_answers)
+        };
+        install(server.dir.path(), "swap.wasm", bytes);
+        wait_body(&server.url("/"), expect).await;
+    }
+    let result = wrk.finish();
+    assert!(result.requests > 1000, "{}", result.report);
+    assert_eq!(result.non_2xx, 0, "{}", result.report);
+    assert_eq!(result.socket_errors, 0, "{}", result.report);
+    // (The log is no witness here: under wrk its buffer overflows and drops lines, by design.)
+    let metrics = server.metrics_text().await;
+    let reloads = |outcome: &str| {
+        plughost_e2e::metric_value(
+            &metrics,
+            &format!("plughost_reloads_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert!(reloads("ok") >= 10.0, "{metrics}");
+    assert_eq!(reloads("refused"), 0.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_version_that_fails_to_load_is_refused_and_the_old_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    install(
+        dir.path(),
+        "swap.wasm",
+        &std::fs::read(plugin("hello")).unwrap(),
+    );
+    let config = format!("plugins_dir = \".\"\nwatch_plugins = false\n{SWAP}");
+    let server = Plughost::start_in(dir, &config);
+    let client = reqwest::Client::new();
+    let reload = || async {
+        let resp = client
+            .post(server.admin_url("/plugins/reload"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<serde_json::Value>().await.unwrap()
+    };
+    // Not a component at all.
+    install(server.dir.path(), "swap.wasm", b"\0asm garbage");
+    let report = reload().await;
+    assert_eq!(report["refused"][0]["plugin"], "swap", "{report}");
+    assert_eq!(report["refused"][0]["kept_previous"], true, "{report}");
+    let reason = report["refused"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("not a valid component"), "{reason}");
+    assert!(hello_answers(&body(&server.url("/")).await));
+    // A component whose plugin-init fails (hostile needs a `mode`).
+    install(
+        server.dir.path(),
+        "swap.wasm",
+        &std::fs::read(plugin("hostile")).unwrap(),
+    );
+    let report = reload().await;
+    let reason = report["refused"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("plugin-init failed"), "{reason}");
+    assert!(hello_answers(&body(&server.url("/")).await));
+    let log = server.wait_log("new plugin version refused; the running version stays");
+    assert!(log.contains("plugin-init failed"), "{log}");
+    // A good version after the bad ones is taken.
+    install(
+        server.dir.path(),
+        "swap.wasm",
+        &std::fs::read(plugin("headers")).unwrap(),
+    );
+    let report = reload().await;
+    assert_eq!(report["loaded"][0], "swap", "{report}");
+    assert!(default_page(&body(&server.url("/")).await));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_added_to_and_removed_from_the_directory_take_effect() {
+    let server = Plughost::start("plugins_dir = \"plugins\"");
+    let plugins = server.dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // The watcher started on a missing directory: SIGHUP makes the server look again.
+    install(
+        &plugins,
+        "hello.wasm",
+        &std::fs::read(plugin("hello")).unwrap(),
+    );
+    server.signal(libc::SIGHUP);
+    wait_body(&server.url("/"), |b| b.starts_with("Hello from plughost")).await;
+    let listed = server.admin_json("/plugins").await;
+    assert_eq!(listed[0]["name"], "hello", "{listed}");
+    std::fs::remove_file(plugins.join("hello.wasm")).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_body(&server.url("/"), default_page).await;
+    assert_eq!(server.admin_json("/plugins").await, serde_json::json!([]));
+    server.wait_log("plugin unloaded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watcher_loads_a_plugin_dropped_into_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    let server = Plughost::start_in(dir, "plugins_dir = \"plugins\"");
+    server.wait_log("watching plugins_dir for changes");
+    let plugins = server.dir.path().join("plugins");
+    install(
+        &plugins,
+        "hello.wasm",
+        &std::fs::read(plugin("hello")).unwrap(),
+    );
+    wait_body(&server.url("/"), |b| b.starts_with("Hello from plughost")).await;
+    std::fs::remove_file(plugins.join("hello.wasm")).unwrap();
+    wait_body(&server.url("/"), default_page).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_applies_routes_and_says_which_changes_need_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(plugin("hello"), dir.path().join("hello.wasm")).unwrap();
+    let server = Plughost::start_in(
+        dir,
+        "plugins_dir = \".\"\nwatch_plugins = false\n[[plugins]]\nname = \"hello\"\nfile = \"hello.wasm\"\nkind = \"responder\"\n",
+    );
+    assert_eq!(reqwest::get(server.url("/hi")).await.unwrap().status(), 404);
+    server.rewrite_config(
+        "plugins_dir = \".\"\nwatch_plugins = false\nmax_concurrency = 3\ncache_ttl = \"1s\"\n[[plugins]]\nname = \"hello\"\nfile = \"hello.wasm\"\nkind = \"responder\"\nconfig = { greeting = \"Hey\" }\n[[routes]]\nprefix = \"/hi\"\nplugin = \"hello\"\n",
+    );
+    server.signal(libc::SIGHUP);
+    let body = wait_body(&server.url("/hi"), |b| b.starts_with("Hey from plughost")).await;
+    assert!(body.contains("You asked for /hi"), "{body}");
+    let log = server.wait_log("config changes that need a restart were not applied");
+    assert!(log.contains("max_concurrency"), "{log}");
+    // The limiter kept its size: that key needs a restart.
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("plughost_limiter_permits_available 10"),
+        "{metrics}"
+    );
+    // A broken config file changes nothing.
+    server.rewrite_config("port = \"not a number\"");
+    server.signal(libc::SIGHUP);
+    server.wait_log("reload refused: the config file is not valid");
+    assert_eq!(reqwest::get(server.url("/hi")).await.unwrap().status(), 200);
+}
