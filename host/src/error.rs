@@ -4,7 +4,7 @@
 //! details (paths, backtraces); those go to the log.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
@@ -66,9 +66,17 @@ pub enum ClientError {
     /// No route matches.
     #[error("no route for {0}")]
     NotFound(String),
-    /// A query parameter of a route is missing or malformed.
+    /// A query parameter of a route is missing or malformed, or the request breaks a rule of
+    /// HTTP/1.1 that hyper leaves to the server (Host, framing, request target form).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// CONNECT (plughost does not tunnel), or a method unknown to HTTP outside the routes of
+    /// plugins and upstreams (they may implement it).
+    #[error("method not implemented")]
+    NotImplemented,
+    /// The default page answers GET and HEAD only.
+    #[error("method not allowed here; use GET or HEAD")]
+    MethodNotAllowed,
 }
 
 impl RequestError {
@@ -80,6 +88,8 @@ impl RequestError {
                 StatusCode::BAD_REQUEST
             }
             Self::Client(ClientError::NotFound(_)) => StatusCode::NOT_FOUND,
+            Self::Client(ClientError::NotImplemented) => StatusCode::NOT_IMPLEMENTED,
+            Self::Client(ClientError::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Plugin { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
@@ -101,9 +111,16 @@ impl RequestError {
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if matches!(self, Self::Overloaded(_)) {
-            resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self {
+            Self::Overloaded(_) => {
+                resp.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Client(ClientError::MethodNotAllowed) => {
+                resp.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            _ => {}
         }
         resp
     }

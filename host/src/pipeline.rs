@@ -10,9 +10,9 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{AGE, CONTENT_LENGTH};
+use http::header::{AGE, CONTENT_LENGTH, HOST};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
@@ -193,6 +193,7 @@ impl Pipeline {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
+        check_request(&parts)?;
         let _permit = self.limiter.acquire().await?;
         let live = self.live.load_full();
         let declared = parts
@@ -265,6 +266,34 @@ impl Pipeline {
             .insert(X_CACHE, HeaderValue::from_static("miss"));
         Ok((resp, CacheStatus::Miss))
     }
+}
+
+/// Refuses what RFC 9112 says a server must refuse and hyper lets through: an HTTP/1.1
+/// request without exactly one Host, an authority-form or `*` target outside CONNECT and
+/// OPTIONS; and CONNECT, since plughost does not tunnel. (Content-Length beside
+/// Transfer-Encoding needs nothing here: hyper drops the length, reads the chunks and closes
+/// the connection after the response, as RFC 9112 §6.3 asks.)
+fn check_request(parts: &Parts) -> Result<(), ClientError> {
+    if parts.method == Method::CONNECT {
+        return Err(ClientError::NotImplemented);
+    }
+    if parts.version == Version::HTTP_11 {
+        let hosts = parts.headers.get_all(HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && parts.uri.authority().is_none()) {
+            return Err(ClientError::BadRequest(
+                "an HTTP/1.1 request needs exactly one Host header",
+            ));
+        }
+    }
+    if parts.uri.scheme().is_none() && parts.uri.authority().is_some() {
+        return Err(ClientError::BadRequest(
+            "an authority-form target is for CONNECT only",
+        ));
+    }
+    if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
+        return Err(ClientError::BadRequest("a `*` target is for OPTIONS only"));
+    }
+    Ok(())
 }
 
 /// Runs the filter chain in order. `Some` when a filter answered the request itself.
@@ -390,6 +419,7 @@ mod tests {
     async fn declared_oversize_body_is_413_without_reading() {
         let p = pipeline(|c| c.max_body_bytes = 10);
         let req = Request::post("/_debug/body")
+            .header("host", "test")
             .header("content-length", "11")
             .body(http_body_util::Full::new(Bytes::from_static(
                 b"12345678901",
@@ -402,6 +432,7 @@ mod tests {
     async fn undeclared_oversize_body_is_413_when_read() {
         let p = pipeline(|c| c.max_body_bytes = 10);
         let req = Request::post("/_debug/body")
+            .header("host", "test")
             .body(http_body_util::Full::new(Bytes::from_static(
                 b"12345678901",
             )))

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError};
 
 use crate::balancer::{Pool, Pools};
@@ -24,6 +24,13 @@ use crate::proxy;
 
 /// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
 const DEBUG_MAX_SIZE: usize = 64 * 1024 * 1024;
+
+/// The methods of RFC 9110 and RFC 5789 (PATCH), but CONNECT. Others get 501 unless a plugin
+/// or upstream route takes them.
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH",
+];
+const STANDARD_METHODS_LIST: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
 
 /// What a `[[routes]]` prefix leads to.
 enum Target {
@@ -105,13 +112,28 @@ impl Router {
                 }
             };
         }
-        if path == "/" {
-            return Ok(text(StatusCode::OK, self.index.clone()));
-        }
         if self.debug_routes && path.starts_with("/_debug/") {
             return self.debug(req).await;
         }
-        Err(ClientError::NotFound(path.to_owned()).into())
+        let method = req.method();
+        if !STANDARD_METHODS.contains(&method.as_str()) {
+            return Err(ClientError::NotImplemented.into());
+        }
+        match path {
+            "/" if method == Method::GET || method == Method::HEAD => {
+                Ok(text(StatusCode::OK, self.index.clone()))
+            }
+            "/" => Err(ClientError::MethodNotAllowed.into()),
+            // `OPTIONS *`: what the server as a whole supports.
+            "*" => {
+                let mut resp = Response::new(body::full(""));
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(STANDARD_METHODS_LIST));
+                Ok(resp)
+            }
+            _ => Err(ClientError::NotFound(path.to_owned()).into()),
+        }
     }
 }
 

@@ -8,8 +8,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +28,8 @@ pub struct TestBackend {
     pub id: String,
     /// Requests it received (health checks included).
     pub hits: Arc<AtomicU64>,
+    /// `METHOD path` of every request it received, health checks included.
+    pub seen: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -46,8 +48,9 @@ impl TestBackend {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (id_owned, counter) = (id.to_owned(), hits.clone());
+        let (id_owned, counter, log) = (id.to_owned(), hits.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -60,12 +63,18 @@ impl TestBackend {
                         let Ok((stream, _)) = listener.accept().await else {
                             continue;
                         };
-                        let (id, counter) = (id_owned.clone(), counter.clone());
+                        let (id, counter, log) = (id_owned.clone(), counter.clone(), log.clone());
                         tokio::spawn(async move {
-                            let service = hyper::service::service_fn(move |req| {
-                                counter.fetch_add(1, Ordering::Relaxed);
-                                answer(id.clone(), req)
-                            });
+                            let service =
+                                hyper::service::service_fn(move |req: Request<Incoming>| {
+                                    counter.fetch_add(1, Ordering::Relaxed);
+                                    log.lock().unwrap().push(format!(
+                                        "{} {}",
+                                        req.method(),
+                                        req.uri().path()
+                                    ));
+                                    answer(id.clone(), req)
+                                });
                             let _ =
                                 hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                                     .serve_connection(TokioIo::new(stream), service)
@@ -84,6 +93,7 @@ impl TestBackend {
             addr,
             id: id.to_owned(),
             hits,
+            seen,
             stop: Some(stop),
             thread: Some(thread),
         }
