@@ -9,9 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::body::{self, Body};
+use crate::logging::LogDrops;
 use crate::pipeline::Pipeline;
 use crate::reload::Reloader;
 use crate::status::{self, Status};
@@ -27,8 +27,8 @@ pub struct Admin {
 
 /// What the admin API reaches beyond the pipeline in a running server.
 pub struct ServerParts {
-    /// The log writer's count of dropped lines.
-    pub log_dropped: ErrorCounter,
+    /// Lines that never reached the log file.
+    pub log_dropped: LogDrops,
     /// History for the status page.
     pub status: Arc<Status>,
     /// Hot reload.
@@ -87,7 +87,7 @@ impl Admin {
                 m.permits_available
                     .set(self.pipeline.limiter.available() as i64);
                 if let Some(s) = &self.server {
-                    m.set_log_dropped(s.log_dropped.dropped_lines() as u64);
+                    m.set_log_dropped(s.log_dropped.total());
                 }
                 self.pipeline.live().plugins.refresh_metrics(m);
                 respond(

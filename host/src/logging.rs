@@ -11,6 +11,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Method, StatusCode, Version};
@@ -25,13 +27,28 @@ pub const ACCESS_TARGET: &str = "access";
 /// Keeps the log thread alive; dropping it flushes every buffered line.
 pub struct LogHandle {
     _guard: WorkerGuard,
-    dropped: ErrorCounter,
+    drops: LogDrops,
 }
 
 impl LogHandle {
-    /// The writer's count of lines dropped because the buffer was full.
-    pub fn error_counter(&self) -> ErrorCounter {
-        self.dropped.clone()
+    /// The counts of lines that never reached the log file.
+    pub fn drops(&self) -> LogDrops {
+        self.drops.clone()
+    }
+}
+
+/// Lines that never reached the log file: dropped because the buffer was full, or lost
+/// because the file refused them (disk full, I/O error). Cheap to clone.
+#[derive(Clone)]
+pub struct LogDrops {
+    buffer_full: ErrorCounter,
+    write_failed: Arc<AtomicU64>,
+}
+
+impl LogDrops {
+    /// Every line missing from the file.
+    pub fn total(&self) -> u64 {
+        self.buffer_full.dropped_lines() as u64 + self.write_failed.load(Ordering::Relaxed)
     }
 }
 
@@ -41,17 +58,59 @@ impl LogHandle {
 const WRITE_BUFFER: usize = 64 * 1024;
 
 /// The log thread's sink: the log file, and stderr when asked for.
+///
+/// A file that refuses writes (disk full, I/O error) must not stop the server nor flood
+/// stderr: the lines it refused are counted as lost, the failure is reported once on stderr,
+/// and every later line is tried again, so logging resumes by itself once there is room.
 struct Sink {
-    file: BufWriter<File>,
+    /// Always `Some` but while a failed buffer is replaced.
+    file: Option<BufWriter<File>>,
+    path: String,
     stderr: Option<BufWriter<io::Stderr>>,
+    lost: Arc<AtomicU64>,
+    failing: bool,
+}
+
+impl Sink {
+    fn file(&mut self) -> &mut BufWriter<File> {
+        self.file.as_mut().expect("the file is put back at once")
+    }
+
+    /// Counts the lines in the write buffer and in `line` as lost and empties the buffer.
+    fn lose(&mut self, error: &io::Error, line: &[u8]) {
+        let newlines = |b: &[u8]| b.iter().filter(|c| **c == b'\n').count() as u64;
+        let pending = self.file.take().expect("the file is there");
+        let lost = newlines(pending.buffer()) + newlines(line);
+        let (file, _) = pending.into_parts();
+        self.file = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+        self.lost.fetch_add(lost, Ordering::Relaxed);
+        if !self.failing {
+            self.failing = true;
+            // The log itself is what fails, so this goes to stderr directly, once.
+            eprintln!(
+                "plughost: cannot write the log file {}: {error}; log lines are dropped and counted in plughost_log_dropped_total until it can be written again (free space or fix the file)",
+                self.path
+            );
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.failing {
+            self.failing = false;
+            eprintln!("plughost: the log file {} is written again", self.path);
+        }
+    }
 }
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write_all(buf)?;
         if let Some(stderr) = &mut self.stderr {
             // A closed or full stderr must not stop the file log.
             let _ = stderr.write_all(buf);
+        }
+        match self.file().write_all(buf) {
+            Ok(()) => {}
+            Err(e) => self.lose(&e, buf),
         }
         Ok(buf.len())
     }
@@ -60,7 +119,11 @@ impl Write for Sink {
         if let Some(stderr) = &mut self.stderr {
             let _ = stderr.flush();
         }
-        self.file.flush()
+        match self.file().flush() {
+            Ok(()) => self.recovered(),
+            Err(e) => self.lose(&e, b""),
+        }
+        Ok(())
     }
 }
 
@@ -75,17 +138,24 @@ pub struct LogFileError {
 /// Starts the log thread and installs the global `tracing` subscriber.
 pub fn init(config: &Config) -> Result<LogHandle, LogFileError> {
     let file = open(&config.log_file)?;
+    let lost = Arc::new(AtomicU64::new(0));
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(config.log_buffer)
         .lossy(true)
         .thread_name("plughost-log")
         .finish(Sink {
-            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            path: config.log_file.display().to_string(),
             stderr: config
                 .log_stderr
                 .then(|| BufWriter::with_capacity(WRITE_BUFFER, io::stderr())),
+            lost: lost.clone(),
+            failing: false,
         });
-    let dropped = writer.error_counter();
+    let drops = LogDrops {
+        buffer_full: writer.error_counter(),
+        write_failed: lost,
+    };
     // RUST_LOG, when set, wins over the config's filter.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
@@ -99,7 +169,7 @@ pub fn init(config: &Config) -> Result<LogHandle, LogFileError> {
     }
     Ok(LogHandle {
         _guard: guard,
-        dropped,
+        drops,
     })
 }
 

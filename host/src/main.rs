@@ -161,7 +161,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         let token = config.admin_token.clone();
         let admin = admin_listener.map(|l| {
             let parts = ServerParts {
-                log_dropped: log.error_counter(),
+                log_dropped: log.drops(),
                 status: Status::start(metrics, stop.clone()),
                 reloader,
             };
@@ -176,7 +176,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             admin,
         };
         server::run(&config, listeners, pipeline, stop).await;
-        tracing::info!("plughost stopped");
+        tracing::info!(log_dropped = log.drops().total(), "plughost stopped");
         anyhow::Ok(())
     });
     // Stop the runtime first so every task's last log line is in the buffer, then flush it.

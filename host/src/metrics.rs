@@ -42,7 +42,8 @@ pub struct Metrics {
     pub cache_evictions: Counter,
     /// Entries in the cache.
     pub cache_entries: Gauge,
-    /// Log lines dropped because the log buffer was full (copied from the log writer on scrape).
+    /// Log lines that never reached the log file: the buffer was full, or the file refused
+    /// the write (copied from the log writer on scrape).
     pub log_dropped: Counter<u64, AtomicU64>,
     /// Connections open on the public listener.
     pub connections: Gauge,
@@ -255,7 +256,7 @@ impl Metrics {
         );
         registry.register(
             "plughost_log_dropped",
-            "Log lines dropped because the log buffer was full",
+            "Log lines that never reached the log file (buffer full, or the write failed)",
             m.log_dropped.clone(),
         );
         registry.register(

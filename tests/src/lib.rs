@@ -300,8 +300,14 @@ impl Wrk {
     /// Starts `wrk` (installed by `make setup`) on `url` with `connections` connections on
     /// 2 threads for `duration`.
     pub fn start(url: &str, connections: usize, duration: Duration) -> Self {
+        Self::start_with(url, connections, duration, &[])
+    }
+
+    /// [`Wrk::start`] with more arguments (`-s script.lua`, `--timeout 10s`).
+    pub fn start_with(url: &str, connections: usize, duration: Duration, extra: &[&str]) -> Self {
         let child = Command::new("wrk")
             .args(["-t2", "--latency"])
+            .args(extra)
             .arg(format!("-c{connections}"))
             .arg(format!("-d{}s", duration.as_secs().max(1)))
             .arg(url)

@@ -88,6 +88,13 @@ impl Plugin for Hostile {
                 }
                 Ok(next())
             }
+            // Traps on the requests whose target asks for it, for fault tests under load.
+            "trap-if-asked" => {
+                if req.uri.contains("trap") {
+                    panic!("trap requested by {}", req.uri);
+                }
+                Ok(next())
+            }
             other => Err(format!("unknown mode {other}")),
         }
     }
