@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release/plughost
 
-.PHONY: all setup build release plugins run test bench fmt clean
+.PHONY: all setup build release plugins run test bench soak fuzz fmt clean
 
 all: build
 
@@ -57,6 +57,23 @@ test: build
 # Throughput against nginx and a bare hyper server; see bench/run.sh. BENCH_QUICK=1 is shorter.
 bench: setup
 	bash bench/run.sh
+
+# The long reliability runs (10,000 connections for 60 s; a 5-minute soak at half the maximum
+# rate), release build, loopback only; see bench/soak.py. SOAK_QUICK=1 is shorter.
+soak: setup release
+	python3 bench/soak.py
+
+# Coverage-guided fuzzing with cargo-fuzz (libFuzzer) of config parsing, the request -> plugin
+# marshalling and the native `data` rendering, FUZZ_SECONDS (60) each. cargo-fuzz needs
+# nightly-only flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. A crash leaves
+# its input in fuzz/artifacts/TARGET/ and fails the run.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := config plugin_request native_data
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all
