@@ -14,7 +14,9 @@
 #   nginx-proxy     nginx doing the same round robin, keep-alive upstream connections
 # Medians over the rounds are reported with the ratios the issues target. Then: start-up time
 # with 10 wasm plugins, cold and from the compiled cache, criterion's in-process plugin call
-# costs, and per-language figures of the example plugins (bench/languages.py).
+# costs, per-language figures of the example plugins (bench/languages.py), and how cost grows
+# with filters, body size, connections and cache capacity (bench/scaling.py, drawn as SVG
+# charts in bench/results by bench/src/charts.rs).
 #
 # Environment: BENCH_QUICK=1 (3 s runs), BENCH_DURATION (seconds per run), BENCH_ROUNDS.
 set -euo pipefail
@@ -40,6 +42,7 @@ scripts/need.sh nginx nginx-light
 NGINX=$(command -v nginx)
 
 cargo build --release -q -p plughost -p plughost-bench
+cargo build --release -q -p plughost --benches
 cargo build -q -p plughost-e2e   # its build script builds every plugin (make plugins)
 WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
 NATIVE_DIR=$PWD/plugins/target/native
@@ -197,8 +200,8 @@ mkdir -p "$RESULTS"
     echo
     echo "| call | time |"
     echo "|---|---:|"
-    cargo bench -q -p plughost --bench plugins 2>/dev/null \
-        | awk '/^(wasm_plugin_call|native_plugin)/ {name=$1}
+    { cargo bench -q -p plughost --bench plugins; cargo bench -q -p plughost --bench core; } 2>/dev/null \
+        | awk '/^(wasm_plugin_call|native_plugin|cache_|limiter_|round_robin)/ {name=$1}
                /time:/ && match($0, /\[[^]]*\]/) {
                    split(substr($0, RSTART + 1, RLENGTH - 2), t, " ")
                    print "| " name " | " t[3] " " t[4] " |"
@@ -207,4 +210,10 @@ mkdir -p "$RESULTS"
     echo "Example plugins by language (release binary; call = plugin-process with a 1 KiB body):"
     echo
     python3 bench/languages.py "$PWD/target/release/plughost" "$PWD/plugins/target" "$WORK/languages"
+    echo
+    # Stop the systems above first: the scaling runs want the machine to themselves.
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    mkdir -p "$WORK/scaling"
+    python3 bench/scaling.py "$PWD/target/release/plughost" "$WASM_DIR" "$WORK/scaling" "$RESULTS/scaling.json"
+    target/release/charts "$RESULTS/scaling.json" "$RESULTS" >&2
 } | tee "$RESULTS/latest.md"

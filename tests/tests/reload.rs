@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plughost_e2e::{Plughost, Wrk, plugin};
+use plughost_e2e::backend::TestBackend;
+use plughost_e2e::{Plughost, Wrk, native_plugin, plugin};
 
 /// Replaces `dir/name` the way deployments should: write beside it, then rename over it.
 fn install(dir: &Path, name: &str, bytes: &[u8]) {
@@ -203,4 +204,38 @@ async fn sighup_applies_routes_and_says_which_changes_need_a_restart() {
     server.signal(libc::SIGHUP);
     server.wait_log("reload refused: the config file is not valid");
     assert_eq!(reqwest::get(server.url("/hi")).await.unwrap().status(), 200);
+}
+
+/// Native libraries are never unloaded: a reload keeps the running one and says a restart is
+/// needed for the change; upstream pools change live.
+#[tokio::test(flavor = "multi_thread")]
+async fn native_plugins_stay_loaded_and_upstreams_change_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(native_plugin("empty"), dir.path().join("empty.so")).unwrap();
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let pool = |backend: &TestBackend| {
+        format!(
+            "plugins_dir = \".\"\nwatch_plugins = false\n[upstreams.api]\nservers = [\"{}\"]\n[[routes]]\nprefix = \"/api\"\nupstream = \"api\"\n",
+            backend.addr
+        )
+    };
+    let server = Plughost::start_in(dir, &pool(&a));
+    assert_eq!(body(&server.url("/api/x")).await, "a");
+    // A new build of the library, and a pool that now points at `b`.
+    install(
+        server.dir.path(),
+        "empty.so",
+        &std::fs::read(native_plugin("printer")).unwrap(),
+    );
+    server.rewrite_config(&pool(&b));
+    server.signal(libc::SIGHUP);
+    wait_body(&server.url("/api/x"), |body| body == "b").await;
+    let log = server.wait_log("native plugins are not reloaded");
+    assert!(log.contains("empty"), "{log}");
+    let listed = server.admin_json("/plugins").await;
+    assert_eq!(listed[0]["name"], "empty", "{listed}");
+    assert_eq!(listed[0]["kind"], "native", "{listed}");
+    let backends = server.admin_json("/backends").await;
+    assert_eq!(backends[0]["server"], b.addr.to_string(), "{backends}");
 }
