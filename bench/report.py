@@ -57,12 +57,18 @@ def main():
     def ratio(a, b, target, label):
         if a in med and b in med:
             r = med[a][0] / med[b][0]
-            print(f"| {label} ≥ {target}× | {r:.2f}× | {'met' if r >= target else 'NOT met'} |")
+            if target:
+                print(f"| {label} ≥ {target}× | {r:.2f}× | {'met' if r >= target else 'NOT met'} |")
+            else:
+                print(f"| {label} | {r:.2f}× | - |")
 
     ratio("plughost-route", "nginx", 1.0, "default route vs nginx `return 200`")
     ratio("plughost-hit", "hyper-hello", 0.95, "cache hit vs bare hyper")
     ratio("plughost-filter", "plughost-hit", 0.8, "one wasm filter on a cache hit vs none")
     ratio("plughost-wasm", "plughost-route", 0.6, "wasm responder vs static route")
+    ratio("plughost-wasm", "wasmtime-serve", 2.0, "wasm responder vs `wasmtime serve` hello")
+    ratio("plughost-wasm-fresh", "plughost-wasm", 0.0, "reuse = fresh vs pooled (no target)")
+    ratio("plughost-wasm-max100", "plughost-wasm", 0.0, "max_requests = 100 vs pooled (no target)")
     ratio("plughost-native", "plughost-hit", 0.9, "C observer loaded vs none (cache hit)")
     ratio("plughost-proxy", "nginx-proxy", 1.2, "proxy to 2 backends vs nginx round robin")
     mib = int(idle_rss) / 1024

@@ -8,7 +8,9 @@
 #   nginx           Debian's nginx, `return 200` with the same body, 2 workers, buffered access log
 #   hyper-hello     a bare hyper 1.x hello world (bench/src/hyper_hello.rs): the ceiling
 #   plughost-filter plughost-hit plus one wasm filter (plugins/rust/headers) on every request
-#   plughost-wasm   the hello wasm responder on /hello, cache off (compare with plughost-route)
+#   plughost-wasm   the hello wasm responder on /hello, cache off (compare with plughost-route);
+#                   -fresh and -max100: the same with reuse = "fresh" and max_requests = 100
+#   wasmtime-serve  `wasmtime serve` 48 with a wasi:http hello component (BENCH_PEERS=0 skips)
 #   plughost-native plughost-hit plus the C counter observer (plugins/native/examples/counter.c)
 #   plughost-proxy  reverse proxy, round robin over two hyper-hello backends, cache off
 #   nginx-proxy     nginx doing the same round robin, keep-alive upstream connections
@@ -85,15 +87,21 @@ plughost_config plughost-filter "wasm_cache_dir = \"$WORK/cache\"
 name = \"headers\"
 file = \"$WASM_DIR/headers.wasm\"
 config = { request = { name = \"x-a\", value = \"1\" }, response = { name = \"x-b\", value = \"2\" } }"
-plughost_config plughost-wasm "cache_capacity = 0
+wasm_responder() { # wasm_responder NAME REUSE_TOML: the hello responder on /hello, cache off
+    plughost_config "$1" "cache_capacity = 0
 wasm_cache_dir = \"$WORK/cache\"
 [[plugins]]
 name = \"hello\"
 file = \"$WASM_DIR/hello.wasm\"
 kind = \"responder\"
+$2
 [[routes]]
 prefix = \"/hello\"
 plugin = \"hello\""
+}
+wasm_responder plughost-wasm ""
+wasm_responder plughost-wasm-fresh "reuse = \"fresh\""
+wasm_responder plughost-wasm-max100 "max_requests = 100"
 plughost_config plughost-native "[[plugins]]
 name = \"counter\"
 file = \"$NATIVE_DIR/counter.so\"
@@ -102,6 +110,8 @@ ROUTE=$(start plughost-route "plughost listening on" target/release/plughost --c
 HIT=$(start plughost-hit "plughost listening on" target/release/plughost --config "$WORK/plughost-hit.toml")
 FILTER=$(start plughost-filter "plughost listening on" target/release/plughost --config "$WORK/plughost-filter.toml")
 WASM=$(start plughost-wasm "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm.toml")
+WASM_FRESH=$(start plughost-wasm-fresh "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm-fresh.toml")
+WASM_MAX=$(start plughost-wasm-max100 "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm-max100.toml")
 NATIVE=$(start plughost-native "plughost listening on" target/release/plughost --config "$WORK/plughost-native.toml")
 HYPER=$(start hyper-hello "listening on" target/release/hyper-hello 127.0.0.1:0)
 BACKEND1=$(start backend1 "listening on" target/release/hyper-hello 127.0.0.1:0)
@@ -168,11 +178,31 @@ declare -A URL=(
     [hyper-hello]="http://$HYPER/"
     [plughost-filter]="http://$FILTER/"
     [plughost-wasm]="http://$WASM/hello"
+    [plughost-wasm-fresh]="http://$WASM_FRESH/hello"
+    [plughost-wasm-max100]="http://$WASM_MAX/hello"
     [plughost-native]="http://$NATIVE/"
     [plughost-proxy]="http://$PROXY/"
     [nginx-proxy]="http://127.0.0.1:$NGINX_PROXY_PORT/"
 )
-ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-native nginx hyper-hello plughost-proxy nginx-proxy)
+ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-wasm-fresh plughost-wasm-max100 plughost-native nginx hyper-hello plughost-proxy nginx-proxy)
+
+# The peer: `wasmtime serve` (same wasmtime major version as plughost) running a wasi:http
+# hello component (bench/peers/wasi-http-hello). Built once into target/bench-peers; BENCH_PEERS=0
+# skips it.
+if [ "${BENCH_PEERS:-1}" != 0 ]; then
+    PEERS=$PWD/target/bench-peers
+    [ -x "$PEERS/bin/wasmtime" ] || cargo install -q --locked --root "$PEERS" wasmtime-cli@48.0.8
+    (cd bench/peers/wasi-http-hello && cargo build -q --release --target wasm32-wasip2)
+    SERVE_PORT=$(free_port)
+    "$PEERS/bin/wasmtime" serve --addr "127.0.0.1:$SERVE_PORT" \
+        bench/peers/wasi-http-hello/target/wasm32-wasip2/release/wasi_http_hello.wasm \
+        >"$WORK/wasmtime-serve.out" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$SERVE_PORT/hello" >/dev/null && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$SERVE_PORT/hello" >/dev/null || { echo "bench: wasmtime serve not answering" >&2; exit 1; }
+    URL[wasmtime-serve]="http://127.0.0.1:$SERVE_PORT/hello"
+    ORDER+=(wasmtime-serve)
+fi
 
 echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
 RAW="$WORK/raw.tsv"

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use plughost_e2e::backend::TestBackend;
 use plughost_e2e::{Plughost, Wrk, plugin};
 
 fn hostile(name: &str, mode: &str, rest: &str) -> String {
@@ -31,6 +32,10 @@ async fn a_plugin_trapping_on_one_request_in_ten_fails_only_those() {
         &["-s", script.to_str().unwrap()],
     )
     .finish();
+    eprintln!(
+        "trap on every tenth: {} requests, {} failed",
+        run.requests, run.non_2xx
+    );
     assert_eq!(run.socket_errors, 0, "{}", run.report);
     // wrk's two threads each send every tenth request with `?trap`; a request or two per
     // connection may still be in flight when wrk stops counting.
@@ -124,6 +129,10 @@ async fn sigterm_under_load_loses_no_accepted_request_and_no_log_line() {
     let run = wrk.finish();
     let log = server.log();
     let access_lines = log.lines().filter(|l| l.contains(" access: ")).count() as u64;
+    eprintln!(
+        "SIGTERM under load: wrk got {} responses, {access_lines} access lines",
+        run.requests
+    );
     assert!(run.requests > 1000, "{}", run.report);
     assert_eq!(
         access_lines, run.requests,
@@ -135,4 +144,40 @@ async fn sigterm_under_load_loses_no_accepted_request_and_no_log_line() {
             .any(|l| l.contains("plughost stopped") && l.contains("log_dropped=0")),
         "no clean stop line"
     );
+}
+
+/// A backend killed and restarted while wrk drives GETs through the proxy: the GETs that were
+/// on it are retried on the other backend, so at most the requests in flight fail, and the
+/// restarted backend takes requests again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_killed_and_restarted_under_load_costs_at_most_the_requests_in_flight() {
+    let mut a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let config = format!(
+        "[upstreams.api]\nservers = [\"{}\", \"{}\"]\nhealth_interval = \"200ms\"\n[[routes]]\nprefix = \"/api\"\nupstream = \"api\"\n",
+        a.addr, b.addr
+    );
+    let server = Plughost::start(&config);
+    let a_addr = a.addr;
+    let wrk = Wrk::start(&server.url("/api/x"), 16, Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = TestBackend::start_on(a_addr, "a");
+    let hits_at_restart = a.hits.load(std::sync::atomic::Ordering::Relaxed);
+    let run = wrk.finish();
+    eprintln!(
+        "backend killed and restarted: {} requests, {} failed",
+        run.requests, run.non_2xx
+    );
+    assert_eq!(run.socket_errors, 0, "{}", run.report);
+    assert!(run.non_2xx <= 16, "{} failed\n{}", run.non_2xx, run.report);
+    assert!(run.requests > 1000, "{}", run.report);
+    assert!(
+        a.hits.load(std::sync::atomic::Ordering::Relaxed) > hits_at_restart + 100,
+        "the restarted backend got no traffic back"
+    );
+    let retried = server.metric("plughost_backend_errors_total").await;
+    assert!(retried > 0.0, "the kill was not noticed");
+    plughost_e2e::assert_no_leaks(&server, 10.0).await;
 }
