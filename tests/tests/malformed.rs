@@ -452,6 +452,7 @@ async fn every_malformed_request_gets_its_status_or_a_clean_close_and_nothing_le
     assert_no_leaks(&server, 10.0).await;
     assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
     let (after, _) = server.rss_kib();
+    eprintln!("RSS idle {idle} KiB, after the corpus {after} KiB");
     assert!(
         after < idle + 8 * 1024,
         "RSS went from {idle} KiB at idle to {after} KiB after the corpus"
