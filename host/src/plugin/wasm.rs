@@ -81,7 +81,17 @@ impl Runtime {
             // Copy-on-write memory images: a fresh instance maps, not copies, its data.
             .memory_init_cow(true)
             .wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(wasm_err)?;
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            // The pool reserves its whole address space up front (hundreds of GiB, virtual);
+            // `ulimit -v`, strict overcommit or valgrind refuse that. Plugins still run, with
+            // instances allocated on demand (a fresh instance costs more).
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reserve the pooling allocator's address space; allocating wasm instances on demand instead");
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(wasm_err)?
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
         bindings::plughost::plugin::host::add_to_linker::<State, HasSelf<State>>(

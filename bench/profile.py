@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Instruction profile of plughost's cache-hit and one-filter paths with valgrind's callgrind.
+
+callgrind counts instructions, not time, so the figures repeat run after run whatever else the
+machine does: they show what a change saves even on a noisy 2-core machine. For each path the
+release binary runs under callgrind; after a warm-up the counters are zeroed, N keep-alive
+requests are sent, and the counts are dumped. Printed: instructions per request (all threads:
+workers, the log thread, the epoch ticker) and plughost's own functions by inclusive cost.
+
+usage: profile.py PLUGHOST WASM_DIR OUT_DIR [N]
+"""
+
+import http.client
+import os
+import re
+import subprocess
+import sys
+import time
+
+PATHS = {
+    "cache-hit": "",
+    "one-filter": '[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
+                  'config = { response = { name = "x-b", value = "2" } }\n',
+}
+
+
+def requests(addr, n):
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    for _ in range(n):
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200, resp.status
+    conn.close()
+
+
+def profile(binary, wasm, out_dir, name, extra, n):
+    config = os.path.join(out_dir, f"{name}.toml")
+    with open(config, "w") as f:
+        f.write('port = 0\nbind = "127.0.0.1"\nadmin = "off"\nlog_stderr = false\n'
+                f'log_file = "{out_dir}/{name}.log"\nwasm_cache_dir = "{out_dir}/cache"\n'
+                + extra.replace("WASM", wasm))
+    dump = os.path.join(out_dir, f"callgrind.{name}.out")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", binary, "--config", config],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    addr = None
+    for line in proc.stdout:
+        if m := re.match(r"plughost listening on http://(\S+)", line):
+            addr = m.group(1)
+            break
+    if addr is None:
+        sys.exit(f"profile: plughost ({name}) did not start under valgrind")
+    requests(addr, 200)
+    subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
+                   capture_output=True)
+    requests(addr, n)
+    subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True,
+                   capture_output=True)
+    requests(addr, 1)  # the dump happens when the program next runs
+    time.sleep(1)
+    proc.terminate()
+    proc.wait()
+    dumps = sorted(f for f in os.listdir(out_dir) if f.startswith(f"callgrind.{name}.out."))
+    part = os.path.join(out_dir, dumps[0])
+    with open(part) as f:
+        total = next(int(l.split()[1]) for l in f if l.startswith("summary:") or l.startswith("totals:"))
+    annotated = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", part],
+        capture_output=True, text=True).stdout
+    own = []
+    for line in annotated.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+\S*?:?(plughost::\S+)", line)
+        if m and "{{closure}}" not in m.group(3):
+            own.append((int(m.group(1).replace(",", "")), m.group(3)))
+    return total / n, own
+
+
+def main():
+    binary, wasm, out_dir = sys.argv[1:4]
+    wasm = os.path.abspath(wasm)
+    n = int(sys.argv[4]) if len(sys.argv) > 4 else 2000
+    os.makedirs(out_dir, exist_ok=True)
+    only = os.environ.get("PROFILE_PATHS")
+    for name, extra in PATHS.items():
+        if only and name not in only.split(","):
+            continue
+        per_request, own = profile(binary, wasm, out_dir, name, extra, n)
+        print(f"### {name}: {per_request:,.0f} instructions per request "
+              f"(callgrind, {n} keep-alive requests, all threads)\n")
+        print("| plughost function (inclusive) | instructions per request | share |")
+        print("|---|---:|---:|")
+        seen = set()
+        for ir, fn in own:
+            short = re.sub(r"<.*>", "", fn)
+            if short in seen:
+                continue
+            seen.add(short)
+            print(f"| `{short}` | {ir / n:,.0f} | {ir / n / per_request * 100:.0f}% |")
+            if len(seen) == 12:
+                break
+        print()
+
+
+if __name__ == "__main__":
+    main()
