@@ -20,12 +20,15 @@
 # with filters, body size, connections and cache capacity (bench/scaling.py, drawn as SVG
 # charts in bench/results by bench/src/charts.rs).
 #
-# Environment: BENCH_QUICK=1 (3 s runs), BENCH_DURATION (seconds per run), BENCH_ROUNDS.
+# Environment: BENCH_QUICK=1 (2 s runs, short criterion and scaling runs: under 2 minutes once
+# built), BENCH_DURATION (seconds per run, default 7: under 10 minutes), BENCH_ROUNDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 QUICK=${BENCH_QUICK:-0}
-DURATION=${BENCH_DURATION:-$([ "$QUICK" = 1 ] && echo 3 || echo 10)}
+DURATION=${BENCH_DURATION:-$([ "$QUICK" = 1 ] && echo 2 || echo 7)}
+CRITERION=()
+[ "$QUICK" = 1 ] && CRITERION=(-- --warm-up-time 0.2 --measurement-time 0.4)
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=64
 RESULTS=bench/results
@@ -222,15 +225,16 @@ mkdir -p "$RESULTS"
 {
     python3 bench/report.py "$RAW" "$IDLE_RSS" "$DURATION" "$ROUNDS" "$CONNS"
     echo
-    echo "| start-up | to listening line | to first 200 |"
-    echo "|---|---:|---:|"
+    echo "| start-up | to listening line | to first 200 | RSS after 100 requests |"
+    echo "|---|---:|---:|---:|"
     python3 bench/startup.py "$PWD/target/release/plughost" "$WASM_DIR/headers.wasm" 10 "$WORK/startup"
     echo
     echo "In-process plugin costs (criterion, middle of the estimate):"
     echo
     echo "| call | time |"
     echo "|---|---:|"
-    { cargo bench -q -p plughost --bench plugins; cargo bench -q -p plughost --bench core; } 2>/dev/null \
+    { cargo bench -q -p plughost --bench plugins "${CRITERION[@]}"
+      cargo bench -q -p plughost --bench core "${CRITERION[@]}"; } 2>/dev/null \
         | awk '/^(wasm_plugin_call|native_plugin|cache_|limiter_|round_robin)/ {name=$1}
                /time:/ && match($0, /\[[^]]*\]/) {
                    split(substr($0, RSTART + 1, RLENGTH - 2), t, " ")

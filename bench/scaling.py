@@ -18,7 +18,7 @@ import subprocess
 import sys
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-SECONDS = int(os.environ.get("SCALING_SECONDS", 1 if QUICK else 4))
+SECONDS = int(os.environ.get("SCALING_SECONDS", 1 if QUICK else 3))
 ROUNDS = int(os.environ.get("SCALING_ROUNDS", 1 if QUICK else 2))
 FILTERS = [0, 1, 2, 5, 10]
 BODIES = [1 << 10, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20]

@@ -489,7 +489,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key or a value of the wrong type.
-    #[error("{path}:{line}: {key}: {message}")]
+    #[error("{path}:{line}: {}{message}", key_prefix(.key))]
     Parse {
         /// The file.
         path: PathBuf,
@@ -508,6 +508,16 @@ pub enum ConfigError {
         /// What is wrong and what is allowed.
         reason: String,
     },
+}
+
+/// `key: `, or nothing when the error is not on a key (an unterminated string at the end of
+/// the file, say).
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
 }
 
 impl Config {
@@ -545,8 +555,13 @@ impl Config {
                 .next()
                 .unwrap_or_default()
                 .trim()
-                .trim_matches(|c| c == '[' || c == ']')
-                .to_owned();
+                .trim_matches(|c| c == '[' || c == ']');
+            // Only a plain (possibly dotted) key is named; a line that is not `key = value`
+            // gives no key rather than a misleading one.
+            let plain = key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            let key = if plain { key.to_owned() } else { String::new() };
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,
@@ -927,6 +942,17 @@ plugin = "hello"
             parse(&unknown).unwrap_err().to_string(),
             "routes.upstream: no upstream pool named `web`"
         );
+    }
+
+    /// Found by `make fuzz` (target `config`): errors past the last line, or on a line that is
+    /// not `key = value`, named an empty or garbled key.
+    #[test]
+    fn an_error_at_the_end_of_the_file_names_no_empty_key() {
+        for text in ["'''\n", ": '"] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with("plughost.toml:"), "{e}");
+            assert!(!e.contains(": : "), "{e}");
+        }
     }
 
     #[test]
