@@ -54,7 +54,7 @@ def serve_once(binary, work, wasm, kind, config):
         proc.terminate()
         proc.wait()
     text = open(log).read()
-    m = re.search(r"from_cache=(\w+) load_ms=(\d+)", text)
+    m = re.search(r"from_cache=(\w+).*?load_ms=(\d+)", text)
     return int(m.group(2)), m.group(1) == "true", plugins[0]["peak_memory_bytes"]
 
 

@@ -197,7 +197,8 @@ if [ "${BENCH_PEERS:-1}" != 0 ]; then
     [ -x "$PEERS/bin/wasmtime" ] || cargo install -q --locked --root "$PEERS" wasmtime-cli@48.0.8
     (cd bench/peers/wasi-http-hello && cargo build -q --release --target wasm32-wasip2)
     SERVE_PORT=$(free_port)
-    "$PEERS/bin/wasmtime" serve --addr "127.0.0.1:$SERVE_PORT" \
+    # -S cli: Rust's std on wasm32-wasip2 imports wasi:cli (environment), which serve omits by default.
+    "$PEERS/bin/wasmtime" serve -S cli --addr "127.0.0.1:$SERVE_PORT" \
         bench/peers/wasi-http-hello/target/wasm32-wasip2/release/wasi_http_hello.wasm \
         >"$WORK/wasmtime-serve.out" 2>&1 &
     PIDS+=($!)

@@ -150,7 +150,8 @@ def soak(report):
     started = time.time()
     while child.poll() is None:
         time.sleep(SAMPLE_EVERY)
-        samples.append((time.time() - started, server.rss_kib(), server.fds()))
+        if child.poll() is None:  # samples under load only
+            samples.append((time.time() - started, server.rss_kib(), server.fds()))
     out = child.stdout.read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Socket errors: (.*)", out)
@@ -161,8 +162,8 @@ def soak(report):
     inflight = server.metric("plughost_inflight_requests")
     server.stop()
     warm = [s for s in samples if s[0] >= WARM_UP]
-    base, last = warm[0][1], warm[-1][1]
-    growth = (last - base) / base * 100
+    base, last, peak = warm[0][1], warm[-1][1], max(s[1] for s in warm)
+    growth = (peak - base) / base * 100
     ok = growth < 10 and fds_after == fds_idle and permits == 10 and inflight == 0 \
         and not errors and not non_2xx
     rows = "\n".join(f"| {t:.0f} s | {rss / 1024:.1f} MiB | {fds} |" for t, rss, fds in samples)
@@ -177,7 +178,8 @@ connection). Errors: {errors.group(1) if errors else 'none'}; non-2xx:
 |---|---|---|
 {rows}
 
-RSS after warm-up ({WARM_UP} s): {base / 1024:.1f} → {last / 1024:.1f} MiB ({growth:+.1f} %); open
+RSS under load after warm-up ({WARM_UP} s): {base / 1024:.1f} MiB, at most {peak / 1024:.1f} MiB
+({growth:+.1f} %), {last / 1024:.1f} MiB at the end; open
 descriptors idle {fds_idle}, after the run {fds_after}; permits free after: {permits:.0f} of 10;
 in flight: {inflight:.0f}.
 
