@@ -37,6 +37,8 @@ def serve_once(binary, work, wasm, kind, config):
     with open(conf, "w") as f:
         f.write(f'port = 0\nbind = "127.0.0.1"\nadmin = "127.0.0.1:0"\nlog_stderr = false\n')
         f.write(f'log_file = "{log}"\nwasm_cache_dir = "{work}/cache"\n')
+        # A filter's request goes on to a route that takes a POST body.
+        f.write("debug_routes = true\n")
         f.write(f'[[plugins]]\nname = "p"\nfile = "{wasm}"\nkind = "{kind}"\nconfig = {toml_value(config)}\n')
         if kind == "responder":
             f.write('[[routes]]\nprefix = "/"\nplugin = "p"\n')
@@ -48,7 +50,8 @@ def serve_once(binary, work, wasm, kind, config):
                 addrs.append(line.strip().split("http://", 1)[1])
             if len(addrs) == 2:
                 break
-        urllib.request.urlopen(f"http://{addrs[0]}/", data=b"x" * 1024).read()
+        path = "/" if kind == "responder" else "/_debug/body"
+        urllib.request.urlopen(f"http://{addrs[0]}{path}", data=b"x" * 1024).read()
         plugins = json.load(urllib.request.urlopen(f"http://{addrs[1]}/plugins"))
     finally:
         proc.terminate()
