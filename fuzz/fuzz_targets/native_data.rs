@@ -7,27 +7,19 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use plughost::plugin::native::render;
 
+mod common;
+
 #[derive(Arbitrary, Debug)]
 struct Input {
-    method: String,
-    target: String,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
+    request: common::HttpInput,
     cap: u16,
 }
 
 fuzz_target!(|input: Input| {
-    let mut builder = http::Request::builder()
-        .method(input.method.as_str())
-        .uri(input.target.as_str());
-    for (k, v) in &input.headers {
-        builder = builder.header(k.as_str(), v.as_slice());
-    }
-    let Ok(req) = builder.body(()) else {
+    let Some(parts) = input.request.parts() else {
         return;
     };
-    let (parts, ()) = req.into_parts();
-    let data = render(&parts, &input.body, input.cap as usize);
+    let data = render(&parts, &input.request.body, input.cap as usize);
     let text = data.as_bytes();
     assert!(text.starts_with(parts.method.as_str().as_bytes()));
     let head_len = text

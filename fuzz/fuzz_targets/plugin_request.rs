@@ -9,12 +9,11 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use plughost::plugin::{Edits, Header, apply_edits, http_response, wit_request};
 
+mod common;
+
 #[derive(Arbitrary, Debug)]
 struct Input {
-    method: String,
-    target: String,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
+    request: common::HttpInput,
     set: Vec<(String, String)>,
     remove: Vec<String>,
     add: Vec<(String, String)>,
@@ -32,17 +31,10 @@ fn headers(pairs: &[(String, String)]) -> Vec<Header> {
 }
 
 fuzz_target!(|input: Input| {
-    let mut builder = http::Request::builder()
-        .method(input.method.as_str())
-        .uri(input.target.as_str());
-    for (k, v) in &input.headers {
-        builder = builder.header(k.as_str(), v.as_slice());
-    }
-    let Ok(req) = builder.body(()) else {
+    let Some(mut parts) = input.request.parts() else {
         return;
     };
-    let (mut parts, ()) = req.into_parts();
-    let body = Bytes::from(input.body);
+    let body = Bytes::from(input.request.body);
     let wit = wit_request(&parts, &body, "127.0.0.1:1".parse().unwrap());
     assert_eq!(wit.method, parts.method.as_str());
     assert_eq!(wit.headers.len(), parts.headers.len());
