@@ -93,7 +93,8 @@ impl Reloader {
         let live = self.pipeline.live();
         let metrics = self.pipeline.clone_metrics();
         let (plugins, report) = loader::load(&new, metrics.clone(), Some(&live.plugins)).await;
-        let pools = if new.upstreams == current.upstreams {
+        let upstreams_changed = new.upstreams != current.upstreams;
+        let pools = if !upstreams_changed {
             live.pools.clone()
         } else {
             let pools = Arc::new(Pools::new(&new.upstreams, &metrics));
@@ -102,7 +103,7 @@ impl Reloader {
             std::mem::replace(&mut *self.health.lock(), health).cancel();
             pools
         };
-        let routes_changed = new.routes != current.routes || new.upstreams != current.upstreams;
+        let routes_changed = new.routes != current.routes || upstreams_changed;
         self.pipeline
             .replace(Live::new(&new, Arc::new(plugins), pools, metrics));
         self.pipeline.cache.set_default_ttl(new.cache_ttl);

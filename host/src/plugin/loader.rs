@@ -134,7 +134,11 @@ pub async fn load(
         None => load_natives(config, natives, &mut plugins),
     }
     let mut runtime = None;
-    let all_wasm = wanted.clone();
+    // Pool slots for the instances of every wasm plugin wanted, should all of them load.
+    let instances: usize = wanted
+        .iter()
+        .map(|p| p.instances.unwrap_or(config.max_concurrency))
+        .sum();
     for p in wanted {
         let started = Instant::now();
         let file = resolve(&config.plugins_dir, &p.file);
@@ -143,7 +147,9 @@ pub async fn load(
             Err(e) => Err(PluginError::Load(format!("cannot read it: {e}"))),
             Ok(bytes) => {
                 let digest: [u8; 32] = Sha256::digest(&bytes).into();
-                if let Some(running) = running.as_ref().filter(|r| r.source == (p.clone(), digest))
+                if let Some(running) = running
+                    .as_ref()
+                    .filter(|r| r.source.0 == p && r.source.1 == digest)
                 {
                     report.unchanged.push(p.name.clone());
                     add(&mut plugins, running.clone());
@@ -151,7 +157,7 @@ pub async fn load(
                 }
                 let runtime = match &runtime {
                     Some(r) => r,
-                    None => match new_runtime(config, &all_wasm) {
+                    None => match new_runtime(config, instances) {
                         Ok(r) => runtime.insert(r),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot create the wasm engine; no wasm plugin loaded");
@@ -159,7 +165,7 @@ pub async fn load(
                         }
                     },
                 };
-                load_one(runtime, &p, &bytes, config.max_concurrency)
+                load_one(runtime, &p, &bytes, &digest, config.max_concurrency)
                     .await
                     .map(|(wasm, from_cache)| (wasm, from_cache, digest))
             }
@@ -266,14 +272,10 @@ fn native_changes(wanted: &[PluginConfig], previous: &Plugins, config: &Config) 
     changed
 }
 
-/// An engine with pool slots for the instances of every plugin in `wanted`.
-fn new_runtime(config: &Config, wanted: &[PluginConfig]) -> anyhow::Result<Runtime> {
+/// An engine with pool slots for `instances` live instances.
+fn new_runtime(config: &Config, instances: usize) -> anyhow::Result<Runtime> {
     let cache_dir =
         (!config.wasm_cache_dir.as_os_str().is_empty()).then(|| config.wasm_cache_dir.clone());
-    let instances: usize = wanted
-        .iter()
-        .map(|p| p.instances.unwrap_or(config.max_concurrency))
-        .sum();
     Runtime::new(cache_dir, u32::try_from(instances).unwrap_or(u32::MAX))
 }
 
@@ -281,9 +283,10 @@ async fn load_one(
     runtime: &Runtime,
     p: &PluginConfig,
     bytes: &[u8],
+    digest: &[u8; 32],
     default_instances: usize,
 ) -> Result<(WasmPlugin, bool), PluginError> {
-    let (component, from_cache) = runtime.compile_bytes(bytes)?;
+    let (component, from_cache) = runtime.compile_bytes(bytes, digest)?;
     let pre = runtime.prepare(&component)?;
     let wasm = WasmPlugin::load(pre, p.clone(), default_instances).await?;
     Ok((wasm, from_cache))

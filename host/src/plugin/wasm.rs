@@ -112,15 +112,19 @@ impl Runtime {
     pub fn compile(&self, file: &Path) -> Result<(Component, bool), PluginError> {
         let bytes =
             std::fs::read(file).map_err(|e| PluginError::Load(format!("cannot read it: {e}")))?;
-        self.compile_bytes(&bytes)
+        self.compile_bytes(&bytes, &Sha256::digest(&bytes).into())
     }
 
-    /// [`Runtime::compile`] of a file already read.
-    pub fn compile_bytes(&self, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+    /// [`Runtime::compile`] of a file already read, whose SHA-256 the caller has.
+    pub fn compile_bytes(
+        &self,
+        bytes: &[u8],
+        digest: &[u8; 32],
+    ) -> Result<(Component, bool), PluginError> {
         let cached = self
             .cache_dir
             .as_ref()
-            .map(|dir| dir.join(self.cache_key(bytes)));
+            .map(|dir| dir.join(self.cache_key(digest)));
         if let Some(path) = &cached
             && path.exists()
         {
@@ -144,12 +148,11 @@ impl Runtime {
         Ok((component, false))
     }
 
-    fn cache_key(&self, bytes: &[u8]) -> String {
+    fn cache_key(&self, digest: &[u8; 32]) -> String {
         let mut engine = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
             .hash(&mut engine);
-        let digest = Sha256::digest(bytes);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("{hex}-{:016x}.cwasm", engine.finish())
     }
