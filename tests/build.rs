@@ -60,6 +60,46 @@ fn main() {
     build_python(root, &target_dir);
     build_c(root, &target_dir);
     build_js(root, &target_dir);
+    build_unlinkable(&target_dir);
+}
+
+/// A component that imports an interface plughost does not provide (its core module is a
+/// generated stub, never run): the link error must name the interface and the function.
+fn build_unlinkable(target_dir: &Path) {
+    use wit_bindgen_core::wit_parser::{ManglingAndAbi, Resolve};
+    let mut resolve = Resolve::default();
+    let package = resolve
+        .push_str(
+            "unprovided.wit",
+            "package test:unprovided@0.1.0;\n\
+             interface feature-flags { is-enabled: func(name: string) -> bool; }\n\
+             world needs-more { import feature-flags; }\n",
+        )
+        .expect("parse the unprovided WIT");
+    let world = resolve
+        .select_world(&[package], Some("needs-more"))
+        .expect("world needs-more");
+    let mut module = wit_component::dummy_module(&resolve, world, ManglingAndAbi::Standard32);
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embed the component type");
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("stub module")
+        .validate(true)
+        .encode()
+        .expect("encode the stub component");
+    let out = target_dir.join("test");
+    std::fs::create_dir_all(&out).expect("test output dir");
+    std::fs::write(out.join("unlinkable.wasm"), component).expect("write unlinkable.wasm");
+    println!(
+        "cargo:rustc-env=PLUGHOST_UNLINKABLE={}",
+        out.join("unlinkable.wasm").display()
+    );
 }
 
 /// The JavaScript example, with ComponentizeJS from the npm registry (pinned by

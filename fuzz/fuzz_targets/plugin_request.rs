@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use plughost::plugin::{Edits, Header, apply_edits, http_response, wit_request};
+use plughost::plugin::output::{self, Decision, Dropped, OutputLimits};
+use plughost::plugin::wasm::{Action, Edits};
+use plughost::plugin::{Header, apply_edits, wit_request};
 
 mod common;
 
@@ -39,19 +41,30 @@ fuzz_target!(|input: Input| {
     assert_eq!(wit.method, parts.method.as_str());
     assert_eq!(wit.headers.len(), parts.headers.len());
     assert_eq!(wit.body.len(), body.len());
-    let edits = Edits {
+    let limits = OutputLimits {
+        headers: 100,
+        header_bytes: 64 * 1024,
+        body_bytes: 1 << 20,
+    };
+    let dropped = Dropped::default();
+    let edits = Action::Continue(Edits {
         set_headers: headers(&input.set),
         remove_headers: input.remove,
         response_headers: headers(&input.add),
-    };
-    let mut extra = HeaderMap::new();
-    apply_edits(edits, &mut parts.headers, &mut extra);
-    let resp = plughost::plugin::wasm::Response {
+    });
+    if let Ok(Decision::Continue(edits)) = output::check(edits, limits, "fuzz", &dropped) {
+        let mut extra = HeaderMap::new();
+        apply_edits(edits, &mut parts.headers, &mut extra);
+        assert!(!extra.contains_key("content-length"));
+    }
+    let resp = Action::Respond(plughost::plugin::wasm::Response {
         status: input.status,
         headers: headers(&input.add),
         body: body.to_vec(),
-    };
-    if let Some(r) = http_response(resp) {
+    });
+    if let Ok(Decision::Respond(r)) = output::check(resp, limits, "fuzz", &dropped) {
         assert_eq!(r.status().as_u16(), input.status);
+        assert!((200..=599).contains(&input.status));
+        assert!(!r.headers().contains_key("transfer-encoding"));
     }
 });

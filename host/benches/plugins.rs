@@ -11,6 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use plughost::config::{PluginConfig, Reuse};
+use plughost::plugin::host::PluginLog;
 use plughost::plugin::native::{self, NativePlugin};
 use plughost::plugin::wasm::{Runtime, WasmPlugin};
 use plughost::plugin::wit_request;
@@ -41,7 +42,9 @@ fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPl
         "request = { name = \"x-a\", value = \"1\" }\nresponse = { name = \"x-b\", value = \"2\" }",
     )
     .unwrap();
-    rt.block_on(WasmPlugin::load(pre, config, 1)).expect("load")
+    let log = PluginLog::new("bench", usize::MAX, Default::default(), Default::default());
+    rt.block_on(WasmPlugin::load(pre, config, 1, std::sync::Arc::new(log)))
+        .expect("load")
 }
 
 fn calls(c: &mut Criterion) {
@@ -91,6 +94,7 @@ fn native(c: &mut Criterion) {
         "{}",
         Duration::from_millis(10),
         Duration::from_secs(5),
+        16 << 20,
     )
     .expect("load empty.so");
     let (parts, ()) = Request::get("/bench?x=1")
@@ -108,7 +112,11 @@ fn native(c: &mut Criterion) {
             for chunk in (0..iters).collect::<Vec<_>>().chunks(1000) {
                 let start = Instant::now();
                 for _ in chunk {
-                    plugin.observe(native::render(&parts, &body, 64 * 1024));
+                    plugin.observe(&std::sync::Arc::new(native::render(
+                        &parts,
+                        &body,
+                        64 * 1024,
+                    )));
                 }
                 spent += start.elapsed();
                 std::thread::sleep(Duration::from_millis(2));

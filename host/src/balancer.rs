@@ -1,13 +1,20 @@
 //! Upstream pools and the round-robin choice among their healthy servers, with active health
 //! checks (a GET every `health_interval`; `fall` failures mark a server down, `rise` successes
-//! up) and passive ones reported by the proxy (a connect error, or `max_5xx` 5xx responses in a
-//! row, mark a server down until its next good check).
+//! up) and passive ones reported by the proxy, modelled on Envoy's outlier detection.
+//!
+//! Passive health counts only what says the server itself is unwell: a failed connect, a
+//! response timeout, 502/503/504 from it. A 404 or 501 is the application's answer to a
+//! request a client chose, so counting it would let any client switch servers off for
+//! everyone. `max_fails` such failures in a row eject the server for `eject_time`, doubled at
+//! each further ejection in a row (up to `max_eject_time`); the ejection ends by itself, and
+//! at most `max_ejected_percent` of a pool (and never its last usable server) is ejected at
+//! once.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::Request;
 use parking_lot::Mutex;
@@ -42,7 +49,12 @@ pub struct Backend {
     pub requests: AtomicU64,
     /// Requests that failed at it (connect error, timeout, 5xx).
     pub failures: AtomicU64,
-    consecutive_5xx: AtomicU32,
+    /// Failures in a row that say it is unhealthy (see the module doc).
+    consecutive_failures: AtomicU32,
+    /// End of its ejection, in ms since the pool's epoch; 0 when not ejected.
+    ejected_until: AtomicU64,
+    /// Ejections in a row, for the growing ejection time.
+    ejections: AtomicU32,
     /// Consecutive good / failed active checks.
     checks_ok: AtomicU32,
     checks_failed: AtomicU32,
@@ -65,6 +77,8 @@ pub struct Pool {
     /// Its servers, in config order.
     pub servers: Vec<Backend>,
     next: AtomicUsize,
+    /// Time base of the ejection deadlines.
+    epoch: Instant,
     /// Its settings.
     pub config: UpstreamConfig,
     /// Kept-alive connections to its servers.
@@ -91,6 +105,8 @@ pub struct BackendInfo {
     pub last_check_secs_ago: Option<f64>,
     /// Whether the last active check passed.
     pub last_check_ok: Option<bool>,
+    /// Seconds left of its passive-health ejection, if ejected.
+    pub ejected_secs: Option<f64>,
 }
 
 impl Pool {
@@ -106,7 +122,9 @@ impl Pool {
                 inflight: AtomicI64::new(0),
                 requests: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
-                consecutive_5xx: AtomicU32::new(0),
+                consecutive_failures: AtomicU32::new(0),
+                ejected_until: AtomicU64::new(0),
+                ejections: AtomicU32::new(0),
                 checks_ok: AtomicU32::new(0),
                 checks_failed: AtomicU32::new(0),
                 last_check: Mutex::new(None),
@@ -123,6 +141,7 @@ impl Pool {
             name,
             servers,
             next: AtomicUsize::new(0),
+            epoch: Instant::now(),
             client: crate::proxy::client(config.connect_timeout),
             config,
             metrics,
@@ -134,9 +153,19 @@ impl Pool {
     pub fn pick(&self, not: Option<SocketAddr>) -> Option<&Backend> {
         let n = self.servers.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
         (0..n)
             .map(|i| &self.servers[(start + i) % n])
-            .find(|b| b.is_up() && Some(b.addr) != not)
+            .find(|b| self.usable(b, now) && Some(b.addr) != not)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Up by the active checks and not ejected by the passive ones.
+    fn usable(&self, b: &Backend, now_ms: u64) -> bool {
+        b.is_up() && b.ejected_until.load(Ordering::Relaxed) <= now_ms
     }
 
     fn set_up(&self, b: &Backend, up: bool, why: &str) {
@@ -153,23 +182,63 @@ impl Pool {
         }
     }
 
-    /// A request could not connect: the server is down until a check passes.
+    /// A request could not connect to `b`.
     pub fn connect_failed(&self, b: &Backend) {
-        b.checks_ok.store(0, Ordering::Relaxed);
-        self.set_up(b, false, "connection failed");
+        self.failed(b, "connection failed");
     }
 
-    /// Records a response status for the passive 5xx check.
+    /// `b` did not send its response head within `response_timeout`.
+    pub fn timed_out(&self, b: &Backend) {
+        self.failed(b, "response timed out");
+    }
+
+    /// Records a response status for passive health: 502, 503 and 504 count as failures of
+    /// the server; anything else shows it working.
     pub fn responded(&self, b: &Backend, status: u16) {
-        if status >= 500 {
-            let n = b.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
-            if n >= self.config.max_5xx {
-                b.checks_ok.store(0, Ordering::Relaxed);
-                self.set_up(b, false, "too many 5xx responses in a row");
-            }
+        if matches!(status, 502..=504) {
+            self.failed(b, "502/503/504 responses");
         } else {
-            b.consecutive_5xx.store(0, Ordering::Relaxed);
+            b.consecutive_failures.store(0, Ordering::Relaxed);
+            b.ejections.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// One more failure in a row at `b`; ejects it at `max_fails` when the pool can spare it.
+    fn failed(&self, b: &Backend, why: &str) {
+        let n = b.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < self.config.max_fails {
+            return;
+        }
+        let now = self.now_ms();
+        if b.ejected_until.load(Ordering::Relaxed) > now {
+            return;
+        }
+        let ejected = self
+            .servers
+            .iter()
+            .filter(|s| s.ejected_until.load(Ordering::Relaxed) > now)
+            .count();
+        let allowed = self.servers.len() * self.config.max_ejected_percent as usize / 100;
+        let others_usable = self
+            .servers
+            .iter()
+            .any(|s| s.addr != b.addr && self.usable(s, now));
+        if ejected >= allowed || !others_usable {
+            // Counted, but ejecting it would leave the pool too small: requests go on
+            // reaching it (Envoy's max_ejection_percent and panic threshold).
+            return;
+        }
+        let times = b.ejections.fetch_add(1, Ordering::Relaxed);
+        let time = self
+            .config
+            .eject_time
+            .saturating_mul(1u32.checked_shl(times.min(16)).unwrap_or(u32::MAX))
+            .min(self.config.max_eject_time);
+        b.ejected_until
+            .store(now + time.as_millis() as u64, Ordering::Relaxed);
+        b.consecutive_failures.store(0, Ordering::Relaxed);
+        self.metrics.backend_ejections.get_or_create(&b.label).inc();
+        tracing::warn!(pool = %self.name, server = %b.addr, failures = n, ejected_for = ?time, "backend ejected: {why} in a row");
     }
 
     fn checked(&self, b: &Backend, ok: bool) {
@@ -178,7 +247,6 @@ impl Pool {
             b.checks_failed.store(0, Ordering::Relaxed);
             let n = b.checks_ok.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= self.config.rise {
-                b.consecutive_5xx.store(0, Ordering::Relaxed);
                 self.set_up(b, true, "health check passed");
             }
         } else {
@@ -259,6 +327,8 @@ impl Pools {
             .flat_map(|p| {
                 p.servers.iter().map(|b| {
                     let last = *b.last_check.lock();
+                    let ejected_until = b.ejected_until.load(Ordering::Relaxed);
+                    let now = p.now_ms();
                     BackendInfo {
                         pool: p.name.clone(),
                         server: b.addr.to_string(),
@@ -269,6 +339,8 @@ impl Pools {
                         last_check_secs_ago: last
                             .map(|(at, _)| at.elapsed().unwrap_or_default().as_secs_f64()),
                         last_check_ok: last.map(|(_, ok)| ok),
+                        ejected_secs: (ejected_until > now)
+                            .then(|| (ejected_until - now) as f64 / 1000.0),
                     }
                 })
             })
@@ -297,7 +369,9 @@ mod tests {
         let p = pool(3);
         let ports: Vec<u16> = (0..6).map(|_| p.pick(None).unwrap().addr.port()).collect();
         assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
-        p.connect_failed(&p.servers[1]);
+        for _ in 0..5 {
+            p.connect_failed(&p.servers[1]);
+        }
         let ports: Vec<u16> = (0..4).map(|_| p.pick(None).unwrap().addr.port()).collect();
         assert!(!ports.contains(&2), "{ports:?}");
         let retry = p.pick(Some(p.servers[0].addr)).unwrap();
@@ -305,21 +379,83 @@ mod tests {
     }
 
     #[test]
-    fn passive_5xx_and_active_checks_move_servers_down_and_up() {
-        let p = pool(1);
+    fn only_gateway_failures_in_a_row_eject() {
+        let p = pool(2);
         let b = &p.servers[0];
+        for status in [500, 501, 404, 500, 501, 500, 429] {
+            p.responded(b, status);
+        }
+        assert!(p.usable(b, p.now_ms()), "application statuses never eject");
         for _ in 0..4 {
             p.responded(b, 502);
         }
-        assert!(b.is_up());
-        p.responded(b, 503);
-        assert!(!b.is_up());
-        assert!(p.pick(None).is_none());
+        p.responded(b, 200);
+        p.timed_out(b);
+        assert!(p.usable(b, p.now_ms()), "a success breaks the run");
+        for _ in 0..4 {
+            p.responded(b, 503);
+        }
+        assert!(!p.usable(b, p.now_ms()));
+        assert_eq!(p.pick(None).unwrap().addr.port(), 2);
+    }
+
+    #[test]
+    fn the_last_usable_server_and_past_the_percentage_are_never_ejected() {
+        let single = pool(1);
+        for _ in 0..50 {
+            single.connect_failed(&single.servers[0]);
+        }
+        assert!(single.pick(None).is_some());
+        let p = pool(4); // 50% of 4: two may be ejected
+        for s in 0..4 {
+            for _ in 0..5 {
+                p.connect_failed(&p.servers[s]);
+            }
+        }
+        let now = p.now_ms();
+        let usable = p.servers.iter().filter(|b| p.usable(b, now)).count();
+        assert_eq!(usable, 2);
+    }
+
+    #[test]
+    fn ejections_end_by_themselves_and_grow_in_a_row() {
+        let mut p = pool(2);
+        p.config.eject_time = Duration::from_millis(40);
+        p.config.max_eject_time = Duration::from_millis(100);
+        let b = &p.servers[0];
+        let eject = || {
+            for _ in 0..5 {
+                p.connect_failed(b);
+            }
+            b.ejected_until.load(Ordering::Relaxed) - p.now_ms()
+        };
+        let wait_out = || {
+            while !p.usable(b, p.now_ms()) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        assert!((30..=40).contains(&eject()));
+        wait_out();
+        assert!((70..=80).contains(&eject()), "doubled");
+        wait_out();
+        assert!((90..=100).contains(&eject()), "capped at max_eject_time");
+        wait_out();
+        p.responded(b, 200);
+        assert!((30..=40).contains(&eject()), "a success starts over");
+    }
+
+    #[test]
+    fn active_checks_move_servers_down_and_up() {
+        let p = pool(1);
+        let b = &p.servers[0];
         p.checked(b, true); // rise = 1
         assert!(b.is_up());
         p.checked(b, false);
         assert!(b.is_up()); // fall = 2
         p.checked(b, false);
         assert!(!b.is_up());
+        assert!(p.pick(None).is_none());
+        p.checked(b, true);
+        assert!(b.is_up());
     }
 }

@@ -7,6 +7,7 @@
 //! on its own listener; [`reload`] swaps plugins and routes in while requests run.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod balancer;
 pub mod body;

@@ -208,6 +208,9 @@ pub struct Access<'a> {
     pub duration: Duration,
     /// `hit`, `miss` or `-` when the cache was not consulted.
     pub cache: &'static str,
+    /// The body failed or the connection closed before all of it was sent: the client did
+    /// not receive what `status` says.
+    pub aborted: bool,
 }
 
 /// Where access lines go: the same non-blocking writer (buffer, drop count, log thread) as
@@ -241,7 +244,7 @@ pub fn access(a: &Access<'_>) {
             timestamp(line);
             let _ = write!(
                 line,
-                "\",\"level\":\"INFO\",\"fields\":{{\"client\":\"{}\",\"method\":{},\"target\":{},\"version\":\"{:?}\",\"status\":{},\"bytes\":{},\"duration_us\":{micros},\"cache\":\"{}\"}},\"target\":\"{ACCESS_TARGET}\"}}\n",
+                "\",\"level\":\"INFO\",\"fields\":{{\"client\":\"{}\",\"method\":{},\"target\":{},\"version\":\"{:?}\",\"status\":{},\"bytes\":{},\"duration_us\":{micros},\"cache\":\"{}\",\"aborted\":{}}},\"target\":\"{ACCESS_TARGET}\"}}\n",
                 a.client,
                 json_string(a.method.as_str()),
                 json_string(a.target),
@@ -249,12 +252,13 @@ pub fn access(a: &Access<'_>) {
                 a.status.as_u16(),
                 a.bytes,
                 a.cache,
+                a.aborted,
             );
         } else {
             timestamp(line);
             let _ = write!(
                 line,
-                "  INFO {ACCESS_TARGET}: client={} method={} target={:?} version={:?} status={} bytes={} duration_us={micros} cache={:?}\n",
+                "  INFO {ACCESS_TARGET}: client={} method={} target={:?} version={:?} status={} bytes={} duration_us={micros} cache={:?}{}\n",
                 a.client,
                 a.method,
                 a.target,
@@ -262,6 +266,7 @@ pub fn access(a: &Access<'_>) {
                 a.status.as_u16(),
                 a.bytes,
                 a.cache,
+                if a.aborted { " aborted=true" } else { "" },
             );
         }
         let _ = out.writer.clone().write_all(line.as_bytes());

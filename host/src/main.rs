@@ -71,7 +71,7 @@ enum PluginCommand {
         /// Calls to make; with more than one, the median and p99 call time are printed.
         #[arg(long, default_value_t = 1)]
         repeat: usize,
-        /// CPU time per call.
+        /// Wall-clock time per call (guest code and the host calls it waits in).
         #[arg(long, default_value = "100ms", value_parser = humantime_serde::re::humantime::parse_duration)]
         timeout: std::time::Duration,
         /// Linear memory per instance, in bytes.

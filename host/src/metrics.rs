@@ -47,6 +47,12 @@ pub struct Metrics {
     pub log_dropped: Counter<u64, AtomicU64>,
     /// Connections open on the public listener.
     pub connections: Gauge,
+    /// Connections closed by plughost, by why: `no_request` (no complete request head within
+    /// `header_read_timeout` of accept), `idle` (keep-alive past `keepalive_timeout`),
+    /// `reclaimed` (idle, closed to make room at `max_connections`).
+    pub connections_closed: Family<ReasonLabel, Counter>,
+    /// Responses whose body failed or was cut off while being sent.
+    pub responses_aborted: Counter,
     /// Calls into each plugin.
     pub plugin_calls: Family<PluginLabel, Counter>,
     /// Failed plugin calls, by plugin and reason.
@@ -63,6 +69,10 @@ pub struct Metrics {
     pub plugin_peak_memory: Family<PluginLabel, Gauge>,
     /// Times a plugin was put in backoff.
     pub plugin_backoffs: Family<PluginLabel, Counter>,
+    /// Plugin log lines dropped by the plugin's `log_bytes_per_sec`.
+    pub plugin_log_dropped: Family<PluginLabel, Counter>,
+    /// Plugin log lines cut to the longest line plughost logs.
+    pub plugin_log_truncated: Family<PluginLabel, Counter>,
     /// Reloads, by outcome: `ok`, `refused` (a plugin's new version was refused) or
     /// `config_error` (the config file was not usable; nothing changed).
     pub reloads: Family<OutcomeLabel, Counter>,
@@ -74,6 +84,15 @@ pub struct Metrics {
     pub backend_errors: Family<BackendErrorLabel, Counter>,
     /// Time to a backend's response head.
     pub backend_duration: Family<BackendLabel, Histogram, fn() -> Histogram>,
+    /// Times a backend was ejected by passive health (outlier detection).
+    pub backend_ejections: Family<BackendLabel, Counter>,
+}
+
+/// The `reason` label of counters that say why something was closed or dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: &'static str,
 }
 
 /// 50 µs .. ~1.6 s: request and backend response times.
@@ -193,6 +212,8 @@ impl Metrics {
             cache_entries: Gauge::default(),
             log_dropped: Counter::default(),
             connections: Gauge::default(),
+            connections_closed: Family::default(),
+            responses_aborted: Counter::default(),
             plugin_calls: Family::default(),
             plugin_errors: Family::default(),
             plugin_call_duration: Family::new_with_constructor(plugin_histogram),
@@ -201,11 +222,14 @@ impl Metrics {
             plugin_reuses: Family::default(),
             plugin_peak_memory: Family::default(),
             plugin_backoffs: Family::default(),
+            plugin_log_dropped: Family::default(),
+            plugin_log_truncated: Family::default(),
             reloads: Family::default(),
             backend_up: Family::default(),
             backend_requests: Family::default(),
             backend_errors: Family::default(),
             backend_duration: Family::new_with_constructor(request_histogram),
+            backend_ejections: Family::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counter names.
@@ -263,6 +287,31 @@ impl Metrics {
             "plughost_connections",
             "Open client connections",
             m.connections.clone(),
+        );
+        registry.register(
+            "plughost_connections_closed",
+            "Client connections closed by plughost, by reason (no_request, idle, reclaimed)",
+            m.connections_closed.clone(),
+        );
+        registry.register(
+            "plughost_responses_aborted",
+            "Responses whose body failed or was cut off while being sent",
+            m.responses_aborted.clone(),
+        );
+        registry.register(
+            "plughost_plugin_log_dropped",
+            "Plugin log lines dropped past the plugin's log_bytes_per_sec",
+            m.plugin_log_dropped.clone(),
+        );
+        registry.register(
+            "plughost_plugin_log_truncated",
+            "Plugin log lines cut to the longest line plughost logs",
+            m.plugin_log_truncated.clone(),
+        );
+        registry.register(
+            "plughost_backend_ejections",
+            "Times a backend was ejected by passive health checks",
+            m.backend_ejections.clone(),
         );
         registry.register(
             "plughost_plugin_calls",

@@ -16,18 +16,15 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
+use crate::access;
 use crate::balancer::Pools;
 use crate::body::{self, Body, BoxError};
 use crate::cache::{Cache, Entry};
 use crate::config::Config;
-use crate::config::OnError;
 use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
-use crate::logging::{self, Access};
 use crate::metrics::Metrics;
-use crate::plugin::{
-    Action, FailureReason, PluginError, Plugins, apply_edits, http_response, wit_request,
-};
+use crate::plugin::{Decision, Plugins, apply_edits, wit_request};
 use crate::routes::{Router, read_body};
 
 /// The name of the header that says whether the cache answered.
@@ -135,6 +132,7 @@ impl Pipeline {
     }
 
     /// Answers one request. Never fails: errors, and panics in handlers, become responses.
+    /// Its access-log line is written when the response body has been sent or cut off.
     pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -170,17 +168,17 @@ impl Pipeline {
         let duration = start.elapsed();
         self.metrics
             .observe_request(resp.status().as_u16(), duration.as_secs_f64());
-        logging::access(&Access {
+        let line = access::Line {
             client,
-            method: &method,
-            target: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            method,
+            uri,
             version,
             status: resp.status(),
-            bytes: resp.body().size_hint().exact().unwrap_or(0),
             duration,
             cache: cache.as_str(),
-        });
-        resp
+        };
+        let metrics = self.metrics.clone();
+        resp.map(|body| access::Logged::new(body, line, metrics).boxed())
     }
 
     async fn process<B>(
@@ -305,23 +303,10 @@ async fn run_filters(
     extra: &mut HeaderMap,
 ) -> Result<Option<Response<Body>>, RequestError> {
     for filter in &plugins.filters {
-        let req = wit_request(parts, body, client);
-        let fail = |source| RequestError::Plugin {
-            plugin: filter.name.clone(),
-            source,
-        };
-        match filter.call(&req).await {
-            Ok(Action::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
-            Ok(Action::Respond(r)) => {
-                return http_response(r).map(Some).ok_or_else(|| {
-                    fail(PluginError::Failed(
-                        FailureReason::Error,
-                        "invalid status".into(),
-                    ))
-                });
-            }
-            Err(_) if filter.on_error == OnError::Continue => {}
-            Err(e) => return Err(fail(e)),
+        match filter.run(&wit_request(parts, body, client)).await? {
+            Some(Decision::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
+            Some(Decision::Respond(resp)) => return Ok(Some(resp)),
+            None => {}
         }
     }
     Ok(None)

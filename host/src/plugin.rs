@@ -6,6 +6,7 @@ pub mod authoring;
 pub mod host;
 pub mod loader;
 pub mod native;
+pub mod output;
 pub mod wasm;
 
 use std::net::SocketAddr;
@@ -15,20 +16,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use parking_lot::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
-use crate::body::{self, Body};
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
+use crate::error::RequestError;
 use crate::metrics::{Latency, Metrics};
 use native::NativePlugin;
+pub use output::{Decision, Edits};
+use output::{Dropped, OutputLimits};
 use wasm::WasmPlugin;
-pub use wasm::{Action, Edits, Header, Request};
+pub use wasm::{Header, Request};
 
 /// Why a plugin call failed (the `reason` label of `plughost_plugin_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -36,11 +39,12 @@ pub use wasm::{Action, Edits, Header, Request};
 pub enum FailureReason {
     /// The guest trapped (panic, unreachable, stack overflow, bad memory access).
     Trap,
-    /// The call ran past its CPU deadline.
+    /// The call ran past its wall-clock deadline (in guest code or waiting in a host call).
     Timeout,
     /// The guest asked for more memory than its cap.
     Memory,
-    /// `plugin-process` returned `err`, or its answer was not a valid response.
+    /// `plugin-process` returned `err`, or its answer broke a rule or a cap (status, header
+    /// count or size, body size, the output budget).
     Error,
     /// The plugin is in backoff and was not called.
     Backoff,
@@ -120,6 +124,10 @@ pub struct LoadedPlugin {
     pub(crate) source: (PluginConfig, [u8; 32]),
     reuse: Reuse,
     wasm: WasmPlugin,
+    /// Caps on what a call may return.
+    limits: OutputLimits,
+    /// Header names already warned about.
+    dropped: Dropped,
     calls: AtomicU64,
     errors: AtomicU64,
     /// While in backoff: the end of it, in ns since `epoch`; 0 otherwise. Read on every call,
@@ -211,6 +219,8 @@ impl LoadedPlugin {
             source: (config.clone(), digest),
             reuse: config.reuse,
             wasm,
+            limits: OutputLimits::of(config),
+            dropped: Dropped::default(),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             backoff_until: AtomicU64::new(0),
@@ -229,9 +239,10 @@ impl LoadedPlugin {
         }
     }
 
-    /// Calls `plugin-process`, unless the plugin is in backoff. Failures are counted, logged
-    /// and fed to the backoff.
-    pub async fn call(&self, req: &Request) -> Result<Action, PluginError> {
+    /// Calls `plugin-process`, unless the plugin is in backoff, and checks what it returned
+    /// ([`output::check`]). Failures, an invalid answer included, are counted, logged and fed
+    /// to the backoff.
+    pub async fn call(&self, req: &Request) -> Result<Decision, PluginError> {
         if self.in_backoff() {
             self.count_error(FailureReason::Backoff);
             return Err(PluginError::Failed(
@@ -256,12 +267,30 @@ impl LoadedPlugin {
                 series.reuses.inc();
             }
         }
-        if let Err(e) = &outcome.result {
+        let result = outcome.result.and_then(|action| {
+            output::check(action, self.limits, &self.name, &self.dropped)
+                .map_err(|why| PluginError::Failed(FailureReason::Error, why))
+        });
+        if let Err(e) = &result {
             self.count_error(e.reason());
             tracing::warn!(plugin = %self.name, reason = %e.reason(), error = %e, "plugin call failed");
             self.record_failure();
         }
-        outcome.result
+        result
+    }
+
+    /// [`LoadedPlugin::call`] for a request: `Ok(None)` when the call failed and the plugin's
+    /// `on_error = "continue"` says to go on as if it were absent; the one place where a
+    /// failure becomes the request's error.
+    pub async fn run(&self, req: &Request) -> Result<Option<Decision>, RequestError> {
+        match self.call(req).await {
+            Ok(decision) => Ok(Some(decision)),
+            Err(_) if self.on_error == OnError::Continue => Ok(None),
+            Err(source) => Err(RequestError::Plugin {
+                plugin: self.name.clone(),
+                source,
+            }),
+        }
     }
 
     fn count_error(&self, reason: FailureReason) {
@@ -380,10 +409,15 @@ impl Plugins {
         !self.filters.is_empty() || !self.natives.is_empty()
     }
 
-    /// Shows the request to every native plugin (they run on their own threads).
+    /// Shows the request to every native plugin (they run on their own threads), rendered
+    /// once for all of them.
     pub fn observe(&self, parts: &Parts, body: &Bytes) {
+        if self.natives.is_empty() {
+            return;
+        }
+        let data = Arc::new(native::render(parts, body, self.native_body_cap));
         for n in &self.natives {
-            n.observe(native::render(parts, body, self.native_body_cap));
+            n.observe(&data);
         }
     }
 
@@ -437,36 +471,15 @@ pub fn wit_request(parts: &Parts, body: &Bytes, client: SocketAddr) -> Request {
     }
 }
 
-fn header_pair(h: &Header) -> Option<(HeaderName, HeaderValue)> {
-    Some((
-        HeaderName::try_from(h.name.as_str()).ok()?,
-        HeaderValue::try_from(h.value.as_str()).ok()?,
-    ))
-}
-
 /// Applies a filter's edits to the request headers and gathers its response headers.
-/// Headers that are not valid HTTP are skipped.
 pub fn apply_edits(edits: Edits, headers: &mut HeaderMap, response_headers: &mut HeaderMap) {
-    for name in &edits.remove_headers {
-        if let Ok(name) = HeaderName::try_from(name.as_str()) {
-            headers.remove(name);
-        }
+    for name in &edits.remove {
+        headers.remove(name);
     }
-    for (k, v) in edits.set_headers.iter().filter_map(header_pair) {
+    for (k, v) in edits.set {
         headers.insert(k, v);
     }
-    for (k, v) in edits.response_headers.iter().filter_map(header_pair) {
+    for (k, v) in edits.response {
         response_headers.append(k, v);
     }
-}
-
-/// A plugin's response as an HTTP response; `None` if its status is not valid.
-pub fn http_response(r: wasm::Response) -> Option<Response<Body>> {
-    let status = StatusCode::from_u16(r.status).ok()?;
-    let mut resp = Response::new(body::full(r.body));
-    *resp.status_mut() = status;
-    for (k, v) in r.headers.iter().filter_map(header_pair) {
-        resp.headers_mut().append(k, v);
-    }
-    Some(resp)
 }

@@ -158,6 +158,7 @@ pub async fn forward(
         match result {
             Err(_) => {
                 fail("timeout");
+                pool.timed_out(backend);
                 tracing::warn!(pool = %pool.name, server = %backend.addr, timeout = ?pool.config.response_timeout, "backend response timed out");
                 return Err(UpstreamError::Timeout(pool.name.clone()).into());
             }

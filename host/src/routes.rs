@@ -14,12 +14,10 @@ use http_body_util::{BodyExt, LengthLimitError};
 
 use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
-use crate::config::{Config, OnError};
+use crate::config::Config;
 use crate::error::{ClientError, RequestError};
 use crate::metrics::Metrics;
-use crate::plugin::{
-    Action, FailureReason, LoadedPlugin, PluginError, Plugins, http_response, wit_request,
-};
+use crate::plugin::{Decision, LoadedPlugin, Plugins, wit_request};
 use crate::proxy;
 
 /// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
@@ -156,21 +154,11 @@ impl Router {
     ) -> Result<Response<Body>, RequestError> {
         let (parts, body) = req.into_parts();
         let body = read_body(body, self.max_body_bytes).await?;
-        let not_found = || ClientError::NotFound(parts.uri.path().to_owned()).into();
-        let fail = |source| RequestError::Plugin {
-            plugin: plugin.name.clone(),
-            source,
-        };
-        match plugin.call(&wit_request(&parts, &body, client)).await {
-            Ok(Action::Respond(r)) => http_response(r).ok_or_else(|| {
-                fail(PluginError::Failed(
-                    FailureReason::Error,
-                    "invalid status".into(),
-                ))
-            }),
-            Ok(Action::Continue(_)) => Err(not_found()),
-            Err(_) if plugin.on_error == OnError::Continue => Err(not_found()),
-            Err(e) => Err(fail(e)),
+        match plugin.run(&wit_request(&parts, &body, client)).await? {
+            Some(Decision::Respond(resp)) => Ok(resp),
+            Some(Decision::Continue(_)) | None => {
+                Err(ClientError::NotFound(parts.uri.path().to_owned()).into())
+            }
         }
     }
 }

@@ -210,3 +210,18 @@ fn the_packaged_example_config_names_every_key_and_uncommented_still_parses() {
     let out = run(dir.path(), &["--config", "all.toml", "config"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn the_effective_config_never_prints_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("plughost.toml"),
+        "admin = \"0.0.0.0:9091\"\nadmin_token = \"hunter2-secret\"\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("admin_token = \"(redacted)\""), "{text}");
+}

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::host::PluginLog;
+use super::output::{self, Dropped, OutputLimits};
 use super::wasm::{Action, Header, Request, Runtime, WasmPlugin};
 use crate::config::{Grant, PluginConfig, Reuse};
 
@@ -57,7 +59,7 @@ pub struct RunOptions {
     pub body: Vec<u8>,
     /// Calls to make.
     pub repeat: usize,
-    /// CPU per call.
+    /// Wall-clock time per call.
     pub timeout: Duration,
     /// Linear memory per instance.
     pub max_memory_bytes: usize,
@@ -116,7 +118,16 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     let runtime = Runtime::new(None, 1)?;
     let (component, _) = runtime.compile(file)?;
     let pre = runtime.prepare(&component)?;
-    let wasm = WasmPlugin::load(pre, plugin, 1).await?;
+    let limits = OutputLimits::of(&plugin);
+    let log = PluginLog::new(
+        &plugin.name,
+        plugin.log_bytes_per_sec,
+        Default::default(),
+        Default::default(),
+    );
+    let name = plugin.name.clone();
+    let wasm = WasmPlugin::load(pre, plugin, 1, std::sync::Arc::new(log)).await?;
+    let dropped = Dropped::default();
     let req = Request {
         method: o.method,
         uri: o.uri,
@@ -131,7 +142,13 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         let outcome = wasm.process(&req).await;
         times.push(started.elapsed());
         match outcome.result {
-            Ok(action) => last = Some(action),
+            Ok(action) => {
+                // The server's own check: what it would refuse, `plugin run` refuses too.
+                if let Err(why) = output::check(action.clone(), limits, &name, &dropped) {
+                    bail!("plugin-process answered something plughost refuses: {why}");
+                }
+                last = Some(action);
+            }
             Err(e) => {
                 let trace = outcome
                     .backtrace

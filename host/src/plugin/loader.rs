@@ -11,9 +11,10 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::host::PluginLog;
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
-use super::{LoadedPlugin, PluginError, Plugins};
+use super::{LoadedPlugin, PluginError, PluginLabel, Plugins};
 use crate::config::{Config, PluginConfig, PluginKind};
 use crate::metrics::Metrics;
 
@@ -133,42 +134,71 @@ pub async fn load(
         }
         None => load_natives(config, natives, &mut plugins),
     }
-    let mut runtime = None;
     // Pool slots for the instances of every wasm plugin wanted, should all of them load.
     let instances: usize = wanted
         .iter()
         .map(|p| p.instances.unwrap_or(config.max_concurrency))
         .sum();
-    for p in wanted {
+    // The engine is made on first need only: a server without wasm plugins stays small.
+    let runtime = tokio::sync::OnceCell::new();
+    let engine = || async {
+        runtime
+            .get_or_init(|| async {
+                new_runtime(config, instances).map_err(|e| {
+                    tracing::error!(error = %e, "cannot create the wasm engine; no wasm plugin loaded");
+                    format!("cannot create the wasm engine: {e}")
+                })
+            })
+            .await
+            .clone()
+    };
+    // Plugins load concurrently (reading, hashing and compiling on blocking threads, each
+    // plugin-init within its own init_timeout): one slow plugin delays neither the others nor
+    // the requests a reload runs beside.
+    let outcomes = futures_util::future::join_all(wanted.iter().map(|p| async {
         let started = Instant::now();
         let file = resolve(&config.plugins_dir, &p.file);
         let running = previous.and_then(|prev| prev.get(&p.name));
-        let outcome = match std::fs::read(&file) {
+        let read = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::read(&file).map(|bytes| {
+                    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                    (bytes, digest)
+                })
+            })
+            .await
+            .expect("reading a plugin file does not panic")
+        };
+        let outcome = match read {
             Err(e) => Err(PluginError::Load(format!("cannot read it: {e}"))),
-            Ok(bytes) => {
-                let digest: [u8; 32] = Sha256::digest(&bytes).into();
-                if let Some(running) = running
+            Ok((_, digest))
+                if running
                     .as_ref()
-                    .filter(|r| r.source.0 == p && r.source.1 == digest)
-                {
-                    report.unchanged.push(p.name.clone());
-                    add(&mut plugins, running.clone());
-                    continue;
-                }
-                let runtime = match &runtime {
-                    Some(r) => r,
-                    None => match new_runtime(config, instances) {
-                        Ok(r) => runtime.insert(r),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot create the wasm engine; no wasm plugin loaded");
-                            return (plugins, report);
-                        }
-                    },
-                };
-                load_one(runtime, &p, &bytes, &digest, config.max_concurrency)
-                    .await
-                    .map(|(wasm, from_cache)| (wasm, from_cache, digest))
+                    .is_some_and(|r| r.source.0 == *p && r.source.1 == digest) =>
+            {
+                return (Outcome::Unchanged, file, running, started);
             }
+            Ok((bytes, digest)) => match engine().await {
+                Err(e) => Err(PluginError::Load(e)),
+                Ok(runtime) => {
+                    load_one(runtime, p, bytes, digest, config.max_concurrency, &metrics)
+                        .await
+                        .map(|(wasm, from_cache)| (wasm, from_cache, digest))
+                }
+            },
+        };
+        (Outcome::Loaded(outcome), file, running, started)
+    }))
+    .await;
+    for (p, (outcome, file, running, started)) in wanted.iter().zip(outcomes) {
+        let outcome = match outcome {
+            Outcome::Unchanged => {
+                report.unchanged.push(p.name.clone());
+                add(&mut plugins, running.expect("unchanged means running"));
+                continue;
+            }
+            Outcome::Loaded(outcome) => outcome,
         };
         match outcome {
             Ok((wasm, from_cache, digest)) => {
@@ -183,7 +213,7 @@ pub async fn load(
                     "plugin loaded",
                 );
                 report.loaded.push(p.name.clone());
-                let loaded = LoadedPlugin::new(&p, file, digest, wasm, metrics.clone());
+                let loaded = LoadedPlugin::new(p, file, digest, wasm, metrics.clone());
                 add(&mut plugins, Arc::new(loaded));
             }
             Err(e) => {
@@ -236,6 +266,7 @@ fn load_natives(config: &Config, natives: Vec<PluginConfig>, plugins: &mut Plugi
             &json,
             config.native_budget,
             config.shutdown_timeout,
+            config.native_queue_bytes,
         ) {
             Ok(n) => {
                 tracing::info!(plugin = %p.name, file = %file.display(), kind = "native", "plugin loaded");
@@ -279,15 +310,45 @@ fn new_runtime(config: &Config, instances: usize) -> anyhow::Result<Runtime> {
     Runtime::new(cache_dir, u32::try_from(instances).unwrap_or(u32::MAX))
 }
 
+/// What became of one wanted wasm plugin.
+enum Outcome {
+    /// Same file and entry as the running version, which stays.
+    Unchanged,
+    /// Compiled and initialised (with whether it came from the compiled cache), or refused.
+    Loaded(Result<(WasmPlugin, bool, [u8; 32]), PluginError>),
+}
+
 async fn load_one(
-    runtime: &Runtime,
+    runtime: Runtime,
     p: &PluginConfig,
-    bytes: &[u8],
-    digest: &[u8; 32],
+    bytes: Vec<u8>,
+    digest: [u8; 32],
     default_instances: usize,
+    metrics: &Metrics,
 ) -> Result<(WasmPlugin, bool), PluginError> {
-    let (component, from_cache) = runtime.compile_bytes(bytes, digest)?;
+    // Compiling a large component (Python, JS) takes seconds of CPU: on a blocking thread,
+    // never on a runtime worker that requests need.
+    let (component, from_cache, runtime) = tokio::task::spawn_blocking(move || {
+        runtime
+            .compile_bytes(&bytes, &digest)
+            .map(|(c, cached)| (c, cached, runtime))
+    })
+    .await
+    .expect("compiling does not panic")?;
     let pre = runtime.prepare(&component)?;
-    let wasm = WasmPlugin::load(pre, p.clone(), default_instances).await?;
+    let wasm = WasmPlugin::load(pre, p.clone(), default_instances, plugin_log(p, metrics)).await?;
     Ok((wasm, from_cache))
+}
+
+/// The log of plugin `p`, counted in its metric series.
+fn plugin_log(p: &PluginConfig, metrics: &Metrics) -> Arc<PluginLog> {
+    let label = PluginLabel {
+        plugin: p.name.clone(),
+    };
+    Arc::new(PluginLog::new(
+        &p.name,
+        p.log_bytes_per_sec,
+        metrics.plugin_log_dropped.get_or_create(&label).clone(),
+        metrics.plugin_log_truncated.get_or_create(&label).clone(),
+    ))
 }

@@ -5,8 +5,9 @@
 //! Each plugin gets one thread of its own, fed through a bounded lock-free queue: calls into a
 //! plugin never overlap (the C server held a mutex; plugins were written for that), and a slow
 //! plugin never stalls a request. Plugins are observers, so requests do not wait for them; when
-//! a plugin falls more than [`QUEUE`] requests behind, further requests are not shown to it and
-//! are counted as dropped.
+//! a plugin falls more than [`QUEUE`] requests or `native_queue_bytes` behind, further requests
+//! are not shown to it and are counted as dropped. A request is rendered once and shared by
+//! every plugin's queue.
 //!
 //! The thread polls the queue every [`POLL`] instead of being woken per request: a wake-up is a
 //! syscall and a context switch on the request path, which cost a third of the throughput on
@@ -15,7 +16,7 @@
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,10 @@ pub struct NativePlugin {
     pub name: String,
     /// The library.
     pub file: PathBuf,
-    queue: Arc<ArrayQueue<CString>>,
+    queue: Arc<ArrayQueue<Arc<CString>>>,
+    /// Bytes of the requests in `queue`, and their cap.
+    queued_bytes: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
     /// Tells the thread to finish once the queue is empty.
     stopping: Arc<AtomicBool>,
     /// Signalled when the plugin's thread has finished (a Mutex only to make the plugin Sync).
@@ -112,26 +116,43 @@ fn modified(file: &Path) -> Option<std::time::SystemTime> {
 /// Refuses libraries that others could have changed: world-writable, or (Unix) owned by
 /// neither the user running plughost nor root.
 pub fn check_file(file: &Path) -> Result<(), NativeError> {
+    trusted(file, 0o002).map_err(|why| {
+        NativeError::Unsafe(format!(
+            "{why}; anyone could replace the code plughost runs"
+        ))
+    })
+}
+
+/// Whether `path` (not followed if a link) is owned by the user running plughost or root and
+/// has none of the permission bits in `forbidden` (0o002: world-writable; 0o022: group- or
+/// world-writable). `Err` says which check failed and the fix. Always `Ok` off Unix.
+pub fn trusted(path: &Path, forbidden: u32) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(file).map_err(|e| NativeError::Open(e.to_string()))?;
-        if meta.mode() & 0o002 != 0 {
-            return Err(NativeError::Unsafe(
-                "the file is world-writable; anyone could replace the code plughost runs (chmod o-w it)".into(),
+        let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+        if meta.file_type().is_symlink() {
+            return Err(format!("{} is a symbolic link", path.display()));
+        }
+        if meta.mode() & forbidden != 0 {
+            return Err(format!(
+                "{} is writable by others (mode {:o}; chmod go-w it)",
+                path.display(),
+                meta.mode() & 0o777
             ));
         }
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
         if meta.uid() != me && meta.uid() != 0 {
-            return Err(NativeError::Unsafe(format!(
-                "the file is owned by uid {}, not by the user running plughost (uid {me}) or root",
+            return Err(format!(
+                "{} is owned by uid {}, not by the user running plughost (uid {me}) or root",
+                path.display(),
                 meta.uid()
-            )));
+            ));
         }
     }
     #[cfg(not(unix))]
-    let _ = file;
+    let _ = (path, forbidden);
     Ok(())
 }
 
@@ -181,6 +202,7 @@ impl NativePlugin {
         config_json: &str,
         budget: Duration,
         stop_timeout: Duration,
+        max_queued_bytes: usize,
     ) -> Result<Self, NativeError> {
         check_file(file)?;
         // SAFETY: loading a library runs its initialisers with our rights. That is the
@@ -218,10 +240,12 @@ impl NativePlugin {
         };
         // SAFETY: `context` points to a live, fully initialised `Context`.
         unsafe { init(loaded.context_ptr()) };
-        let queue = Arc::new(ArrayQueue::<CString>::new(QUEUE));
+        let queue = Arc::new(ArrayQueue::<Arc<CString>>::new(QUEUE));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = sync_channel(1);
-        let (pending, stop) = (queue.clone(), stopping.clone());
+        let (pending, stop, pending_bytes) =
+            (queue.clone(), stopping.clone(), queued_bytes.clone());
         let thread_name = name.to_owned();
         std::thread::Builder::new()
             .name(format!("plughost-native-{name}"))
@@ -239,6 +263,7 @@ impl NativePlugin {
                     // SAFETY: `data` is NUL-terminated and outlives the call; the context
                     // and the library are owned by `loaded`, alive for the whole loop.
                     unsafe { (loaded.process)(data.as_ptr(), loaded.context_ptr()) };
+                    pending_bytes.fetch_sub(data.as_bytes().len(), Ordering::Relaxed);
                     let took = started.elapsed();
                     if took > budget {
                         tracing::warn!(plugin = %thread_name, took_ms = took.as_millis() as u64, budget_ms = budget.as_millis() as u64, "native plugin call was slow");
@@ -256,6 +281,8 @@ impl NativePlugin {
             name: name.to_owned(),
             file: file.to_path_buf(),
             queue,
+            queued_bytes,
+            max_queued_bytes,
             stopping,
             done: parking_lot::Mutex::new(Some(done)),
             stop_timeout,
@@ -271,16 +298,17 @@ impl NativePlugin {
     }
 
     /// Hands a rendered request to the plugin's thread without waiting for it.
-    pub fn observe(&self, data: CString) {
-        match self.queue.push(data) {
-            Ok(()) => {
-                self.calls.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(plugin = %self.name, queue = QUEUE, "native plugin is too slow; requests are skipped for it while its queue is full");
-                }
-            }
+    pub fn observe(&self, data: &Arc<CString>) {
+        let len = data.as_bytes().len();
+        let room =
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len <= self.max_queued_bytes;
+        if room && self.queue.push(data.clone()).is_ok() {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(plugin = %self.name, queue = QUEUE, max_queued_bytes = self.max_queued_bytes, "native plugin is too slow; requests are skipped for it while its queue is full");
         }
     }
 }

@@ -4,8 +4,11 @@
 //! reuse policy: a pool of live instances, or a fresh one per request.
 //!
 //! Calls are async: an epoch ticker thread advances the engine's epoch every [`TICK`], and at
-//! each tick a running call yields to tokio (so a busy plugin never holds a worker thread) or
-//! traps once its CPU budget is spent.
+//! each tick a running call yields to tokio, so a busy plugin never holds a worker thread.
+//! Deadlines are wall-clock and enforced from outside the guest: each call (and each
+//! instantiation with its `plugin-init`) is raced against a timer, so a guest waiting in a host
+//! call (a WASI sleep or poll) is stopped as surely as one spinning in its own code. An instance
+//! whose call was cut off is dropped with its store, never reused.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -20,7 +23,8 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
-use super::host::{MemoryLimitReached, State};
+use super::host::{MemoryLimitReached, PluginLog, State};
+use super::output::{OutputLimits, truncated};
 use super::{FailureReason, PluginError};
 use crate::config::{PluginConfig, Reuse};
 
@@ -37,13 +41,13 @@ pub mod bindings {
 pub use bindings::plughost::plugin::types::{Action, Edits, Header, Request, Response};
 use bindings::{Plugin, PluginPre};
 
-/// Epoch tick: the granularity of CPU deadlines and of yielding to other tasks.
+/// Epoch tick: how often running guest code yields to other tasks (and so how soon after
+/// its deadline a busy call is stopped).
 pub const TICK: Duration = Duration::from_millis(1);
 
-/// The deadline was reached; the call trapped.
-#[derive(Debug, thiserror::Error)]
-#[error("plugin call exceeded its CPU budget of {0:?}")]
-struct DeadlineExceeded(Duration);
+/// Longest error message of a plugin's kept for the log and the metrics; the guest may
+/// return megabytes.
+const ERROR_MESSAGE_MAX: usize = 1024;
 
 /// The shared engine and linker. Cheap to clone.
 #[derive(Clone)]
@@ -127,10 +131,12 @@ impl Runtime {
             .map(|dir| dir.join(self.cache_key(digest)));
         if let Some(path) = &cached
             && path.exists()
+            && cache_entry_trusted(path)
         {
             // SAFETY: the artifact was written by `Component::serialize` of an engine with the
-            // same compatibility hash (it is part of the key), into a directory created by
-            // plughost with owner-only permissions; wasmtime checks its header again.
+            // same compatibility hash (it is part of the key); it and its directory are owned
+            // by this user (or root) and writable by nobody else (checked just above), so only
+            // plughost's user could have put it there; wasmtime checks its header again.
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => {
@@ -167,13 +173,28 @@ impl Runtime {
         let pre = self
             .linker
             .instantiate_pre(component)
-            .map_err(|e| PluginError::Load(format!("cannot link it: {}", root(&e))))?;
+            .map_err(|e| PluginError::Load(format!("cannot link it: {}", chain(&e))))?;
         PluginPre::new(pre).map_err(|e| {
             PluginError::Load(format!(
                 "it does not implement the plughost:plugin world (plugin-init, plugin-process): {}",
                 root(&e)
             ))
         })
+    }
+}
+
+/// Whether a compiled artifact may be loaded: `Component::deserialize_file` maps it as native
+/// code, so anyone who could write it could run code in the server. The directory and the
+/// file must be owned by this user (or root) and writable by nobody else; otherwise the
+/// component is compiled again (and the cache not used), with a warning naming the fix.
+fn cache_entry_trusted(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match super::native::trusted(dir, 0o022).and_then(|()| super::native::trusted(path, 0o022)) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(path = %path.display(), reason = %why, "compiled cache entry not trusted; compiling the component again instead of loading it");
+            false
+        }
     }
 }
 
@@ -189,6 +210,12 @@ fn write_cache(path: &Path, component: &Component) -> anyhow::Result<()> {
     // Write then rename, so a concurrent reader never maps a half-written file.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Owner-only whatever the umask: a group-writable entry would not be trusted later.
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
     std::fs::rename(tmp, path)?;
     Ok(())
 }
@@ -202,6 +229,17 @@ fn wasm_err(e: wasmtime::Error) -> anyhow::Error {
 /// executing", and some causes span several lines.
 fn root(e: &wasmtime::Error) -> String {
     let text = e.root_cause().to_string();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every cause, outermost first, on one line: a link error's root says only "function
+/// implementation is missing"; the causes above it name the interface and the function.
+fn chain(e: &wasmtime::Error) -> String {
+    let text = e
+        .chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -238,8 +276,11 @@ pub struct InstanceStats {
 
 /// A loaded WebAssembly plugin: its prepared component, its limits and its instances.
 pub struct WasmPlugin {
-    name: Arc<str>,
     pre: PluginPre<State>,
+    /// Where its instances log.
+    log: Arc<PluginLog>,
+    /// Bytes one call may copy out of the guest (see [`OutputLimits::hostcall_fuel`]).
+    hostcall_fuel: usize,
     config: PluginConfig,
     /// `plugin-init`'s argument.
     config_json: String,
@@ -267,13 +308,15 @@ impl WasmPlugin {
         pre: PluginPre<State>,
         config: PluginConfig,
         default_instances: usize,
+        log: Arc<PluginLog>,
     ) -> Result<Self, PluginError> {
         let config_json =
             serde_json::to_string(&config.config).expect("TOML tables convert to JSON");
         let instances = config.instances.unwrap_or(default_instances);
         let plugin = Self {
-            name: Arc::from(config.name.as_str()),
             pre,
+            log,
+            hostcall_fuel: OutputLimits::of(&config).hostcall_fuel(config.max_memory_bytes),
             config,
             config_json,
             idle: Mutex::new(Vec::new()),
@@ -292,40 +335,50 @@ impl WasmPlugin {
         *self.stats.lock()
     }
 
-    /// A new store and instance, initialised with the plugin's config.
+    /// A new store and instance, initialised with the plugin's config, within
+    /// `init_timeout`.
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let started = Instant::now();
         let state = State::new(
-            self.name.clone(),
+            self.log.clone(),
             &self.config.grants,
             self.config.max_memory_bytes,
-            self.config.timeout,
         )
         .map_err(|e| PluginError::Load(format!("cannot grant its directories: {}", root(&e))))?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_callback(|ctx| {
-            let s = ctx.data();
-            if s.call_started.elapsed() >= s.call_budget {
-                return Err(DeadlineExceeded(s.call_budget).into());
+        store.set_hostcall_fuel(self.hostcall_fuel);
+        // Guest code yields at every tick; the deadlines are the timers around the calls.
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        store.set_epoch_deadline(1);
+        let init = async {
+            let bindings = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| self.classify(&e))?;
+            match bindings
+                .call_plugin_init(&mut store, &self.config_json)
+                .await
+            {
+                Ok(Ok(())) => Ok(bindings),
+                Ok(Err(msg)) => Err(PluginError::Init(
+                    truncated(&msg, ERROR_MESSAGE_MAX).into_owned(),
+                )),
+                Err(e) => Err(self.classify(&e)),
             }
-            Ok(UpdateDeadline::Yield(1))
-        });
-        arm(&mut store);
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
+        };
+        let timeout = self.config.init_timeout;
+        let bindings = tokio::time::timeout(timeout, init)
             .await
-            .map_err(|e| classify(&e))?;
-        arm(&mut store);
-        match bindings
-            .call_plugin_init(&mut store, &self.config_json)
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(PluginError::Init(msg)),
-            Err(e) => return Err(classify(&e)),
-        }
+            .unwrap_or_else(|_| {
+                Err(PluginError::Failed(
+                    FailureReason::Timeout,
+                    format!(
+                        "instantiation and plugin-init took longer than init_timeout ({timeout:?})"
+                    ),
+                ))
+            })?;
         let mut stats = self.stats.lock();
         stats.last_instantiation = started.elapsed();
         stats.peak_memory = stats.peak_memory.max(store.data().limiter.peak);
@@ -363,21 +416,29 @@ impl WasmPlugin {
                 }
             }
         };
-        arm(&mut instance.store);
         let mut backtrace = None;
-        let result = match instance
+        let timeout = self.config.timeout;
+        let call = instance
             .bindings
-            .call_plugin_process(&mut instance.store, req)
-            .await
-        {
-            Ok(Ok(action)) => Ok(action),
-            Ok(Err(msg)) => Err(PluginError::Failed(FailureReason::Error, msg)),
-            Err(e) => {
+            .call_plugin_process(&mut instance.store, req);
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(Ok(action))) => Ok(action),
+            Ok(Ok(Err(msg))) => Err(PluginError::Failed(
+                FailureReason::Error,
+                truncated(&msg, ERROR_MESSAGE_MAX).into_owned(),
+            )),
+            Ok(Err(e)) => {
                 backtrace = e
                     .downcast_ref::<wasmtime::WasmBacktrace>()
                     .map(|bt| bt.to_string());
-                Err(classify(&e))
+                Err(self.classify(&e))
             }
+            // Cut off, in guest code or in a host call: the store is mid-call and unusable,
+            // so the instance is dropped below (only an `Ok` call is kept).
+            Err(_) => Err(PluginError::Failed(
+                FailureReason::Timeout,
+                format!("the call took longer than its timeout ({timeout:?}, wall-clock)"),
+            )),
         };
         instance.served += 1;
         let peak = instance.store.data().limiter.peak;
@@ -402,20 +463,28 @@ impl WasmPlugin {
     }
 }
 
-/// Starts a call's CPU budget.
-fn arm(store: &mut Store<State>) {
-    store.data_mut().call_started = Instant::now();
-    store.set_epoch_deadline(1);
-}
-
-/// Names what made a call fail.
-fn classify(e: &wasmtime::Error) -> PluginError {
-    let reason = if e.downcast_ref::<DeadlineExceeded>().is_some() {
-        FailureReason::Timeout
-    } else if e.downcast_ref::<MemoryLimitReached>().is_some() {
-        FailureReason::Memory
-    } else {
-        FailureReason::Trap
-    };
-    PluginError::Failed(reason, root(e))
+impl WasmPlugin {
+    /// Names what made a call fail.
+    fn classify(&self, e: &wasmtime::Error) -> PluginError {
+        if e.downcast_ref::<MemoryLimitReached>().is_some() {
+            return PluginError::Failed(FailureReason::Memory, root(e));
+        }
+        let cause = root(e);
+        // wasmtime's error type for this is private; its message is the only handle.
+        if cause.contains("fuel allocated for hostcalls has been exhausted") {
+            return PluginError::Failed(
+                FailureReason::Error,
+                format!(
+                    "the plugin handed the host more than its budget of {} bytes in one call \
+                     (max_response_header_bytes + max_response_body_bytes, at most \
+                     max_memory_bytes)",
+                    self.hostcall_fuel
+                ),
+            );
+        }
+        PluginError::Failed(
+            FailureReason::Trap,
+            truncated(&cause, ERROR_MESSAGE_MAX).into_owned(),
+        )
+    }
 }

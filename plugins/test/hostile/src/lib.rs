@@ -1,6 +1,8 @@
 //! `hostile`: a plugin that misbehaves on purpose, for plughost's sandbox tests. Its config's
 //! `mode` picks the misbehaviour; a responder answers with what it managed to do.
-use plughost_plugin_sdk::{Action, Plugin, Request, Response, config, export_plugin, next};
+use plughost_plugin_sdk::{
+    Action, Edits, Header, Plugin, Request, Response, config, export_plugin, next,
+};
 use std::sync::OnceLock;
 
 #[derive(serde::Deserialize)]
@@ -8,9 +10,17 @@ struct Config {
     mode: String,
     #[serde(default)]
     path: String,
-    /// MiB for `alloc`, milliseconds for `busy`.
+    /// MiB for `alloc`, `alias-headers` and `log-flood`; milliseconds for `busy`, `sleep`
+    /// and `init-sleep`; a count for `many-headers`.
     #[serde(default)]
     amount: u64,
+    /// `respond-as` and `edit-response`: the status and headers to answer with.
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    body: String,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -38,6 +48,10 @@ impl Plugin for Hostile {
         let c: Config = config(json)?;
         if c.mode == "init-fail" {
             return Err("refusing to start: init-fail mode".into());
+        }
+        if c.mode == "init-sleep" {
+            // A WASI clock poll: the host waits, no guest code runs.
+            std::thread::sleep(std::time::Duration::from_millis(c.amount));
         }
         CONFIG.get_or_init(|| c);
         Ok(())
@@ -95,6 +109,62 @@ impl Plugin for Hostile {
                 }
                 Ok(next())
             }
+            // Answers with exactly the status, headers and body of its config: framing headers,
+            // bad statuses and invalid names included.
+            "respond-as" => Ok(Action::Respond(Response {
+                status: c.status,
+                headers: c.headers.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }).collect(),
+                body: c.body.clone().into_bytes(),
+            })),
+            // Lets the request go on and asks for its config's headers on the response.
+            "edit-response" => {
+                let mut edits = Edits::default();
+                for (n, v) in &c.headers {
+                    edits = edits.response_header(n, v);
+                }
+                Ok(edits.into_action())
+            }
+            // `amount` distinct response headers.
+            "many-headers" => Ok(Action::Respond(Response {
+                status: 200,
+                headers: (0..c.amount)
+                    .map(|i| Header { name: format!("x-h{i}"), value: "v".into() })
+                    .collect(),
+                body: Vec::new(),
+            })),
+            // 127 header values that all point at one `amount` MiB buffer: little guest
+            // memory, a large copy for a host that lifts them all.
+            "alias-headers" => {
+                let block: &'static mut [u8] = vec![b'a'; (c.amount as usize) << 20].leak();
+                let headers = (0..127)
+                    .map(|i| Header {
+                        name: format!("x-alias{i}"),
+                        // SAFETY (test only): every String aliases one leaked buffer; the
+                        // host reads them before post-return frees them, which may then
+                        // corrupt the allocator; the instance is discarded anyway.
+                        value: unsafe {
+                            String::from_raw_parts(block.as_mut_ptr(), block.len(), block.len())
+                        },
+                    })
+                    .collect();
+                Ok(Action::Respond(Response { status: 200, headers, body: Vec::new() }))
+            }
+            // Sleeps in a host call (a WASI clock poll), where no guest code runs.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(c.amount));
+                Ok(Response::text(200, "slept\n").into_action())
+            }
+            // `amount` MiB in one host.log line, 16 times; then the same on stdout.
+            "log-flood" => {
+                let line = "L".repeat((c.amount as usize) << 20);
+                for _ in 0..16 {
+                    plughost_plugin_sdk::log(plughost_plugin_sdk::Level::Info, &line);
+                }
+                println!("{line}");
+                Ok(Response::text(200, "flooded\n").into_action())
+            }
+            // An error whose message is `amount` MiB.
+            "big-error" => Err("E".repeat((c.amount as usize) << 20)),
             other => Err(format!("unknown mode {other}")),
         }
     }

@@ -1,6 +1,10 @@
 //! Listeners and connections: binding with errors a user can act on, the accept loop, one task
 //! per connection (HTTP/1.1 with keep-alive, or HTTP/2 — by prior knowledge in cleartext, by
 //! ALPN over TLS — chosen by hyper-util's auto builder), and the graceful drain at shutdown.
+//! The deadlines of one connection, and the reclaiming of idle ones at `max_connections`,
+//! are in [`conn`].
+
+pub mod conn;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +18,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -24,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Admin;
 use crate::body::Body;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
+use conn::{Tracked, Tracker};
 
 /// A listener that could not be opened, in words that say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,9 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     })
 }
 
+/// How often an HTTP/2 connection is pinged, and how long the answer may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+
 /// Per-connection settings shared by every connection of one listener.
 #[derive(Clone)]
 pub struct ConnLimits {
@@ -92,8 +99,10 @@ pub struct ConnLimits {
     pub max_header_bytes: usize,
     /// Most headers in a request.
     pub max_headers: usize,
-    /// Time allowed for a request head to arrive.
+    /// Time allowed for a request head to arrive, and for the first one from accept.
     pub header_read_timeout: Duration,
+    /// Longest a connection may stay open with no request after its last response.
+    pub keepalive_timeout: Duration,
     /// How long open requests may run on at shutdown.
     pub shutdown_timeout: Duration,
 }
@@ -106,6 +115,7 @@ impl ConnLimits {
             max_header_bytes: config.max_header_bytes,
             max_headers: config.max_headers,
             header_read_timeout: config.header_read_timeout,
+            keepalive_timeout: config.keepalive_timeout,
             shutdown_timeout: config.shutdown_timeout,
         }
     }
@@ -124,7 +134,11 @@ impl ConnLimits {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(self.max_header_bytes.try_into().unwrap_or(u32::MAX));
+            .max_header_list_size(self.max_header_bytes.try_into().unwrap_or(u32::MAX))
+            // Pings find peers that vanished while streams are open; an idle HTTP/2
+            // connection is closed by the connection's watchdog like an HTTP/1 one.
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_INTERVAL);
         builder
     }
 }
@@ -146,14 +160,10 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = Arc::new(limits.builder());
-    let graceful = GracefulShutdown::new();
+    let tracker = Tracker::new();
     // Permits for open connections; one moves into each connection task and drops with it.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-            () = shutdown.cancelled() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
@@ -168,39 +178,99 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // Full: the connection idle longest makes room. With none idle (every one
+                // has a request in progress), the new client waits for a slot.
+                if tracker.reclaim_idle()
+                    && let Some(m) = &metrics
+                {
+                    m.connections_closed
+                        .get_or_create(&ReasonLabel {
+                            reason: "reclaimed",
+                        })
+                        .inc();
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
         // Responses are written whole; Nagle's algorithm would only delay them.
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let response = handler(req, client);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        let state = tracker.open();
+        let service = {
+            let (handler, state) = (handler.clone(), state.clone());
+            service_fn(move |req| {
+                let busy = state.begin();
+                let response = handler(req, client);
+                async move { Ok::<_, Infallible>(response.await.map(|b| Tracked::new(b, busy))) }
+            })
+        };
         let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let metrics = metrics.clone();
-        let (tls, handshake_timeout) = (tls.clone(), limits.header_read_timeout);
+        let (metrics, tracker, shutdown) = (metrics.clone(), tracker.clone(), shutdown.clone());
+        let (tls, limits) = (tls.clone(), limits.clone());
         tokio::spawn(async move {
             if let Some(m) = &metrics {
                 m.connections.inc();
             }
-            let io = match tls {
-                None => Ok(Either::Left(stream)),
-                Some(tls) => tokio::time::timeout(handshake_timeout, tls.accept(stream))
-                    .await
-                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-                    .map(Either::Right),
-            };
-            let result = match io {
-                Ok(io) => {
-                    let conn = builder.serve_connection(TokioIo::new(io), service);
-                    watcher.watch(conn).await
+            let closed = |reason: &'static str| {
+                tracing::debug!(%client, reason, "connection closed by plughost");
+                if let Some(m) = &metrics {
+                    m.connections_closed
+                        .get_or_create(&ReasonLabel { reason })
+                        .inc();
                 }
-                Err(e) => Err(format!("TLS handshake: {e}").into()),
             };
-            if let Err(e) = result {
-                // Client resets, timeouts and protocol errors: the client's business.
-                tracing::debug!(%client, error = %e, "connection ended with an error");
+            let watchdog = state.idle_expired(limits.header_read_timeout, limits.keepalive_timeout);
+            tokio::pin!(watchdog);
+            // The TLS handshake counts against the time to the first request head.
+            let io = match tls {
+                None => Some(Either::Left(stream)),
+                Some(tls) => tokio::select! {
+                    done = tls.accept(stream) => match done {
+                        Ok(io) => Some(Either::Right(io)),
+                        Err(e) => {
+                            tracing::debug!(%client, error = %e, "TLS handshake failed");
+                            None
+                        }
+                    },
+                    reason = &mut watchdog => {
+                        closed(reason);
+                        None
+                    }
+                },
+            };
+            if let Some(io) = io {
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                tokio::pin!(conn);
+                let mut draining = false;
+                loop {
+                    tokio::select! {
+                        result = conn.as_mut() => {
+                            if let Err(e) = result {
+                                // Client resets, timeouts and protocol errors: the client's
+                                // business.
+                                tracing::debug!(%client, error = %e, "connection ended with an error");
+                            }
+                            break;
+                        }
+                        reason = &mut watchdog, if !draining => {
+                            closed(reason);
+                            break;
+                        }
+                        () = state.reclaimed(), if !draining => break,
+                        () = shutdown.cancelled(), if !draining => {
+                            // Idle connections close now; open requests may finish.
+                            draining = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
             }
+            tracker.close(&state);
             if let Some(m) = &metrics {
                 m.connections.dec();
             }
@@ -208,8 +278,10 @@ pub async fn serve<H, F>(
         });
     }
     drop(listener);
+    // Every connection task gives its slot back when it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = slots.acquire_many(all) => {}
         () = tokio::time::sleep(limits.shutdown_timeout) => {
             tracing::warn!(timeout = ?limits.shutdown_timeout, "requests still open at the end of the shutdown timeout were cut off");
         }

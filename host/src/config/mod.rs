@@ -12,6 +12,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod plugins;
+mod upstreams;
+
+pub use plugins::{Grant, OnError, PluginConfig, PluginKind, Reuse};
+pub use upstreams::{RouteConfig, UpstreamConfig};
+
 /// Port of the public listener (C server: `SERVER_PORT`).
 pub const DEFAULT_PORT: u16 = 9090;
 /// Requests processed at once (C server: `MAX_THREADS`).
@@ -40,10 +46,25 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Largest request body; larger gets 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// Time a client has to send a complete request head (stops slowloris).
+/// Time a client has to send a complete request head, the first one counted from accept
+/// (stops slowloris and silent sockets).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// CPU time one wasm plugin call may take before it traps.
+/// Longest a keep-alive connection may stay open without a request.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Wall-clock time one wasm plugin call may take (guest code and host calls it waits in).
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// Wall-clock time to create a wasm instance and run its `plugin-init`.
+pub const DEFAULT_PLUGIN_INIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most headers a plugin may return (response, or a filter's edits).
+pub const DEFAULT_PLUGIN_RESPONSE_HEADERS: usize = 100;
+/// Most bytes of header names and values a plugin may return.
+pub const DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+/// Largest response body a plugin may return (as `max_body_bytes` for requests).
+pub const DEFAULT_PLUGIN_RESPONSE_BODY_BYTES: usize = DEFAULT_MAX_BODY_BYTES;
+/// Bytes of log lines a plugin may write per second before lines are dropped.
+pub const DEFAULT_PLUGIN_LOG_BYTES_PER_SEC: usize = 256 * 1024;
+/// Longest log line a plugin may write; longer lines are cut with a marker.
+pub const PLUGIN_LOG_LINE_MAX: usize = 8 * 1024;
 /// Linear memory one wasm plugin instance may grow to.
 pub const DEFAULT_PLUGIN_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 /// Failures within `failure_window` that put a plugin in backoff.
@@ -52,6 +73,9 @@ pub const DEFAULT_PLUGIN_FAILURE_THRESHOLD: u32 = 5;
 pub const DEFAULT_PLUGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
 /// Bytes of the request body shown to native plugins.
 pub const DEFAULT_NATIVE_BODY_CAP: usize = 64 * 1024;
+/// Bytes of rendered requests one native plugin may fall behind by before requests are
+/// skipped for it.
+pub const DEFAULT_NATIVE_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// A native plugin call slower than this is logged.
 pub const DEFAULT_NATIVE_BUDGET: Duration = Duration::from_millis(10);
 /// Servers in one upstream pool (C server: its balancer's 5).
@@ -115,17 +139,28 @@ pub struct Config {
     pub max_headers: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
-    /// Time allowed to receive a request head.
+    /// Time allowed to receive a request head; for the first request of a connection,
+    /// counted from accept (TLS handshake included).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A connection with no request for this long after its last response is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     /// Enables `/_debug/*` routes (sleep, log flood, panic) used by the tests. Never in production.
     pub debug_routes: bool,
     /// Bytes of the request body native plugins see in `data`.
     pub native_body_cap: usize,
+    /// Bytes of requests a native plugin may fall behind by; past it requests are skipped
+    /// for it and counted.
+    pub native_queue_bytes: usize,
     /// A native plugin call slower than this is logged with the plugin's name.
     #[serde(with = "humantime_serde")]
     pub native_budget: Duration,
-    /// Where compiled wasm plugins are cached between runs, or `""` for no cache.
+    /// Where compiled wasm plugins are cached between runs, or `""` for no cache. The
+    /// directory and each file in it must be owned by plughost's user (or root) and writable
+    /// by nobody else, or the cache is not used: what is in it runs as native code.
+    /// [default: `$CACHE_DIRECTORY` (systemd's `CacheDirectory=`), else
+    /// `$XDG_CACHE_HOME/plughost`, else `$HOME/.cache/plughost`, else none]
     pub wasm_cache_dir: PathBuf,
     /// Plugins to load, in chain order (wasm components, and native libraries by their
     /// extension). Empty: every `*.wasm` (as a filter) and native library in `plugins_dir`.
@@ -157,211 +192,11 @@ pub struct TlsConfig {
     pub redirect_port: Option<u16>,
 }
 
+/// What `plughost config` prints in place of a secret.
+pub const REDACTED: &str = "(redacted)";
+
 /// Keys a reload applies to the running server; a change to any other key needs a restart.
 pub const LIVE_KEYS: &[&str] = &["plugins", "routes", "upstreams", "cache_ttl"];
-
-/// One `[[plugins]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginConfig {
-    /// Name in logs, metrics and routes.
-    pub name: String,
-    /// The component, relative to `plugins_dir` unless absolute.
-    pub file: PathBuf,
-    /// `filter` (runs on every request) or `responder` (answers its routes).
-    #[serde(default)]
-    pub kind: PluginKind,
-    /// Passed to `plugin-init` as a JSON object.
-    #[serde(default)]
-    pub config: toml::Table,
-    /// Instance reuse: `pooled` (kept across requests) or `fresh` (one instance per request).
-    #[serde(default)]
-    pub reuse: Reuse,
-    /// With `pooled`: recycle an instance after this many requests (bounds leaks).
-    #[serde(default)]
-    pub max_requests: Option<u64>,
-    /// Instances that may run at once [default: max_concurrency]. `1` serializes calls, so
-    /// state in the instance (a rate limiter's buckets) is exact.
-    #[serde(default)]
-    pub instances: Option<usize>,
-    /// CPU time one call may take [default: 100ms].
-    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Linear memory one instance may use, in bytes [default: 64 MiB].
-    #[serde(default = "default_plugin_memory")]
-    pub max_memory_bytes: usize,
-    /// What a failed call does to its request: `fail` (500) or `continue` (as if absent).
-    #[serde(default)]
-    pub on_error: OnError,
-    /// Directories the plugin may open. None by default.
-    #[serde(default)]
-    pub grants: Vec<Grant>,
-    /// Failures within `failure_window` that start a backoff [default: 5].
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    /// [default: 10s]
-    #[serde(default = "default_failure_window", with = "humantime_serde")]
-    pub failure_window: Duration,
-    /// How long the plugin is skipped once in backoff [default: 5s].
-    #[serde(default = "default_backoff", with = "humantime_serde")]
-    pub backoff: Duration,
-}
-
-fn default_plugin_timeout() -> Duration {
-    DEFAULT_PLUGIN_TIMEOUT
-}
-fn default_plugin_memory() -> usize {
-    DEFAULT_PLUGIN_MEMORY_BYTES
-}
-fn default_failure_threshold() -> u32 {
-    DEFAULT_PLUGIN_FAILURE_THRESHOLD
-}
-fn default_failure_window() -> Duration {
-    DEFAULT_PLUGIN_FAILURE_WINDOW
-}
-fn default_backoff() -> Duration {
-    DEFAULT_PLUGIN_BACKOFF
-}
-
-impl PluginConfig {
-    /// A filter with every default, as loaded from a bare `*.wasm` in `plugins_dir`.
-    pub fn filter(name: String, file: PathBuf) -> Self {
-        Self {
-            name,
-            file,
-            kind: PluginKind::Filter,
-            config: toml::Table::new(),
-            reuse: Reuse::Pooled,
-            max_requests: None,
-            instances: None,
-            timeout: DEFAULT_PLUGIN_TIMEOUT,
-            max_memory_bytes: DEFAULT_PLUGIN_MEMORY_BYTES,
-            on_error: OnError::Fail,
-            grants: Vec::new(),
-            failure_threshold: DEFAULT_PLUGIN_FAILURE_THRESHOLD,
-            failure_window: DEFAULT_PLUGIN_FAILURE_WINDOW,
-            backoff: DEFAULT_PLUGIN_BACKOFF,
-        }
-    }
-}
-
-/// Where a plugin runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PluginKind {
-    /// On every request, in chain order, before the cache.
-    #[default]
-    Filter,
-    /// On the requests of its `[[routes]]`.
-    Responder,
-}
-
-/// Instance reuse policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reuse {
-    /// Instances are kept and reused across requests.
-    #[default]
-    Pooled,
-    /// A new instance for every request: no state survives a request.
-    Fresh,
-}
-
-/// What a failed plugin call does to its request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnError {
-    /// The request gets 500.
-    #[default]
-    Fail,
-    /// The request goes on as if the plugin were absent.
-    Continue,
-}
-
-/// A directory a plugin may open.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Grant {
-    /// Directory on the host.
-    pub host: PathBuf,
-    /// Where the plugin sees it, e.g. `/data`.
-    pub guest: String,
-    /// Refuse writes [default: true].
-    #[serde(default = "yes")]
-    pub read_only: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// One `[[routes]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Path prefix, e.g. `/hello`; matches `/hello` and `/hello/...`.
-    pub prefix: String,
-    /// The responder plugin answering it (this or `upstream`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin: Option<String>,
-    /// The `[upstreams.NAME]` pool its requests are proxied to (this or `plugin`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    /// With `upstream`: remove the prefix from the path sent to the backend.
-    #[serde(default)]
-    pub strip_prefix: bool,
-}
-
-/// One `[upstreams.NAME]` pool of backends, balanced round robin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Backend addresses, `ip:port`; at most `max_backends`.
-    pub servers: Vec<SocketAddr>,
-    /// Path of the active health check (GET; 2xx or 3xx is healthy) [default: "/"].
-    #[serde(default = "default_health_path")]
-    pub health_path: String,
-    /// Time between health checks [default: 2s].
-    #[serde(default = "default_health_interval", with = "humantime_serde")]
-    pub health_interval: Duration,
-    /// Consecutive failed checks that mark a server down [default: 2].
-    #[serde(default = "default_fall")]
-    pub fall: u32,
-    /// Consecutive good checks that mark it up again [default: 1].
-    #[serde(default = "default_rise")]
-    pub rise: u32,
-    /// Consecutive 5xx responses that mark a server down until its next good check [default: 5].
-    #[serde(default = "default_max_5xx")]
-    pub max_5xx: u32,
-    /// Time to connect to a backend [default: 1s].
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Time for a backend's response head [default: 30s]; past it the client gets 504.
-    #[serde(default = "default_response_timeout", with = "humantime_serde")]
-    pub response_timeout: Duration,
-}
-
-fn default_health_path() -> String {
-    "/".into()
-}
-fn default_health_interval() -> Duration {
-    DEFAULT_HEALTH_INTERVAL
-}
-fn default_fall() -> u32 {
-    2
-}
-fn default_rise() -> u32 {
-    1
-}
-fn default_max_5xx() -> u32 {
-    5
-}
-fn default_connect_timeout() -> Duration {
-    DEFAULT_CONNECT_TIMEOUT
-}
-fn default_response_timeout() -> Duration {
-    DEFAULT_RESPONSE_TIMEOUT
-}
 
 impl Default for Config {
     fn default() -> Self {
@@ -388,10 +223,12 @@ impl Default for Config {
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             debug_routes: false,
             native_body_cap: DEFAULT_NATIVE_BODY_CAP,
+            native_queue_bytes: DEFAULT_NATIVE_QUEUE_BYTES,
             native_budget: DEFAULT_NATIVE_BUDGET,
-            wasm_cache_dir: PathBuf::from(".plughost-cache"),
+            wasm_cache_dir: default_wasm_cache_dir(),
             plugins: Vec::new(),
             max_backends: DEFAULT_MAX_BACKENDS,
             upstreams: Default::default(),
@@ -400,6 +237,26 @@ impl Default for Config {
             tls: None,
         }
     }
+}
+
+/// The per-user cache location of the platform's conventions, never the working directory
+/// (a service's working directory is often shared or writable by others).
+fn default_wasm_cache_dir() -> PathBuf {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    // systemd's CacheDirectory= may list several, separated by ':'; the first is ours.
+    if let Some(dirs) = var("CACHE_DIRECTORY")
+        && let Some(first) = dirs.to_string_lossy().split(':').next()
+    {
+        return PathBuf::from(first);
+    }
+    var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".cache")))
+        .map(|d| d.join("plughost"))
+        .unwrap_or_default()
 }
 
 /// How log lines are written.
@@ -621,6 +478,7 @@ impl Config {
         for (key, d) in [
             ("queue_timeout", self.queue_timeout),
             ("header_read_timeout", self.header_read_timeout),
+            ("keepalive_timeout", self.keepalive_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Invalid {
@@ -717,12 +575,18 @@ impl Config {
                     ),
                 );
             }
-            if u.fall == 0 || u.rise == 0 || u.max_5xx == 0 || u.health_interval.is_zero() {
+            if u.fall == 0 || u.rise == 0 || u.max_fails == 0 || u.health_interval.is_zero() {
                 return invalid(
                     "upstreams",
                     format!(
-                        "pool `{name}`: fall, rise, max_5xx and health_interval must be above 0"
+                        "pool `{name}`: fall, rise, max_fails and health_interval must be above 0"
                     ),
+                );
+            }
+            if u.max_ejected_percent > 100 {
+                return invalid(
+                    "upstreams.max_ejected_percent",
+                    format!("pool `{name}`: must be at most 100"),
                 );
             }
             if !u.health_path.starts_with('/') {
@@ -774,9 +638,14 @@ impl Config {
         SocketAddr::new(self.bind, self.port)
     }
 
-    /// The effective configuration as TOML, for `plughost config`.
+    /// The effective configuration as TOML, for `plughost config`. `admin_token` is shown
+    /// only as set or not: the output goes to terminals, tickets and CI logs.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("Config always serializes")
+        let mut shown = self.clone();
+        if let Some(token) = &mut shown.admin_token {
+            *token = REDACTED.to_owned();
+        }
+        toml::to_string(&shown).expect("Config always serializes")
     }
 
     /// The keys that differ between `self` and `new` and that a reload cannot apply.

@@ -1,0 +1,187 @@
+//! The `[[plugins]]` entries: which component or library, its kind, its sandbox limits and its
+//! failure policy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DEFAULT_PLUGIN_BACKOFF, DEFAULT_PLUGIN_FAILURE_THRESHOLD, DEFAULT_PLUGIN_FAILURE_WINDOW,
+    DEFAULT_PLUGIN_INIT_TIMEOUT, DEFAULT_PLUGIN_LOG_BYTES_PER_SEC, DEFAULT_PLUGIN_MEMORY_BYTES,
+    DEFAULT_PLUGIN_RESPONSE_BODY_BYTES, DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES,
+    DEFAULT_PLUGIN_RESPONSE_HEADERS, DEFAULT_PLUGIN_TIMEOUT,
+};
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Name in logs, metrics and routes.
+    pub name: String,
+    /// The component, relative to `plugins_dir` unless absolute.
+    pub file: PathBuf,
+    /// `filter` (runs on every request) or `responder` (answers its routes).
+    #[serde(default)]
+    pub kind: PluginKind,
+    /// Passed to `plugin-init` as a JSON object.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Instance reuse: `pooled` (kept across requests) or `fresh` (one instance per request).
+    #[serde(default)]
+    pub reuse: Reuse,
+    /// With `pooled`: recycle an instance after this many requests (bounds leaks).
+    #[serde(default)]
+    pub max_requests: Option<u64>,
+    /// Instances that may run at once [default: max_concurrency]. `1` serializes calls, so
+    /// state in the instance (a rate limiter's buckets) is exact.
+    #[serde(default)]
+    pub instances: Option<usize>,
+    /// Wall-clock time one `plugin-process` call may take, guest code and the host calls it
+    /// waits in (clocks, files) together; past it the call fails as `timeout` and its
+    /// instance is discarded [default: 100ms].
+    #[serde(default = "default_plugin_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Wall-clock time to create an instance and run `plugin-init` [default: 1s].
+    #[serde(default = "default_init_timeout", with = "humantime_serde")]
+    pub init_timeout: Duration,
+    /// Linear memory one instance may use, in bytes [default: 64 MiB].
+    #[serde(default = "default_plugin_memory")]
+    pub max_memory_bytes: usize,
+    /// Most headers in a response or in a filter's edits [default: 100].
+    #[serde(default = "default_response_headers")]
+    pub max_response_headers: usize,
+    /// Most bytes of header names and values in a response or in edits [default: 64 KiB].
+    #[serde(default = "default_response_header_bytes")]
+    pub max_response_header_bytes: usize,
+    /// Largest response body [default: 16 MiB].
+    #[serde(default = "default_response_body_bytes")]
+    pub max_response_body_bytes: usize,
+    /// Bytes of log lines (host.log, stdout, stderr) per second; past it lines are dropped
+    /// and counted [default: 256 KiB].
+    #[serde(default = "default_log_bytes_per_sec")]
+    pub log_bytes_per_sec: usize,
+    /// What a failed call does to its request: `fail` (500) or `continue` (as if absent).
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Directories the plugin may open. None by default.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    /// Failures within `failure_window` that start a backoff [default: 5].
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    /// [default: 10s]
+    #[serde(default = "default_failure_window", with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// How long the plugin is skipped once in backoff [default: 5s].
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+fn default_plugin_timeout() -> Duration {
+    DEFAULT_PLUGIN_TIMEOUT
+}
+fn default_init_timeout() -> Duration {
+    DEFAULT_PLUGIN_INIT_TIMEOUT
+}
+fn default_plugin_memory() -> usize {
+    DEFAULT_PLUGIN_MEMORY_BYTES
+}
+fn default_response_headers() -> usize {
+    DEFAULT_PLUGIN_RESPONSE_HEADERS
+}
+fn default_response_header_bytes() -> usize {
+    DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES
+}
+fn default_response_body_bytes() -> usize {
+    DEFAULT_PLUGIN_RESPONSE_BODY_BYTES
+}
+fn default_log_bytes_per_sec() -> usize {
+    DEFAULT_PLUGIN_LOG_BYTES_PER_SEC
+}
+fn default_failure_threshold() -> u32 {
+    DEFAULT_PLUGIN_FAILURE_THRESHOLD
+}
+fn default_failure_window() -> Duration {
+    DEFAULT_PLUGIN_FAILURE_WINDOW
+}
+fn default_backoff() -> Duration {
+    DEFAULT_PLUGIN_BACKOFF
+}
+
+impl PluginConfig {
+    /// A filter with every default, as loaded from a bare `*.wasm` in `plugins_dir`.
+    pub fn filter(name: String, file: PathBuf) -> Self {
+        Self {
+            name,
+            file,
+            kind: PluginKind::Filter,
+            config: toml::Table::new(),
+            reuse: Reuse::Pooled,
+            max_requests: None,
+            instances: None,
+            timeout: DEFAULT_PLUGIN_TIMEOUT,
+            init_timeout: DEFAULT_PLUGIN_INIT_TIMEOUT,
+            max_memory_bytes: DEFAULT_PLUGIN_MEMORY_BYTES,
+            max_response_headers: DEFAULT_PLUGIN_RESPONSE_HEADERS,
+            max_response_header_bytes: DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES,
+            max_response_body_bytes: DEFAULT_PLUGIN_RESPONSE_BODY_BYTES,
+            log_bytes_per_sec: DEFAULT_PLUGIN_LOG_BYTES_PER_SEC,
+            on_error: OnError::Fail,
+            grants: Vec::new(),
+            failure_threshold: DEFAULT_PLUGIN_FAILURE_THRESHOLD,
+            failure_window: DEFAULT_PLUGIN_FAILURE_WINDOW,
+            backoff: DEFAULT_PLUGIN_BACKOFF,
+        }
+    }
+}
+
+/// Where a plugin runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// On every request, in chain order, before the cache.
+    #[default]
+    Filter,
+    /// On the requests of its `[[routes]]`.
+    Responder,
+}
+
+/// Instance reuse policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reuse {
+    /// Instances are kept and reused across requests.
+    #[default]
+    Pooled,
+    /// A new instance for every request: no state survives a request.
+    Fresh,
+}
+
+/// What a failed plugin call does to its request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// The request gets 500.
+    #[default]
+    Fail,
+    /// The request goes on as if the plugin were absent.
+    Continue,
+}
+
+/// A directory a plugin may open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Where the plugin sees it, e.g. `/data`.
+    pub guest: String,
+    /// Refuse writes [default: true].
+    #[serde(default = "yes")]
+    pub read_only: bool,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,101 @@
+//! The reverse proxy's sections: `[upstreams.NAME]` pools and the `[[routes]]` that lead to
+//! them or to responder plugins.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_RESPONSE_TIMEOUT};
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, e.g. `/hello`; matches `/hello` and `/hello/...`.
+    pub prefix: String,
+    /// The responder plugin answering it (this or `upstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The `[upstreams.NAME]` pool its requests are proxied to (this or `plugin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// With `upstream`: remove the prefix from the path sent to the backend.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+/// One `[upstreams.NAME]` pool of backends, balanced round robin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Backend addresses, `ip:port`; at most `max_backends`.
+    pub servers: Vec<SocketAddr>,
+    /// Path of the active health check (GET; 2xx or 3xx is healthy) [default: "/"].
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Time between health checks [default: 2s].
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// Consecutive failed checks that mark a server down [default: 2].
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// Consecutive good checks that mark it up again [default: 1].
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that say a server is unhealthy (a failed connect, a response
+    /// timeout, or 502/503/504 from it) before it is ejected [default: 5]. Other statuses
+    /// (404, 500, 501 ...) are the application's answer and never count: clients cannot
+    /// switch a server off. (`max_5xx` is read as an older name of this key.)
+    #[serde(default = "default_max_fails", alias = "max_5xx")]
+    pub max_fails: u32,
+    /// How long a server is ejected the first time; each further ejection in a row doubles
+    /// it, up to `max_eject_time` [default: 10s].
+    #[serde(default = "default_eject_time", with = "humantime_serde")]
+    pub eject_time: Duration,
+    /// Longest ejection [default: 5m].
+    #[serde(default = "default_max_eject_time", with = "humantime_serde")]
+    pub max_eject_time: Duration,
+    /// Most servers of the pool ejected at once, in percent (rounded down); past it failures
+    /// are counted but nobody more is ejected, so a pool never ejects itself empty
+    /// [default: 50].
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+    /// Time to connect to a backend [default: 1s].
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time for a backend's response head [default: 30s]; past it the client gets 504.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_health_interval() -> Duration {
+    DEFAULT_HEALTH_INTERVAL
+}
+fn default_fall() -> u32 {
+    2
+}
+fn default_rise() -> u32 {
+    1
+}
+fn default_max_fails() -> u32 {
+    5
+}
+fn default_eject_time() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_eject_time() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_response_timeout() -> Duration {
+    DEFAULT_RESPONSE_TIMEOUT
+}

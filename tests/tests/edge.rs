@@ -1,0 +1,212 @@
+//! The edge under raw-socket abuse, with the connection limits scaled down: silent sockets,
+//! idle HTTP/2 connections and idle keep-alive connections cannot lock clients out; and
+//! passive health that clients cannot use to switch backends off.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use plughost_e2e::backend::TestBackend;
+use plughost_e2e::{Plughost, metric_value, read_response};
+
+/// An HTTP/1.1 GET on a new connection, answered within 5 s, or `None`.
+fn get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").ok()?;
+    read_response(&mut s).ok().map(|(status, _, _)| status)
+}
+
+/// Whether the server closes `s` within `within` (a read returns end of file or a reset).
+fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+fn closed_metric(text: &str, reason: &str) -> f64 {
+    metric_value(
+        &text.replace(&format!("{{reason=\"{reason}\"}}"), "_sel "),
+        "plughost_connections_closed_total_sel",
+    )
+}
+
+/// Polls `get` until it answers 200, for at most `within`.
+fn served_within(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if get(addr, "/") == Some(200) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_cannot_lock_clients_out() {
+    let server = Plughost::start("max_connections = 20\nheader_read_timeout = \"1s\"\n");
+    // Twice the limit of sockets that never send a byte.
+    let mut silent: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    assert!(
+        served_within(server.addr, Duration::from_secs(4)),
+        "a real client stayed locked out"
+    );
+    // Each silent socket is closed by the server within header_read_timeout of its accept
+    // (or earlier, to make room).
+    for s in silent.iter_mut().take(20) {
+        assert!(closed_by_server(s, Duration::from_secs(4)));
+    }
+    let m = server.metrics_text().await;
+    assert!(closed_metric(&m, "no_request") + closed_metric(&m, "reclaimed") >= 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_cannot_lock_clients_out() {
+    let server = Plughost::start("max_connections = 20\nheader_read_timeout = \"1s\"\n");
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // Empty SETTINGS, then (for half of them) a HEADERS frame that promises more and stops.
+    let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+    let headers_cut = [0u8, 0, 16, 1, 4, 0, 0, 0, 1, 0x82];
+    let mut idle: Vec<TcpStream> = (0..30)
+        .map(|i| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.write_all(preface).unwrap();
+            s.write_all(&settings).unwrap();
+            if i % 2 == 0 {
+                s.write_all(&headers_cut).unwrap();
+            }
+            s
+        })
+        .collect();
+    assert!(
+        served_within(server.addr, Duration::from_secs(4)),
+        "a real client stayed locked out"
+    );
+    for s in idle.iter_mut().take(10) {
+        assert!(closed_by_server(s, Duration::from_secs(4)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_make_room_busy_ones_do_not() {
+    let server = Plughost::start(
+        "max_connections = 10\nheader_read_timeout = \"30s\"\nkeepalive_timeout = \"60s\"\n",
+    );
+    // One connection busy for a while, nine idle after a request each.
+    let busy = {
+        let addr = server.addr;
+        std::thread::spawn(move || get(addr, "/_debug/sleep?ms=1500"))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut idle: Vec<TcpStream> = (0..9)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut s).unwrap().0, 200);
+            s
+        })
+        .collect();
+    // New clients that stay connected get in, each taking the slot of the longest idle one.
+    let newcomers: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut s).unwrap().0, 200);
+            s
+        })
+        .collect();
+    assert!(closed_by_server(&mut idle[0], Duration::from_secs(2)));
+    assert_eq!(
+        busy.join().unwrap(),
+        Some(200),
+        "a busy connection was closed"
+    );
+    let m = server.metrics_text().await;
+    assert!(closed_metric(&m, "reclaimed") >= 5.0, "{m}");
+    drop(newcomers);
+}
+
+#[test]
+fn keep_alive_connections_close_after_keepalive_timeout() {
+    let server = Plughost::start("keepalive_timeout = \"300ms\"\n");
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).unwrap().0, 200);
+    let started = Instant::now();
+    assert!(closed_by_server(&mut s, Duration::from_secs(3)));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+fn pool(servers: &[&TestBackend], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    format!(
+        "[upstreams.api]\nservers = [{}]\nhealth_interval = \"1h\"\n{extra}\n[[routes]]\nprefix = \"/api\"\nupstream = \"api\"\nstrip_prefix = true\n",
+        list.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_switch_backends_off_with_the_statuses_they_ask_for() {
+    let (a, b) = (TestBackend::start("a"), TestBackend::start("b"));
+    let server = Plughost::start(&pool(&[&a, &b], "max_fails = 2"));
+    let client = reqwest::Client::new();
+    for status in [501, 500, 404, 501, 500, 501, 500, 505] {
+        for _ in 0..4 {
+            let r = client
+                .get(server.url(&format!("/api/status/{status}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), status);
+        }
+    }
+    for _ in 0..20 {
+        let r = client.get(server.url("/api/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m = server.metrics_text().await;
+    assert_eq!(metric_value(&m, "plughost_backend_ejections_total"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_server_is_ejected_for_a_while_then_gets_traffic_again() {
+    let (a, mut b) = (TestBackend::start("a"), TestBackend::start("b"));
+    let b_addr = b.addr;
+    let server = Plughost::start(&pool(&[&a, &b], "max_fails = 2\neject_time = \"1s\""));
+    b.stop();
+    let client = reqwest::Client::new();
+    // Connect failures are retried on the other server: nobody sees them.
+    for _ in 0..20 {
+        let r = client.get(server.url("/api/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "a");
+    }
+    let m = server.metrics_text().await;
+    assert!(metric_value(&m, "plughost_backend_ejections_total") >= 1.0);
+    let b = TestBackend::start_on(b_addr, "b");
+    // The ejection ends by itself: b answers again within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = client.get(server.url("/api/x")).send().await.unwrap();
+        if r.text().await.unwrap() == "b" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(b);
+}
