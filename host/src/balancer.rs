@@ -6,9 +6,9 @@
 //! response timeout, 502/503/504 from it. A 404 or 501 is the application's answer to a
 //! request a client chose, so counting it would let any client switch servers off for
 //! everyone. `max_fails` such failures in a row eject the server for `eject_time`, doubled at
-//! each further ejection in a row (up to `max_eject_time`); the ejection ends by itself, and
-//! at most `max_ejected_percent` of a pool (and never its last usable server) is ejected at
-//! once.
+//! each further ejection in a row (up to `max_eject_time`); the ejection ends by itself or at
+//! the next passing active check, and at most `max_ejected_percent` of a pool (and never its
+//! last usable server) is ejected at once.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -248,6 +248,11 @@ impl Pool {
             let n = b.checks_ok.fetch_add(1, Ordering::Relaxed) + 1;
             if n >= self.config.rise {
                 self.set_up(b, true, "health check passed");
+                // As Envoy does by default: a server that answers its health check is
+                // taken back before its ejection ends.
+                if b.ejected_until.swap(0, Ordering::Relaxed) > self.now_ms() {
+                    tracing::info!(pool = %self.name, server = %b.addr, "backend ejection ended: health check passed");
+                }
             }
         } else {
             b.checks_ok.store(0, Ordering::Relaxed);

@@ -78,7 +78,7 @@ async fn a_world_writable_library_is_refused() {
     std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o666)).unwrap();
     let server = Plughost::start_in(dir, "");
     assert!(plugin_names(&server).await.is_empty());
-    server.wait_log("the file is world-writable");
+    server.wait_log("is writable by others");
 }
 
 /// Owned by someone other than the user running plughost (and not root): refused. Needs root
@@ -170,4 +170,31 @@ async fn a_slow_plugin_does_not_hold_requests() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A slow observer holds at most `native_queue_bytes` of requests: past it, requests are
+/// skipped for it and counted, however large their bodies.
+#[tokio::test]
+async fn a_slow_plugin_queues_at_most_native_queue_bytes() {
+    let server = Plughost::start_in(
+        dir_with(&["sleeper"]),
+        "native_queue_bytes = 100000\nnative_body_cap = 65536\n",
+    );
+    let client = reqwest::Client::new();
+    for _ in 0..6 {
+        let r = client
+            .post(server.url("/_debug/body"))
+            .body(vec![b'x'; 60_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let plugins = server.admin_json("/plugins").await;
+    let sleeper = &plugins[0];
+    // The first is being processed (its bytes count until it is done), the second would
+    // pass 100,000 bytes: at most one more than the first gets in.
+    assert!(sleeper["calls"].as_u64().unwrap() <= 2, "{plugins}");
+    assert!(sleeper["errors"].as_u64().unwrap() >= 4, "{plugins}");
+    server.wait_log("max_queued_bytes=100000");
 }

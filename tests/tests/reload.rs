@@ -239,3 +239,53 @@ async fn native_plugins_stay_loaded_and_upstreams_change_on_reload() {
     let backends = server.admin_json("/backends").await;
     assert_eq!(backends[0]["server"], b.addr.to_string(), "{backends}");
 }
+
+/// Compiling a large component (the Python example, seconds of CPU) on reload runs on a
+/// blocking thread: requests served meanwhile keep their latency.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_keep_their_latency_while_a_large_component_compiles_on_reload() {
+    let python = plughost_e2e::python_plugin("describe")
+        .display()
+        .to_string();
+    let base = "wasm_cache_dir = \"\"\nwatch_plugins = false\n";
+    let server = Plughost::start(base);
+    server.rewrite_config(&format!(
+        "{base}[[plugins]]\nname = \"describe\"\nfile = {python:?}\nkind = \"responder\"\n[[routes]]\nprefix = \"/describe\"\nplugin = \"describe\"\n"
+    ));
+    let reload = {
+        let url = server.admin_url("/plugins/reload");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = reqwest::Client::new().post(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            started.elapsed()
+        })
+    };
+    let client = reqwest::Client::new();
+    let mut worst = Duration::ZERO;
+    let mut served = 0;
+    while !reload.is_finished() {
+        let started = Instant::now();
+        let r = client.get(server.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        worst = worst.max(started.elapsed());
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let compile = reload.await.unwrap();
+    eprintln!("reload took {compile:?}; {served} requests meanwhile, slowest {worst:?}");
+    assert!(
+        compile > Duration::from_secs(1),
+        "nothing was compiled: {compile:?}"
+    );
+    assert!(
+        served >= 20,
+        "{served} requests during a {compile:?} reload"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "a request took {worst:?}"
+    );
+    let r = client.get(server.url("/describe")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -208,16 +208,18 @@ async fn host_memory_stays_within_a_small_multiple_of_the_plugin_cap() {
     let client = reqwest::Client::new();
     let r = client.get(server.url("/alias")).send().await.unwrap();
     assert_eq!(r.status(), 500);
-    let (before, _) = server.rss_kib();
+    let (before, peak_before) = server.rss_kib();
     for _ in 0..6 {
         let r = client.get(server.url("/alias")).send().await.unwrap();
         assert_eq!(r.status(), 500);
     }
     let (after, peak) = server.rss_kib();
+    // Both the resident set and its high-water mark.
     let growth = after
         .saturating_sub(before)
-        .max(peak.saturating_sub(before))
+        .max(peak.saturating_sub(peak_before))
         * 1024;
+    eprintln!("alias headers: RSS {before} -> {after} KiB, peak {peak_before} -> {peak} KiB");
     assert!(
         growth < 4 * cap as u64,
         "RSS grew by {growth} bytes under a plugin capped at {cap}"
@@ -242,6 +244,7 @@ async fn deadlines_hold_while_a_plugin_waits_in_a_host_call() {
         assert_eq!(r.unwrap().status(), 500);
     }
     let took = started.elapsed();
+    eprintln!("6 calls of a plugin sleeping 3 s (timeout 100ms) through 2 slots: {took:?}");
     assert!(
         took < Duration::from_millis(2500),
         "6 calls of a plugin sleeping 3 s through 2 slots took {took:?}"
@@ -300,6 +303,7 @@ fn plugin_run_stops_a_sleeping_call_at_its_timeout() {
         ],
     );
     let took = started.elapsed();
+    eprintln!("plugin run of a 3 s sleep with --timeout 100ms: {took:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("timeout"), "{err}");
@@ -328,6 +332,7 @@ async fn plugin_log_lines_and_errors_are_cut_and_rate_limited() {
     assert!(cut >= 2.0, "cut {cut}");
     // 17 lines of 2 MiB and a 2 MiB error became a few KiB of log.
     let grown = server.log().len() - before;
+    eprintln!("log flood of 36 MiB: log grew {grown} bytes, {dropped} lines dropped, {cut} cut");
     assert!(grown < 200 * 1024, "the log grew by {grown} bytes");
     let longest = server.log().lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 16 * 1024, "a log line of {longest} bytes");
