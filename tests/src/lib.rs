@@ -278,6 +278,24 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The value of `name{labels}` in Prometheus text, `labels` written as they appear, e.g.
+/// `plugin="p",reason="trap"`; 0 when absent.
+pub fn labelled_metric(text: &str, name: &str, labels: &str) -> f64 {
+    let sample = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Failed calls of `plugin` for `reason` in Prometheus text.
+pub fn plugin_errors(text: &str, plugin: &str, reason: &str) -> f64 {
+    labelled_metric(
+        text,
+        "plughost_plugin_errors_total",
+        &format!("plugin=\"{plugin}\",reason=\"{reason}\""),
+    )
+}
+
 /// A wrk run against plughost, started in the background.
 pub struct Wrk {
     child: Child,

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{Plughost, metric_value, read_response};
+use plughost_e2e::{Plughost, labelled_metric, metric_value, read_response};
 
 /// An HTTP/1.1 GET on a new connection, answered within 5 s, or `None`.
 fn get(addr: SocketAddr, path: &str) -> Option<u16> {
@@ -33,10 +33,27 @@ fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 fn closed_metric(text: &str, reason: &str) -> f64 {
-    metric_value(
-        &text.replace(&format!("{{reason=\"{reason}\"}}"), "_sel "),
-        "plughost_connections_closed_total_sel",
+    labelled_metric(
+        text,
+        "plughost_connections_closed_total",
+        &format!("reason=\"{reason}\""),
     )
+}
+
+/// A new client is served at once though `sockets` fill every slot, and the first
+/// `closed` of them are closed by the server.
+fn clients_get_in_and_idle_sockets_close(
+    server: &Plughost,
+    sockets: &mut [TcpStream],
+    closed: usize,
+) {
+    assert!(
+        served_within(server.addr, Duration::from_secs(4)),
+        "a real client stayed locked out"
+    );
+    for s in sockets.iter_mut().take(closed) {
+        assert!(closed_by_server(s, Duration::from_secs(4)));
+    }
 }
 
 /// Polls `get` until it answers 200, for at most `within`.
@@ -58,15 +75,9 @@ async fn silent_sockets_cannot_lock_clients_out() {
     let mut silent: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(server.addr).unwrap())
         .collect();
-    assert!(
-        served_within(server.addr, Duration::from_secs(4)),
-        "a real client stayed locked out"
-    );
     // Each silent socket is closed by the server within header_read_timeout of its accept
     // (or earlier, to make room).
-    for s in silent.iter_mut().take(20) {
-        assert!(closed_by_server(s, Duration::from_secs(4)));
-    }
+    clients_get_in_and_idle_sockets_close(&server, &mut silent, 20);
     let m = server.metrics_text().await;
     assert!(closed_metric(&m, "no_request") + closed_metric(&m, "reclaimed") >= 20.0);
 }
@@ -89,13 +100,7 @@ async fn idle_http2_connections_cannot_lock_clients_out() {
             s
         })
         .collect();
-    assert!(
-        served_within(server.addr, Duration::from_secs(4)),
-        "a real client stayed locked out"
-    );
-    for s in idle.iter_mut().take(10) {
-        assert!(closed_by_server(s, Duration::from_secs(4)));
-    }
+    clients_get_in_and_idle_sockets_close(&server, &mut idle, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

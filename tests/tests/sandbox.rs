@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use plughost_e2e::{Plughost, assert_no_leaks, plugin, read_response, run};
+use plughost_e2e::{Plughost, assert_no_leaks, plugin, plugin_errors, read_response, run};
 
 /// A `[[plugins]]` entry running the hostile plugin as `name` with `config` (TOML inline
 /// table body) and more keys in `rest`; a responder on `/name` unless `rest` says filter.
@@ -33,16 +33,6 @@ fn connect(server: &Plughost) -> TcpStream {
 fn get_on(s: &mut TcpStream, path: &str) -> (u16, String, Vec<u8>) {
     write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     read_response(s).unwrap_or_else(|e| panic!("no complete response to {path}: {e}"))
-}
-
-fn errors(text: &str, plugin: &str, reason: &str) -> f64 {
-    plughost_e2e::metric_value(
-        &text.replace(
-            &format!("{{plugin=\"{plugin}\",reason=\"{reason}\"}}"),
-            "_sel ",
-        ),
-        "plughost_plugin_errors_total_sel",
-    )
 }
 
 /// The body a responder sends behind a lying `content-length: 0`: a second response, with a
@@ -157,7 +147,7 @@ async fn only_final_statuses_pass_and_the_reason_is_logged() {
     // The connection was never switched to another protocol.
     assert_eq!(get_on(&mut s, "/").0, 200);
     let metrics = server.metrics_text().await;
-    assert_eq!(errors(&metrics, "s101", "error"), 1.0);
+    assert_eq!(plugin_errors(&metrics, "s101", "error"), 1.0);
 }
 
 #[tokio::test]
@@ -254,7 +244,7 @@ async fn deadlines_hold_while_a_plugin_waits_in_a_host_call() {
         200
     );
     let metrics = server.metrics_text().await;
-    assert_eq!(errors(&metrics, "sleepy", "timeout"), 6.0);
+    assert_eq!(plugin_errors(&metrics, "sleepy", "timeout"), 6.0);
     server.wait_log("wall-clock");
     assert_no_leaks(&server, 2.0).await;
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use plughost_e2e::{Plughost, assert_no_leaks, plugin};
+use plughost_e2e::{Plughost, assert_no_leaks, plugin, plugin_errors};
 
 /// A `[[plugins]]` table for a test plugin file.
 fn entry(name: &str, file: &str, rest: &str) -> String {
@@ -29,16 +29,6 @@ async fn get(server: &Plughost, path: &str) -> (u16, String) {
     let r = reqwest::get(server.url(path)).await.unwrap();
     let status = r.status().as_u16();
     (status, r.text().await.unwrap())
-}
-
-fn errors_metric(text: &str, plugin: &str, reason: &str) -> f64 {
-    plughost_e2e::metric_value(
-        &text.replace(
-            &format!("{{plugin=\"{plugin}\",reason=\"{reason}\"}}"),
-            "_sel ",
-        ),
-        "plughost_plugin_errors_total_sel",
-    )
 }
 
 #[tokio::test]
@@ -305,7 +295,7 @@ async fn hostile_plugins_fail_alone_and_are_counted() {
         assert_eq!(bystander.await.unwrap().unwrap().status(), 200, "{route}");
         let m = server.metrics_text().await;
         assert_eq!(
-            errors_metric(&m, route, reason),
+            plugin_errors(&m, route, reason),
             1.0,
             "{route}/{reason}:\n{m}"
         );
@@ -326,7 +316,7 @@ async fn on_error_continue_lets_the_request_through() {
     let server = Plughost::start(&config);
     assert_eq!(get(&server, "/").await.0, 200);
     let m = server.metrics_text().await;
-    assert_eq!(errors_metric(&m, "flaky", "trap"), 1.0, "{m}");
+    assert_eq!(plugin_errors(&m, "flaky", "trap"), 1.0, "{m}");
 }
 
 /// Limits are per plugin: the same work passes under one plugin's limits and fails under
@@ -353,8 +343,8 @@ async fn per_plugin_limits_bite_where_set_and_nowhere_else() {
     assert_eq!(get(&server, "/short").await.0, 500);
     assert_eq!(get(&server, "/long").await, (200, "done\n".into()));
     let m = server.metrics_text().await;
-    assert_eq!(errors_metric(&m, "smallmem", "memory"), 1.0);
-    assert_eq!(errors_metric(&m, "short", "timeout"), 1.0);
+    assert_eq!(plugin_errors(&m, "smallmem", "memory"), 1.0);
+    assert_eq!(plugin_errors(&m, "short", "timeout"), 1.0);
 }
 
 #[tokio::test]
@@ -431,7 +421,7 @@ async fn a_plugin_failing_every_call_is_backed_off_then_retried() {
         3.0,
         "{m}"
     );
-    assert_eq!(errors_metric(&m, "doomed", "backoff"), 3.0, "{m}");
+    assert_eq!(plugin_errors(&m, "doomed", "backoff"), 3.0, "{m}");
     assert_eq!(
         plughost_e2e::metric_value(&m, "plughost_plugin_backoffs_total"),
         1.0
