@@ -184,7 +184,7 @@ pub async fn load(
                 Ok(runtime) => {
                     load_one(runtime, p, bytes, digest, config.max_concurrency, &metrics)
                         .await
-                        .map(|(wasm, from_cache)| (wasm, from_cache, digest))
+                        .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest))
                 }
             },
         };
@@ -213,7 +213,7 @@ pub async fn load(
                     "plugin loaded",
                 );
                 report.loaded.push(p.name.clone());
-                let loaded = LoadedPlugin::new(p, file, digest, wasm, metrics.clone());
+                let loaded = LoadedPlugin::new(p, file, digest, *wasm, metrics.clone());
                 add(&mut plugins, Arc::new(loaded));
             }
             Err(e) => {
@@ -315,7 +315,7 @@ enum Outcome {
     /// Same file and entry as the running version, which stays.
     Unchanged,
     /// Compiled and initialised (with whether it came from the compiled cache), or refused.
-    Loaded(Result<(WasmPlugin, bool, [u8; 32]), PluginError>),
+    Loaded(Result<(Box<WasmPlugin>, bool, [u8; 32]), PluginError>),
 }
 
 async fn load_one(

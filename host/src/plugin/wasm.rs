@@ -146,10 +146,10 @@ impl Runtime {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Load(format!("not a valid component: {}", root(&e))))?;
-        if let Some(path) = &cached {
-            if let Err(e) = write_cache(path, &component) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled cache");
-            }
+        if let Some(path) = &cached
+            && let Err(e) = write_cache(path, &component)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled cache");
         }
         Ok((component, false))
     }
