@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, StatusCode};
 use plughost::balancer::Pools;
-use plughost::cache::Cache;
+use plughost::cache::{Cache, Freshness, Limits, Settings};
 use plughost::config::UpstreamConfig;
 use plughost::limiter::Limiter;
 use plughost::metrics::Metrics;
@@ -23,17 +23,40 @@ fn key(i: usize) -> String {
     format!("bench.test/items/{i}?page=1")
 }
 
+/// An hour of freshness for a stored 200.
+fn hour() -> Freshness {
+    let now = SystemTime::now();
+    let settings = Settings {
+        heuristic_fraction: 0.1,
+        heuristic_max: Duration::from_secs(3600),
+    };
+    let ttl = Some(Duration::from_secs(3600));
+    Freshness::of(StatusCode::OK, &HeaderMap::new(), now, now, settings, ttl).expect("storable")
+}
+
 fn full_cache(capacity: usize) -> Cache {
-    let cache = Cache::new(
+    let limits = Limits {
         capacity,
-        Duration::from_secs(3600),
-        1 << 20,
-        Arc::new(Metrics::new()),
-    );
+        max_bytes: usize::MAX,
+        max_entry_bytes: 1 << 20,
+        settings: Settings {
+            heuristic_fraction: 0.1,
+            heuristic_max: Duration::from_secs(3600),
+        },
+        lock_timeout: Duration::from_secs(5),
+    };
+    let cache = Cache::new(limits, Duration::from_secs(3600), Arc::new(Metrics::new()));
     let body = Bytes::from(vec![b'x'; 512]);
+    let none = HeaderMap::new();
     for i in 0..capacity {
-        let ttl = Duration::from_secs(3600);
-        cache.put(key(i), StatusCode::OK, HeaderMap::new(), body.clone(), ttl);
+        cache.put(
+            key(i),
+            &none,
+            StatusCode::OK,
+            HeaderMap::new(),
+            body.clone(),
+            hour(),
+        );
     }
     cache
 }
@@ -44,11 +67,12 @@ fn cache(c: &mut Criterion) {
         let cache = full_cache(capacity);
         // Keys spread over the whole cache, so lookups do not stay in one corner of it.
         let keys: Vec<String> = (0..1024).map(|i| key(i * 7919 % capacity)).collect();
+        let none = HeaderMap::new();
         let mut n = 0;
         group.bench_with_input(BenchmarkId::from_parameter(capacity), &capacity, |b, _| {
             b.iter(|| {
                 n = (n + 1) % keys.len();
-                black_box(cache.get(&keys[n]).is_some())
+                black_box(cache.lookup(&keys[n], &none).is_some())
             })
         });
     }
@@ -58,11 +82,19 @@ fn cache(c: &mut Criterion) {
         let cache = full_cache(capacity);
         let body = Bytes::from(vec![b'x'; 512]);
         let mut n = capacity;
+        let (none, fresh) = (HeaderMap::new(), hour());
         group.bench_with_input(BenchmarkId::from_parameter(capacity), &capacity, |b, _| {
             b.iter(|| {
                 n += 1;
-                let ttl = Duration::from_secs(3600);
-                cache.put(key(n), StatusCode::OK, HeaderMap::new(), body.clone(), ttl);
+                let f = fresh.clone();
+                cache.put(
+                    key(n),
+                    &none,
+                    StatusCode::OK,
+                    HeaderMap::new(),
+                    body.clone(),
+                    f,
+                );
             })
         });
     }

@@ -10,25 +10,21 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{AGE, CONTENT_LENGTH, HOST};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
-use http_body::Body as _;
+use http::{HeaderMap, Method, Request, Response, Version};
 use http_body_util::BodyExt;
 
 use crate::access;
 use crate::balancer::Pools;
 use crate::body::{self, Body, BoxError};
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Limits, Outcome, Settings};
 use crate::config::Config;
 use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::plugin::{Decision, Plugins, apply_edits, wit_request};
 use crate::routes::{Router, read_body};
-
-/// The name of the header that says whether the cache answered.
-pub const X_CACHE: &str = "x-cache";
 
 /// Everything a request needs, shared by all connections.
 pub struct Pipeline {
@@ -68,25 +64,6 @@ impl Live {
     }
 }
 
-/// What the cache did for one request (the access log's `cache` field).
-#[derive(Clone, Copy)]
-enum CacheStatus {
-    Hit,
-    Miss,
-    /// Not cacheable, or the cache was not consulted.
-    None,
-}
-
-impl CacheStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Miss => "miss",
-            Self::None => "-",
-        }
-    }
-}
-
 impl Pipeline {
     /// Builds the pipeline from the configuration.
     pub fn new(config: &Config, metrics: Arc<Metrics>, plugins: Arc<Plugins>) -> Self {
@@ -99,9 +76,17 @@ impl Pipeline {
                 metrics.clone(),
             ),
             cache: Cache::new(
-                config.cache_capacity,
-                config.cache_ttl,
-                config.cache_max_entry_bytes,
+                Limits {
+                    capacity: config.cache_capacity,
+                    max_bytes: config.cache_max_bytes,
+                    max_entry_bytes: config.cache_max_entry_bytes,
+                    settings: Settings {
+                        heuristic_fraction: 0.1,
+                        heuristic_max: config.cache_heuristic_max,
+                    },
+                    lock_timeout: config.cache_lock_timeout,
+                },
+                config.own_response_ttl,
                 metrics.clone(),
             ),
             live: ArcSwap::from_pointee(live),
@@ -161,7 +146,7 @@ impl Pipeline {
                 }
                 (
                     e.into_response(self.limiter.retry_after_secs()),
-                    CacheStatus::None,
+                    Outcome::Bypass,
                 )
             }
         };
@@ -186,7 +171,7 @@ impl Pipeline {
         mut parts: Parts,
         body: B,
         client: SocketAddr,
-    ) -> Result<(Response<Body>, CacheStatus), RequestError>
+    ) -> Result<(Response<Body>, Outcome), RequestError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -213,56 +198,16 @@ impl Pipeline {
             if let Some(resp) =
                 run_filters(&live.plugins, &mut parts, &bytes, client, &mut extra).await?
             {
-                return Ok((with_headers(resp, extra), CacheStatus::None));
+                return Ok((with_headers(resp, extra), Outcome::Bypass));
             }
             body = body::full(bytes);
         }
-        let (resp, cache) = self
-            .cached_or_routed(&live.router, parts, body, client)
-            .await?;
-        Ok((with_headers(resp, extra), cache))
-    }
-
-    /// The cache, and on a miss the route, storing what may be stored.
-    async fn cached_or_routed(
-        &self,
-        router: &Router,
-        parts: Parts,
-        body: Body,
-        client: SocketAddr,
-    ) -> Result<(Response<Body>, CacheStatus), RequestError> {
-        let Some(policy) = self.cache.request_policy(&parts) else {
-            let req = Request::from_parts(parts, body);
-            return Ok((router.route(req, client).await?, CacheStatus::None));
+        let route = move |req| {
+            let live = live.clone();
+            async move { live.router.route(req, client).await }
         };
-        let key = Cache::key(&parts);
-        if policy.lookup
-            && let Some(entry) = self.cache.get(&key)
-        {
-            return Ok((hit(&entry), CacheStatus::Hit));
-        }
-        let req = Request::from_parts(parts, body);
-        let mut resp = router.route(req, client).await?;
-        if policy.store
-            && let Some(ttl) = self.cache.admit(
-                resp.status(),
-                resp.headers(),
-                resp.body().size_hint().exact(),
-            )
-        {
-            let (head, body) = resp.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|_| RequestError::Internal("response body failed".into()))?
-                .to_bytes();
-            self.cache
-                .put(key, head.status, head.headers.clone(), bytes.clone(), ttl);
-            resp = Response::from_parts(head, body::full(bytes));
-        }
-        resp.headers_mut()
-            .insert(X_CACHE, HeaderValue::from_static("miss"));
-        Ok((resp, CacheStatus::Miss))
+        let (resp, cache) = self.cache.serve(parts, body, route).await?;
+        Ok((with_headers(resp, extra), cache))
     }
 }
 
@@ -320,21 +265,10 @@ fn with_headers(mut resp: Response<Body>, extra: HeaderMap) -> Response<Body> {
     resp
 }
 
-/// A response built from a cache entry (HEAD requests get the same head; hyper omits the body).
-fn hit(entry: &Entry) -> Response<Body> {
-    let mut resp = Response::new(body::full(entry.body.clone()));
-    *resp.status_mut() = entry.status;
-    *resp.headers_mut() = entry.headers.clone();
-    resp.headers_mut()
-        .insert(X_CACHE, HeaderValue::from_static("hit"));
-    resp.headers_mut()
-        .insert(AGE, HeaderValue::from(entry.age(Instant::now()).as_secs()));
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::X_CACHE;
     use http_body_util::Empty;
     use std::time::Duration;
 

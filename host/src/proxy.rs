@@ -17,7 +17,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::balancer::{Backend, BackendLabel, Pool};
 use crate::body::{self, Body};
-use crate::error::{RequestError, UpstreamError};
+use crate::cache::FromUpstream;
+use crate::error::{ClientError, RequestError, UpstreamError};
 use crate::metrics::{BackendErrorLabel, Metrics};
 
 /// The HTTP client of one pool.
@@ -74,21 +75,87 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// The headers sent upstream: the client's, minus hop-by-hop ones, plus `X-Forwarded-*`, `Via`.
-fn upstream_headers(parts: &Parts, client: SocketAddr) -> HeaderMap {
+/// How requests tell upstreams who sent them.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    /// Peers whose forwarding headers are extended rather than replaced.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Also send RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+    /// `max_body_bytes`, named in the 413 of a body that passes it while streaming.
+    pub body_limit: usize,
+}
+
+impl Forwarding {
+    fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// Set on requests that arrived over TLS, so upstreams are told `https`.
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
+
+/// The headers sent upstream: the client's, minus hop-by-hop ones, plus `X-Forwarded-*`,
+/// `Via` and (when asked for) `Forwarded`. The client's own `X-Forwarded-For` and `Forwarded`
+/// are kept only from a trusted proxy; from anyone else they are replaced. An HTTP/2 request
+/// names its host in `:authority`, which becomes `Host`; its cookie crumbs are joined into one
+/// `Cookie` line for an HTTP/1.1 upstream (RFC 9113 §8.2.3).
+fn upstream_headers(parts: &Parts, client: SocketAddr, fwd: &Forwarding) -> HeaderMap {
     let mut h = parts.headers.clone();
     strip_hop_by_hop(&mut h);
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let authority = parts.uri.authority()?;
+        HeaderValue::try_from(authority.as_str()).ok()
+    });
+    if let Some(host) = &host {
+        h.insert(header::HOST, host.clone());
+        h.insert("x-forwarded-host", host.clone());
+    }
+    if h.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let joined = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if let Ok(v) = HeaderValue::try_from(joined) {
+            h.insert(header::COOKIE, v);
+        }
+    }
+    let trusted = fwd.trusts(client.ip());
     let ip = client.ip().to_string();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+        Some(prev) if trusted => format!("{prev}, {ip}"),
+        _ => ip,
     };
     if let Ok(v) = HeaderValue::try_from(xff) {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Some(host) = parts.headers.get(header::HOST).cloned() {
-        h.insert("x-forwarded-host", host);
+    let proto = if parts.extensions.get::<Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if fwd.forwarded {
+        let node = match client.ip() {
+            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+            v4 => v4.to_string(),
+        };
+        let mut element = format!("for={node};proto={proto}");
+        if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
+            element.push_str(&format!(";host=\"{host}\""));
+        }
+        let value = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prev) if trusted => format!("{prev}, {element}"),
+            _ => element,
+        };
+        if let Ok(v) = HeaderValue::try_from(value) {
+            h.insert(header::FORWARDED, v);
+        }
+    } else if !trusted {
+        h.remove(header::FORWARDED);
     }
     // Earlier proxies' Via values stay; ours names the protocol the client spoke.
     let version = match parts.version {
@@ -113,12 +180,12 @@ impl Drop for InFlight<'_> {
 pub async fn forward(
     pool: &Pool,
     metrics: &Metrics,
-    parts: Parts,
-    body: Body,
+    (parts, body): (Parts, Body),
     client: SocketAddr,
+    fwd: &Forwarding,
     path: &str,
 ) -> Result<Response<Body>, RequestError> {
-    let mut headers = upstream_headers(&parts, client);
+    let mut headers = upstream_headers(&parts, client, fwd);
     let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
     let mut failed_on = None;
@@ -171,6 +238,14 @@ pub async fn forward(
                 }
                 return Err(UpstreamError::Connect(pool.name.clone()).into());
             }
+            // The client's body went past max_body_bytes while streaming: its fault, 413,
+            // and nothing against the backend.
+            Ok(Err(e)) if body_too_large(&e) => {
+                return Err(ClientError::BodyTooLarge {
+                    limit: fwd.body_limit,
+                }
+                .into());
+            }
             Ok(Err(e)) => {
                 fail("io");
                 tracing::warn!(pool = %pool.name, server = %backend.addr, error = %e, "backend request failed");
@@ -185,6 +260,10 @@ pub async fn forward(
                 observe(metrics, &backend.label, started.elapsed());
                 let (mut head, incoming) = resp.into_parts();
                 strip_hop_by_hop(&mut head.headers);
+                // plughost speaks its own HTTP version to the client (RFC 9110 §6.2): an
+                // HTTP/1.0 backend's status line must not make the client drop keep-alive.
+                head.version = http::Version::HTTP_11;
+                head.extensions.insert(FromUpstream);
                 return Ok(Response::from_parts(
                     head,
                     incoming.map_err(body::BoxError::from).boxed(),
@@ -192,6 +271,20 @@ pub async fn forward(
             }
         }
     }
+}
+
+/// Whether a client error came from the request body's size limit.
+fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn observe(metrics: &Metrics, label: &BackendLabel, took: Duration) {
@@ -219,15 +312,67 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let h = upstream_headers(&parts, "192.0.2.7:5000".parse().unwrap());
+        let fwd = Forwarding::default();
+        let h = upstream_headers(&parts, "192.0.2.7:5000".parse().unwrap(), &fwd);
         for gone in ["connection", "x-secret", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} forwarded");
         }
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        // From an untrusted peer the client's own X-Forwarded-For is replaced.
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.org");
         assert_eq!(h["x-kept"], "yes");
         let via: Vec<_> = h.get_all("via").iter().collect();
         assert_eq!(via, ["1.1 edge", "1.1 plughost"]);
+    }
+
+    #[test]
+    fn trusted_proxies_extend_forwarding_headers_others_replace_them() {
+        let (mut parts, ()) = Request::get("/x")
+            .header("host", "example.org")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("forwarded", "for=10.0.0.1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts.extensions.insert(Https);
+        let fwd = Forwarding {
+            trusted: vec!["192.0.2.0/24".parse().unwrap()],
+            forwarded: true,
+            body_limit: 0,
+        };
+        let h = upstream_headers(&parts, "192.0.2.7:5000".parse().unwrap(), &fwd);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.0.0.1, for=192.0.2.7;proto=https;host=\"example.org\""
+        );
+        let h = upstream_headers(&parts, "[2001:db8::1]:5000".parse().unwrap(), &fwd);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";proto=https;host=\"example.org\""
+        );
+    }
+
+    #[test]
+    fn http2_authority_becomes_host_and_cookie_crumbs_are_joined() {
+        let (parts, ()) = Request::get("https://api.example:8443/x")
+            .version(http::Version::HTTP_2)
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let h = upstream_headers(
+            &parts,
+            "192.0.2.7:5000".parse().unwrap(),
+            &Forwarding::default(),
+        );
+        assert_eq!(h["host"], "api.example:8443");
+        assert_eq!(h["x-forwarded-host"], "api.example:8443");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
     }
 }

@@ -106,7 +106,7 @@ impl Reloader {
         let routes_changed = new.routes != current.routes || upstreams_changed;
         self.pipeline
             .replace(Live::new(&new, Arc::new(plugins), pools, metrics));
-        self.pipeline.cache.set_default_ttl(new.cache_ttl);
+        self.pipeline.cache.set_own_ttl(new.own_response_ttl);
         if report.changed() || routes_changed {
             // Stored responses may come from a plugin or route that is gone.
             let purged = self.pipeline.cache.purge();
@@ -129,7 +129,7 @@ impl Reloader {
         current.plugins = new.plugins;
         current.routes = new.routes;
         current.upstreams = new.upstreams;
-        current.cache_ttl = new.cache_ttl;
+        current.own_response_ttl = new.own_response_ttl;
         ReloadReport {
             trigger,
             config_error: None,

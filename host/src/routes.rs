@@ -45,6 +45,8 @@ pub struct Router {
     /// `[[routes]]`, longest prefix first.
     routes: Vec<(String, Target)>,
     metrics: Arc<Metrics>,
+    /// What upstreams are told of the client.
+    forwarding: proxy::Forwarding,
     /// The default page, rendered once: it only changes when plugins do.
     index: Bytes,
 }
@@ -84,6 +86,11 @@ impl Router {
             max_body_bytes: config.max_body_bytes,
             routes,
             metrics,
+            forwarding: proxy::Forwarding {
+                trusted: config.trusted_proxies.clone(),
+                forwarded: config.forwarded_header,
+                body_limit: config.max_body_bytes,
+            },
             index: Bytes::from(index),
         }
     }
@@ -106,7 +113,9 @@ impl Router {
                         (true, Some(rest)) => format!("/{rest}"),
                         _ => pq.to_owned(),
                     };
-                    proxy::forward(pool, &self.metrics, parts, body, client, &forwarded).await
+                    let fwd = &self.forwarding;
+                    proxy::forward(pool, &self.metrics, (parts, body), client, fwd, &forwarded)
+                        .await
                 }
             };
         }

@@ -28,8 +28,14 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// LRU cache entries (C server: `CACHE_CAPACITY`).
 pub const DEFAULT_CACHE_CAPACITY: usize = 100;
-/// Freshness of a cached response that states none itself.
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Freshness of plughost's own responses (default page, responder plugins) that state none.
+pub const DEFAULT_OWN_RESPONSE_TTL: Duration = Duration::from_secs(60);
+/// Bytes the cache may hold, bodies and headers together.
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Longest heuristic freshness (10% of the time since `Last-Modified`).
+pub const DEFAULT_CACHE_HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Longest wait of a request for another one fetching the same response.
+pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response body the cache keeps.
 pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: usize = 1024 * 1024;
 /// Log lines buffered between request tasks and the log thread (C server: its 1000-line ring).
@@ -106,9 +112,18 @@ pub struct Config {
     pub max_connections: usize,
     /// Entries in the response cache; 0 turns the cache off.
     pub cache_capacity: usize,
-    /// Freshness of cached responses that carry no `max-age`.
+    /// Freshness of plughost's own responses (default page, responder plugins) that state
+    /// none; upstream responses follow RFC 9111 only. (`cache_ttl` is read as an older name.)
+    #[serde(with = "humantime_serde", alias = "cache_ttl")]
+    pub own_response_ttl: Duration,
+    /// Bytes the cache may hold (bodies and headers); least recently used entries go first.
+    pub cache_max_bytes: usize,
+    /// Longest heuristic freshness given to a response with `Last-Modified` only.
     #[serde(with = "humantime_serde")]
-    pub cache_ttl: Duration,
+    pub cache_heuristic_max: Duration,
+    /// Longest a request waits for another one already fetching the same response.
+    #[serde(with = "humantime_serde")]
+    pub cache_lock_timeout: Duration,
     /// Responses with larger bodies are not cached.
     pub cache_max_entry_bytes: usize,
     /// File the access log and the server log are appended to.
@@ -171,6 +186,11 @@ pub struct Config {
     pub upstreams: std::collections::BTreeMap<String, UpstreamConfig>,
     /// Path prefixes answered by responder plugins or proxied to upstreams; longest wins.
     pub routes: Vec<RouteConfig>,
+    /// Peers (addresses or CIDRs) whose `X-Forwarded-For` and `Forwarded` are extended;
+    /// from any other peer they are replaced, so clients cannot forge their address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Also send RFC 7239 `Forwarded` (for, host, proto) to upstreams.
+    pub forwarded_header: bool,
     /// Reload plugins when files in `plugins_dir` change (SIGHUP and `POST /plugins/reload`
     /// reload whatever this says).
     pub watch_plugins: bool,
@@ -196,7 +216,7 @@ pub struct TlsConfig {
 pub const REDACTED: &str = "(redacted)";
 
 /// Keys a reload applies to the running server; a change to any other key needs a restart.
-pub const LIVE_KEYS: &[&str] = &["plugins", "routes", "upstreams", "cache_ttl"];
+pub const LIVE_KEYS: &[&str] = &["plugins", "routes", "upstreams", "own_response_ttl"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -207,7 +227,10 @@ impl Default for Config {
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
-            cache_ttl: DEFAULT_CACHE_TTL,
+            own_response_ttl: DEFAULT_OWN_RESPONSE_TTL,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            cache_heuristic_max: DEFAULT_CACHE_HEURISTIC_MAX,
+            cache_lock_timeout: DEFAULT_CACHE_LOCK_TIMEOUT,
             cache_max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES,
             log_file: PathBuf::from("plughost.log"),
             log_buffer: DEFAULT_LOG_BUFFER,
@@ -233,6 +256,8 @@ impl Default for Config {
             max_backends: DEFAULT_MAX_BACKENDS,
             upstreams: Default::default(),
             routes: Vec::new(),
+            trusted_proxies: Vec::new(),
+            forwarded_header: false,
             watch_plugins: true,
             tls: None,
         }
@@ -689,7 +714,7 @@ mod tests {
     fn durations_read_as_human_text() {
         let c = parse("queue_timeout = \"250ms\"\ncache_ttl = \"2m\"").unwrap();
         assert_eq!(c.queue_timeout, Duration::from_millis(250));
-        assert_eq!(c.cache_ttl, Duration::from_secs(120));
+        assert_eq!(c.own_response_ttl, Duration::from_secs(120));
     }
 
     #[test]

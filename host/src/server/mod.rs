@@ -201,9 +201,13 @@ pub async fn serve<H, F>(
         // Responses are written whole; Nagle's algorithm would only delay them.
         let _ = stream.set_nodelay(true);
         let state = tracker.open();
+        let https = tls.is_some();
         let service = {
             let (handler, state) = (handler.clone(), state.clone());
-            service_fn(move |req| {
+            service_fn(move |mut req: Request<Incoming>| {
+                if https {
+                    req.extensions_mut().insert(crate::proxy::Https);
+                }
                 let busy = state.begin();
                 let response = handler(req, client);
                 async move { Ok::<_, Infallible>(response.await.map(|b| Tracked::new(b, busy))) }
