@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod backend;
+pub mod origin;
 
 /// Keys the helper sets unless the test's config sets them itself.
 const BASE_CONFIG: &[(&str, &str)] = &[
