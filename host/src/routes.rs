@@ -87,7 +87,7 @@ impl Router {
             routes,
             metrics,
             forwarding: proxy::Forwarding {
-                trusted: config.trusted_proxies.clone(),
+                trusted: config.trusted_proxies.iter().map(|n| n.0).collect(),
                 forwarded: config.forwarded_header,
                 body_limit: config.max_body_bytes,
             },

@@ -196,7 +196,9 @@ async fn gateway_errors_in_a_row_eject_a_server_but_never_the_whole_pool() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped_and_forwarding_headers_added() {
     let a = TestBackend::start("a");
-    let server = Plughost::start(&config(&[&a], ""));
+    // The test client is a trusted proxy here: its X-Forwarded-For is extended.
+    let server =
+        Plughost::start(&("trusted_proxies = [\"127.0.0.1\"]\n".to_owned() + &config(&[&a], "")));
     let mut conn = TcpStream::connect(server.addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     conn.write_all(
@@ -296,5 +298,25 @@ async fn ten_mib_up_and_down_stream_without_buffering() {
     assert!(
         growth_mib < 5.0,
         "peak RSS grew {growth_mib:.1} MiB over idle while streaming 10 MiB"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_clients_forwarding_headers_are_replaced() {
+    let a = TestBackend::start("a");
+    let server = Plughost::start(&("forwarded_header = true\n".to_owned() + &config(&[&a], "")));
+    let r = reqwest::Client::new()
+        .get(server.url("/api/headers"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    let seen = r.text().await.unwrap();
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{seen}");
+    assert!(!seen.contains("6.6.6.6"), "{seen}");
+    assert!(
+        seen.contains("forwarded: for=127.0.0.1;proto=http;host="),
+        "{seen}"
     );
 }

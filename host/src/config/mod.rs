@@ -188,7 +188,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Peers (addresses or CIDRs) whose `X-Forwarded-For` and `Forwarded` are extended;
     /// from any other peer they are replaced, so clients cannot forge their address.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<ProxyNet>,
     /// Also send RFC 7239 `Forwarded` (for, host, proto) to upstreams.
     pub forwarded_header: bool,
     /// Reload plugins when files in `plugins_dir` change (SIGHUP and `POST /plugins/reload`
@@ -293,6 +293,27 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line, fields included.
     Json,
+}
+
+/// A trusted proxy: an address (`10.0.0.7`) or a network (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("`{s}` is neither an address nor a network like 10.0.0.0/8"))
+    }
+}
+
+impl From<ProxyNet> for String {
+    fn from(n: ProxyNet) -> Self {
+        n.0.to_string()
+    }
 }
 
 /// The admin listener's address; `off` disables it.
