@@ -11,36 +11,78 @@ usage: profile.py PLUGHOST WASM_DIR OUT_DIR [N]
 """
 
 import http.client
+import http.server
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
+# An origin for the paths that go through the reverse proxy (ORIGIN is its address).
+ORIGIN_POOL = ('[upstreams.origin]\nservers = ["ORIGIN"]\nhealth_path = "/vary"\n'
+               'health_interval = "1h"\n[[routes]]\nprefix = "/o"\nupstream = "origin"\n')
+
+# name: (config, request path, request headers)
 PATHS = {
-    "cache-hit": "",
-    "one-filter": '[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
-                  'config = { response = { name = "x-b", value = "2" } }\n',
+    "cache-hit": ("", "/", {}),
+    "one-filter": ('[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
+                   'config = { response = { name = "x-b", value = "2" } }\n', "/", {}),
+    # A hit on a stored variant: the response says Vary: Accept-Encoding.
+    "cache-hit-vary": (ORIGIN_POOL, "/o/vary", {"Accept-Encoding": "gzip"}),
+    # Every request revalidates (max-age=0 + ETag): a conditional request, a 304, a refresh.
+    "revalidation": (ORIGIN_POOL, "/o/reval", {}),
 }
 
 
-def requests(addr, n):
+class Origin(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"v" * 100
+        if self.path == "/o/vary":
+            self.answer(200, {"Cache-Control": "max-age=3600", "Vary": "Accept-Encoding"}, body)
+        elif self.headers.get("If-None-Match") == '"r1"':
+            self.answer(304, {"Cache-Control": "max-age=0", "ETag": '"r1"'}, b"")
+        else:
+            self.answer(200, {"Cache-Control": "max-age=0", "ETag": '"r1"'}, body)
+
+    def answer(self, status, headers, body):
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def start_origin():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"127.0.0.1:{server.server_address[1]}"
+
+
+def requests(addr, n, path="/", headers=None):
     host, port = addr.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     for _ in range(n):
-        conn.request("GET", "/")
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         resp.read()
         assert resp.status == 200, resp.status
     conn.close()
 
 
-def profile(binary, wasm, out_dir, name, extra, n):
+def profile(binary, wasm, out_dir, name, n):
+    extra, target, headers = PATHS[name]
     config = os.path.join(out_dir, f"{name}.toml")
     with open(config, "w") as f:
         f.write('port = 0\nbind = "127.0.0.1"\nadmin = "off"\nlog_stderr = false\n'
                 f'log_file = "{out_dir}/{name}.log"\nwasm_cache_dir = "{out_dir}/cache"\n'
-                + extra.replace("WASM", wasm))
+                + extra.replace("WASM", wasm).replace("ORIGIN", ORIGIN_ADDR))
     dump = os.path.join(out_dir, f"callgrind.{name}.out")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", binary, "--config", config],
@@ -52,10 +94,10 @@ def profile(binary, wasm, out_dir, name, extra, n):
             break
     if addr is None:
         sys.exit(f"profile: plughost ({name}) did not start under valgrind")
-    requests(addr, 200)
+    requests(addr, 200, target, headers)
     subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
                    capture_output=True)
-    requests(addr, n)
+    requests(addr, n, target, headers)
     subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True,
                    capture_output=True)
     requests(addr, 1)  # the dump happens when the program next runs
@@ -77,16 +119,21 @@ def profile(binary, wasm, out_dir, name, extra, n):
     return total / n, own
 
 
+ORIGIN_ADDR = ""
+
+
 def main():
     binary, wasm, out_dir = sys.argv[1:4]
     wasm = os.path.abspath(wasm)
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 2000
     os.makedirs(out_dir, exist_ok=True)
     only = os.environ.get("PROFILE_PATHS")
-    for name, extra in PATHS.items():
+    global ORIGIN_ADDR
+    ORIGIN_ADDR = start_origin()
+    for name in PATHS:
         if only and name not in only.split(","):
             continue
-        per_request, own = profile(binary, wasm, out_dir, name, extra, n)
+        per_request, own = profile(binary, wasm, out_dir, name, n)
         print(f"### {name}: {per_request:,.0f} instructions per request "
               f"(callgrind, {n} keep-alive requests, all threads)\n")
         print("| plughost function (inclusive) | instructions per request | share |")
