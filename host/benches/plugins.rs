@@ -11,7 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use plughost::config::{PluginConfig, Reuse};
-use plughost::plugin::host::PluginLog;
+use plughost::plugin::host::{Capabilities, PluginLog};
 use plughost::plugin::native::{self, NativePlugin};
 use plughost::plugin::wasm::{Runtime, WasmPlugin};
 use plughost::plugin::wit_request;
@@ -43,7 +43,11 @@ fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPl
     )
     .unwrap();
     let log = PluginLog::new("bench", usize::MAX, Default::default(), Default::default());
-    rt.block_on(WasmPlugin::load(pre, config, 1, std::sync::Arc::new(log)))
+    let caps = Capabilities {
+        log: std::sync::Arc::new(log),
+        keyvalue: Default::default(),
+    };
+    rt.block_on(WasmPlugin::load(pre, config, 1, caps))
         .expect("load")
 }
 

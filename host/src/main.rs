@@ -13,6 +13,7 @@ use plughost::config::{Config, Overrides};
 use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
 use plughost::plugin::authoring;
+use plughost::plugin::host::keyvalue::Stores;
 use plughost::reload::Reloader;
 use plughost::status::Status;
 use plughost::{logging, plugin, server, shutdown, tls};
@@ -80,6 +81,12 @@ enum PluginCommand {
         /// A directory grant, HOST_DIR:GUEST_DIR[:rw] (read-only unless :rw; repeatable).
         #[arg(long = "grant", value_name = "HOST:GUEST[:rw]")]
         grants: Vec<String>,
+        /// A key-value bucket the plugin may open, kept in memory for this run (repeatable).
+        #[arg(long = "kv", value_name = "BUCKET")]
+        keyvalue: Vec<String>,
+        /// Keep the --kv buckets in this Redis server instead, e.g. redis://127.0.0.1:6379/0.
+        #[arg(long = "kv-url", value_name = "URL")]
+        kv_url: Option<String>,
     },
 }
 
@@ -136,11 +143,19 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             Some(addr) => Some(server::bind(addr)?),
             None => None,
         };
-        let metrics = Arc::new(Metrics::new());
-        let (plugins, _) = plugin::loader::load(&config, metrics.clone(), None).await;
+        let mut metrics = Metrics::new();
+        let stores = Stores::new(&config.keyvalue, metrics.registry_mut());
+        let metrics = Arc::new(metrics);
+        let (plugins, _) = plugin::loader::load(&config, metrics.clone(), &stores, None).await;
         let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), Arc::new(plugins)));
         let stop = CancellationToken::new();
-        let reloader = Reloader::new(config.clone(), overrides, pipeline.clone(), stop.clone());
+        let reloader = Reloader::new(
+            config.clone(),
+            overrides,
+            pipeline.clone(),
+            stores,
+            stop.clone(),
+        );
         reloader.spawn_triggers().await;
         // The start-up lines are the CLI's contract: scripts and tests read the bound
         // addresses from them (port 0 picks a free port).
@@ -224,6 +239,8 @@ fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             timeout,
             max_memory_bytes,
             grants,
+            keyvalue,
+            kv_url,
         } => {
             let body = match (body, body_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -241,6 +258,8 @@ fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
                 timeout,
                 max_memory_bytes,
                 grants,
+                keyvalue,
+                kv_url,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

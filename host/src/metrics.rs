@@ -381,6 +381,12 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// The registry, for a subsystem that registers metrics of its own (it then owns their
+    /// label types: this module need not know them). Only before the metrics are shared.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Records one finished request.
     pub fn observe_request(&self, status: u16, seconds: f64) {
         self.requests.get_or_create(&StatusLabel { status }).inc();

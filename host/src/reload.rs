@@ -17,6 +17,7 @@ use crate::balancer::Pools;
 use crate::config::{Config, Overrides};
 use crate::metrics::OutcomeLabel;
 use crate::pipeline::{Live, Pipeline};
+use crate::plugin::host::keyvalue::Stores;
 use crate::plugin::loader::{self, LoadReport};
 
 /// Quiet time after a change in `plugins_dir` before reloading: copying a file raises several
@@ -49,6 +50,8 @@ pub struct Reloader {
     /// version is replaced.
     stop: CancellationToken,
     health: parking_lot::Mutex<CancellationToken>,
+    /// The key-value buckets: kept across reloads, so plugin state survives them.
+    stores: Stores,
 }
 
 impl Reloader {
@@ -57,6 +60,7 @@ impl Reloader {
         config: Config,
         overrides: Overrides,
         pipeline: Arc<Pipeline>,
+        stores: Stores,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let health = stop.child_token();
@@ -67,6 +71,7 @@ impl Reloader {
             config: tokio::sync::Mutex::new(config),
             stop,
             health: parking_lot::Mutex::new(health),
+            stores,
         })
     }
 
@@ -92,7 +97,8 @@ impl Reloader {
         }
         let live = self.pipeline.live();
         let metrics = self.pipeline.clone_metrics();
-        let (plugins, report) = loader::load(&new, metrics.clone(), Some(&live.plugins)).await;
+        let (plugins, report) =
+            loader::load(&new, metrics.clone(), &self.stores, Some(&live.plugins)).await;
         let upstreams_changed = new.upstreams != current.upstreams;
         let pools = if !upstreams_changed {
             live.pools.clone()

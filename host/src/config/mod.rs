@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod keyvalue;
 mod plugins;
 mod upstreams;
 
+pub use keyvalue::{KeyValueConfig, KvBackend};
 pub use plugins::{Grant, OnError, PluginConfig, PluginKind, Reuse};
 pub use upstreams::{RouteConfig, UpstreamConfig};
 
@@ -34,6 +36,14 @@ pub const DEFAULT_OWN_RESPONSE_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Longest heuristic freshness (10% of the time since `Last-Modified`).
 pub const DEFAULT_CACHE_HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Keys a memory key-value bucket holds.
+pub const DEFAULT_KV_MAX_KEYS: usize = 100_000;
+/// Bytes of keys and values a memory key-value bucket holds.
+pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Time to connect to a Redis key-value backend.
+pub const DEFAULT_KV_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time for one Redis command's answer.
+pub const DEFAULT_KV_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// Longest wait of a request for another one fetching the same response.
 pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response body the cache keeps.
@@ -194,6 +204,8 @@ pub struct Config {
     /// Reload plugins when files in `plugins_dir` change (SIGHUP and `POST /plugins/reload`
     /// reload whatever this says).
     pub watch_plugins: bool,
+    /// Key-value buckets plugins may be granted, by name.
+    pub keyvalue: std::collections::BTreeMap<String, KeyValueConfig>,
     /// HTTPS on the public listener; absent: cleartext HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -259,6 +271,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             forwarded_header: false,
             watch_plugins: true,
+            keyvalue: Default::default(),
             tls: None,
         }
     }
@@ -594,6 +607,17 @@ impl Config {
                     ),
                 );
             }
+            for bucket in &p.keyvalue {
+                if !self.keyvalue.contains_key(bucket) {
+                    return invalid(
+                        "plugins.keyvalue",
+                        format!(
+                            "plugin `{}`: no bucket named `{bucket}`; declare it as [keyvalue.{bucket}]",
+                            p.name
+                        ),
+                    );
+                }
+            }
             for g in &p.grants {
                 if !g.host.is_dir() {
                     return invalid(
@@ -605,6 +629,16 @@ impl Config {
                         ),
                     );
                 }
+            }
+        }
+        for (name, kv) in &self.keyvalue {
+            if kv.backend == KvBackend::Redis && kv.url.is_none() {
+                return invalid(
+                    "keyvalue.url",
+                    format!(
+                        "bucket `{name}`: backend = \"redis\" needs url = \"redis://127.0.0.1:6379/0\""
+                    ),
+                );
             }
         }
         for (name, u) in &self.upstreams {

@@ -67,6 +67,9 @@ pub struct PluginConfig {
     /// Directories the plugin may open. None by default.
     #[serde(default)]
     pub grants: Vec<Grant>,
+    /// `[keyvalue.NAME]` buckets the plugin may open. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyvalue: Vec<String>,
     /// Failures within `failure_window` that start a backoff [default: 5].
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
@@ -129,6 +132,7 @@ impl PluginConfig {
             log_bytes_per_sec: DEFAULT_PLUGIN_LOG_BYTES_PER_SEC,
             on_error: OnError::Fail,
             grants: Vec::new(),
+            keyvalue: Vec::new(),
             failure_threshold: DEFAULT_PLUGIN_FAILURE_THRESHOLD,
             failure_window: DEFAULT_PLUGIN_FAILURE_WINDOW,
             backoff: DEFAULT_PLUGIN_BACKOFF,

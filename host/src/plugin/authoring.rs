@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::host::PluginLog;
+use super::host::keyvalue::Stores;
+use super::host::{Capabilities, PluginLog};
 use super::output::{self, Dropped, OutputLimits};
 use super::wasm::{Action, Header, Request, Runtime, WasmPlugin};
 use crate::config::{Grant, PluginConfig, Reuse};
@@ -65,6 +66,10 @@ pub struct RunOptions {
     pub max_memory_bytes: usize,
     /// Directory grants, `HOST:GUEST[:rw]`.
     pub grants: Vec<String>,
+    /// Key-value buckets the plugin may open (memory ones, empty at start).
+    pub keyvalue: Vec<String>,
+    /// Keep those buckets in this Redis server instead.
+    pub kv_url: Option<String>,
 }
 
 fn parse_grant(spec: &str) -> anyhow::Result<Grant> {
@@ -125,8 +130,12 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         Default::default(),
         Default::default(),
     );
+    let caps = Capabilities {
+        log: std::sync::Arc::new(log),
+        keyvalue: Stores::memory(&o.keyvalue, o.kv_url.as_deref()).grants(&o.keyvalue),
+    };
     let name = plugin.name.clone();
-    let wasm = WasmPlugin::load(pre, plugin, 1, std::sync::Arc::new(log)).await?;
+    let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
     let dropped = Dropped::default();
     let req = Request {
         method: o.method,

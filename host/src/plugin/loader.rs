@@ -11,7 +11,8 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::host::PluginLog;
+use super::host::keyvalue::Stores;
+use super::host::{Capabilities, PluginLog};
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
 use super::{LoadedPlugin, PluginError, PluginLabel, Plugins};
@@ -108,6 +109,7 @@ impl LoadReport {
 pub async fn load(
     config: &Config,
     metrics: Arc<Metrics>,
+    stores: &Stores,
     previous: Option<&Plugins>,
 ) -> (Plugins, LoadReport) {
     let mut report = LoadReport::default();
@@ -182,7 +184,8 @@ pub async fn load(
             Ok((bytes, digest)) => match engine().await {
                 Err(e) => Err(PluginError::Load(e)),
                 Ok(runtime) => {
-                    load_one(runtime, p, bytes, digest, config.max_concurrency, &metrics)
+                    let caps = capabilities(p, &metrics, stores);
+                    load_one(runtime, p, bytes, digest, config.max_concurrency, caps)
                         .await
                         .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest))
                 }
@@ -324,7 +327,7 @@ async fn load_one(
     bytes: Vec<u8>,
     digest: [u8; 32],
     default_instances: usize,
-    metrics: &Metrics,
+    caps: Capabilities,
 ) -> Result<(WasmPlugin, bool), PluginError> {
     // Compiling a large component (Python, JS) takes seconds of CPU: on a blocking thread,
     // never on a runtime worker that requests need.
@@ -336,19 +339,23 @@ async fn load_one(
     .await
     .expect("compiling does not panic")?;
     let pre = runtime.prepare(&component)?;
-    let wasm = WasmPlugin::load(pre, p.clone(), default_instances, plugin_log(p, metrics)).await?;
+    let wasm = WasmPlugin::load(pre, p.clone(), default_instances, caps).await?;
     Ok((wasm, from_cache))
 }
 
-/// The log of plugin `p`, counted in its metric series.
-fn plugin_log(p: &PluginConfig, metrics: &Metrics) -> Arc<PluginLog> {
+/// What plugin `p` may use of the host: its log (counted in its metric series) and the
+/// key-value buckets granted to it.
+fn capabilities(p: &PluginConfig, metrics: &Metrics, stores: &Stores) -> Capabilities {
     let label = PluginLabel {
         plugin: p.name.clone(),
     };
-    Arc::new(PluginLog::new(
-        &p.name,
-        p.log_bytes_per_sec,
-        metrics.plugin_log_dropped.get_or_create(&label).clone(),
-        metrics.plugin_log_truncated.get_or_create(&label).clone(),
-    ))
+    Capabilities {
+        log: Arc::new(PluginLog::new(
+            &p.name,
+            p.log_bytes_per_sec,
+            metrics.plugin_log_dropped.get_or_create(&label).clone(),
+            metrics.plugin_log_truncated.get_or_create(&label).clone(),
+        )),
+        keyvalue: stores.grants(&p.keyvalue),
+    }
 }

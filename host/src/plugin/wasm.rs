@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
 
-use super::host::{MemoryLimitReached, PluginLog, State};
+use super::host::{Capabilities, MemoryLimitReached, State};
 use super::output::{OutputLimits, truncated};
 use super::{FailureReason, PluginError};
 use crate::config::{PluginConfig, Reuse};
@@ -97,12 +97,7 @@ impl Runtime {
             }
         };
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wasm_err)?;
-        bindings::plughost::plugin::host::add_to_linker::<State, HasSelf<State>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(wasm_err)?;
+        super::host::link_all(&mut linker).map_err(wasm_err)?;
         spawn_ticker(&engine);
         Ok(Self {
             engine,
@@ -277,8 +272,8 @@ pub struct InstanceStats {
 /// A loaded WebAssembly plugin: its prepared component, its limits and its instances.
 pub struct WasmPlugin {
     pre: PluginPre<State>,
-    /// Where its instances log.
-    log: Arc<PluginLog>,
+    /// What its instances may use of the host (log, key-value buckets).
+    caps: Capabilities,
     /// Bytes one call may copy out of the guest (see [`OutputLimits::hostcall_fuel`]).
     hostcall_fuel: usize,
     config: PluginConfig,
@@ -308,14 +303,14 @@ impl WasmPlugin {
         pre: PluginPre<State>,
         config: PluginConfig,
         default_instances: usize,
-        log: Arc<PluginLog>,
+        caps: Capabilities,
     ) -> Result<Self, PluginError> {
         let config_json =
             serde_json::to_string(&config.config).expect("TOML tables convert to JSON");
         let instances = config.instances.unwrap_or(default_instances);
         let plugin = Self {
             pre,
-            log,
+            caps,
             hostcall_fuel: OutputLimits::of(&config).hostcall_fuel(config.max_memory_bytes),
             config,
             config_json,
@@ -340,7 +335,7 @@ impl WasmPlugin {
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let started = Instant::now();
         let state = State::new(
-            self.log.clone(),
+            &self.caps,
             &self.config.grants,
             self.config.max_memory_bytes,
         )

@@ -1,10 +1,10 @@
-//! What a WebAssembly plugin's store holds and what the host gives it: WASI (through
-//! wasmtime-wasi, with everything a plugin has not been granted turned off), the `host.log`
-//! import, guest stdout/stderr routed into the log, and the memory cap.
+//! The log capability: `plughost:plugin/host.log` and the guest's stdout and stderr, all into
+//! plughost's log, tagged with the plugin's name.
 //!
 //! A plugin's log lines are untrusted output like its responses: each line is cut to
 //! [`PLUGIN_LOG_LINE_MAX`] and the plugin's lines together to `log_bytes_per_sec`, so a plugin
-//! can neither fill the disk nor crowd the server's own lines out of the log buffer.
+//! can neither fill the disk nor crowd the server's own lines out of the log buffer. One
+//! [`PluginLog`] is shared by all instances of a plugin, so the caps hold for the plugin.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,65 +12,18 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::output::truncated;
-use super::wasm::bindings::plughost::plugin::host::{Host, Level};
-use crate::config::{Grant, PLUGIN_LOG_LINE_MAX};
+use super::State;
+use crate::config::PLUGIN_LOG_LINE_MAX;
+use crate::plugin::output::truncated;
+use crate::plugin::wasm::bindings::plughost::plugin::host::{self as wit, Host, Level};
 
-/// The data of one plugin instance's `Store`.
-pub struct State {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    /// Caps linear memory and tables; records whether a growth was refused.
-    pub limiter: MemoryCap,
-    /// Where its log lines go, within the plugin's caps.
-    log: Arc<PluginLog>,
-}
-
-impl State {
-    /// Store data for an instance of the plugin that logs through `log`, with WASI limited
-    /// to the plugin's grants.
-    pub fn new(
-        log: Arc<PluginLog>,
-        grants: &[Grant],
-        memory_bytes: usize,
-    ) -> wasmtime::Result<Self> {
-        let mut wasi = WasiCtxBuilder::new();
-        // No environment, arguments, stdin, sockets or name lookup: only what is granted.
-        wasi.allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .stdout(GuestOutput::new(log.clone(), "stdout"))
-            .stderr(GuestOutput::new(log.clone(), "stderr"));
-        for g in grants {
-            let perms = if g.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            wasi.preopened_dir(&g.host, &g.guest, perms)?;
-        }
-        Ok(Self {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: MemoryCap::new(memory_bytes),
-            log,
-        })
-    }
-}
-
-impl WasiView for State {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
+/// Adds `plughost:plugin/host` to the linker.
+pub fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
 }
 
 impl Host for State {
@@ -153,71 +106,16 @@ impl PluginLog {
     }
 }
 
-/// A memory growth the cap refused; the guest traps with this error.
-#[derive(Debug, thiserror::Error)]
-#[error("plugin memory limit of {limit} bytes reached (asked for {desired})")]
-pub struct MemoryLimitReached {
-    /// The cap.
-    pub limit: usize,
-    /// What the guest asked for.
-    pub desired: usize,
-}
-
-/// wasmtime's `StoreLimits` does the same capping, but reports a refusal only as a generic
-/// trap; this one traps with [`MemoryLimitReached`] so the failure is counted as `memory`.
-pub struct MemoryCap {
-    limit: usize,
-    /// Largest memory any instance of this store grew to.
-    pub peak: usize,
-}
-
-impl MemoryCap {
-    fn new(limit: usize) -> Self {
-        Self { limit, peak: 0 }
-    }
-}
-
-/// Most table elements one table may have; generous for interpreters (Python, JS).
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            return Err(MemoryLimitReached {
-                limit: self.limit,
-                desired,
-            }
-            .into());
-        }
-        self.peak = self.peak.max(desired);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
-
 /// Guest stdout/stderr: each write becomes log lines tagged with the plugin's name, so a
 /// plugin that prints never reaches the server's own terminal.
 #[derive(Clone)]
-struct GuestOutput {
+pub(super) struct GuestOutput {
     log: Arc<PluginLog>,
     stream: &'static str,
 }
 
 impl GuestOutput {
-    fn new(log: Arc<PluginLog>, stream: &'static str) -> Self {
+    pub(super) fn new(log: Arc<PluginLog>, stream: &'static str) -> Self {
         Self { log, stream }
     }
 }

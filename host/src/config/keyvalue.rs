@@ -1,0 +1,84 @@
+//! The `[keyvalue.NAME]` tables: the key-value buckets the operator declares, which plugins
+//! open by name when their `[[plugins]]` entry grants them (`keyvalue = ["NAME"]`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DEFAULT_KV_COMMAND_TIMEOUT, DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_MAX_BYTES,
+    DEFAULT_KV_MAX_KEYS,
+};
+
+/// One bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyValueConfig {
+    /// `memory` (in this process, shared by every instance of the plugins granted it; the
+    /// default) or `redis` (shared by every plughost instance using the same server).
+    #[serde(default)]
+    pub backend: KvBackend,
+    /// With `redis`: `redis://HOST:PORT/DB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Every write keeps a key this long; unset: keys never expire. wasi:keyvalue has no
+    /// expiry of its own, so this is what keeps counters and sessions from growing for ever.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<Duration>,
+    /// With `memory`: most keys; writes of new keys past it fail [default: 100000].
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+    /// With `memory`: most bytes of keys and values; writes past it fail [default: 64 MiB].
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// With `redis`: time to connect [default: 1s].
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// With `redis`: time for one command's answer [default: 250ms]. A plugin's own
+    /// deadline bounds it too.
+    #[serde(default = "default_command_timeout", with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+/// Where a bucket's keys live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    /// In this process.
+    #[default]
+    Memory,
+    /// In a Redis server.
+    Redis,
+}
+
+impl KeyValueConfig {
+    /// A memory bucket with every default.
+    pub fn memory() -> Self {
+        Self {
+            backend: KvBackend::Memory,
+            url: None,
+            ttl: None,
+            max_keys: DEFAULT_KV_MAX_KEYS,
+            max_bytes: DEFAULT_KV_MAX_BYTES,
+            connect_timeout: DEFAULT_KV_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_KV_COMMAND_TIMEOUT,
+        }
+    }
+}
+
+fn default_max_keys() -> usize {
+    DEFAULT_KV_MAX_KEYS
+}
+fn default_max_bytes() -> usize {
+    DEFAULT_KV_MAX_BYTES
+}
+fn default_connect_timeout() -> Duration {
+    DEFAULT_KV_CONNECT_TIMEOUT
+}
+fn default_command_timeout() -> Duration {
+    DEFAULT_KV_COMMAND_TIMEOUT
+}
