@@ -10,7 +10,8 @@ WINDOWS_TARGET := x86_64-pc-windows-gnu
 
 # Toolchain pieces a fresh machine lacks: the WebAssembly target for guest plugins, a C
 # compiler for the native example plugins, componentize-py for the Python example, clang with
-# Debian's wasi-libc for the C example, wrk for the tests under load, Debian's Chromium and
+# Debian's wasi-libc for the C example, wrk for the tests under load, Debian's redis-server for
+# the key-value tests (each test starts a private one on a free loopback port), Debian's Chromium and
 # ChromeDriver for the status page's browser test, and the
 # Windows target (with MinGW, which wasmtime's build script needs) for the check that the host
 # still builds for Windows.
@@ -25,6 +26,7 @@ setup:
 	@scripts/need.sh /usr/lib/wasm32-wasi/libc.a wasi-libc
 	@scripts/need.sh /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a libclang-rt-14-dev-wasm32
 	@scripts/need.sh wrk wrk
+	@scripts/need.sh redis-server redis-server
 	@scripts/need.sh chromium chromium
 	@scripts/need.sh chromedriver chromium-driver
 

@@ -24,7 +24,11 @@ fi
 echo "installing $pkg (for $cmd)"
 apt-get update -qq >/dev/null
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
-# Debian starts a packaged nginx on port 80; plughost's bench runs its own.
+# Debian starts a packaged nginx on port 80; plughost's bench runs its own. Likewise the
+# packaged Redis service: the tests start private ones.
 if [ "$pkg" = nginx-light ]; then
     systemctl stop nginx 2>/dev/null || pkill -x nginx || true
+fi
+if [ "$pkg" = redis-server ]; then
+    systemctl stop redis-server 2>/dev/null || true
 fi

@@ -10,11 +10,14 @@
 pub mod wit {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "plugin",
+        world: "plugin-keyvalue",
         pub_export_macro: true,
         export_macro_name: "__export_plughost_world",
+        generate_all,
     });
 }
+
+pub mod kv;
 
 pub use serde_json;
 pub use wit::plughost::plugin::host::Level;

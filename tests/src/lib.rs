@@ -16,6 +16,7 @@ use tempfile::TempDir;
 
 pub mod backend;
 pub mod origin;
+pub mod redis;
 
 /// Keys the helper sets unless the test's config sets them itself.
 const BASE_CONFIG: &[(&str, &str)] = &[

@@ -1,76 +1,90 @@
-//! `ratelimit`: a filter with a token bucket per client IP; an empty bucket answers 429.
-//! Config: `capacity` (burst, default 10), `per_second` (refill rate, default 5).
+//! `ratelimit`: a filter allowing each client IP `limit` requests per fixed window of
+//! `window_secs` seconds; past it, 429 with `Retry-After`. The counts live in a key-value
+//! bucket (`bucket`, default "limits"), one atomic counter per client and window, so the
+//! limit is exact across instances, across reloads, and (with a Redis bucket) across every
+//! plughost of a fleet. Give the bucket a `ttl` of at least the window so old windows go.
 //!
-//! The buckets live in the instance. Run it with `instances = 1` (one instance, calls
-//! serialized) so every request sees the same buckets and the limit is exact.
-use plughost_plugin_sdk::{Action, Plugin, Request, Response, config, export_plugin, next};
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::time::Instant;
+//! Config: `limit` (default 10), `window_secs` (default 1), `bucket`, and `on_store_error`:
+//! `"allow"` (the default: a store that fails lets requests through) or `"deny"` (503).
+use plughost_plugin_sdk::kv::Bucket;
+use plughost_plugin_sdk::{
+    Action, Level, Plugin, Request, Response, config, export_plugin, log, next,
+};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-#[derive(serde::Deserialize, Clone, Copy)]
+#[derive(serde::Deserialize)]
 struct Config {
-    #[serde(default = "default_capacity")]
-    capacity: f64,
-    #[serde(default = "default_rate")]
-    per_second: f64,
+    #[serde(default = "default_limit")]
+    limit: u64,
+    #[serde(default = "default_window")]
+    window_secs: u64,
+    #[serde(default = "default_bucket")]
+    bucket: String,
+    #[serde(default)]
+    on_store_error: OnStoreError,
 }
 
-fn default_capacity() -> f64 {
-    10.0
-}
-fn default_rate() -> f64 {
-    5.0
-}
-
-/// Buckets kept at most; the oldest are forgotten past it so memory stays bounded.
-const MAX_CLIENTS: usize = 10_000;
-
-struct State {
-    config: Config,
-    buckets: HashMap<String, (f64, Instant)>,
+#[derive(serde::Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum OnStoreError {
+    #[default]
+    Allow,
+    Deny,
 }
 
-thread_local! {
-    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+fn default_limit() -> u64 {
+    10
 }
+fn default_window() -> u64 {
+    1
+}
+fn default_bucket() -> String {
+    "limits".into()
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
 
 struct RateLimit;
 
 impl Plugin for RateLimit {
     fn init(json: &str) -> Result<(), String> {
-        let config: Config = config(json)?;
-        if config.capacity < 1.0 || config.per_second <= 0.0 {
-            return Err("capacity must be >= 1 and per_second > 0".into());
+        let c: Config = config(json)?;
+        if c.limit == 0 || c.window_secs == 0 {
+            return Err("limit and window_secs must be at least 1".into());
         }
-        STATE.with(|s| *s.borrow_mut() = Some(State { config, buckets: HashMap::new() }));
+        // Fail at load, not on the first request, when the bucket is not granted.
+        Bucket::open(&c.bucket)?;
+        let _ = CONFIG.set(c);
         Ok(())
     }
 
     fn process(req: Request) -> Result<Action, String> {
-        STATE.with(|s| {
-            let mut s = s.borrow_mut();
-            let s = s.as_mut().ok_or("not initialised")?;
-            let now = Instant::now();
-            let c = s.config;
-            if s.buckets.len() >= MAX_CLIENTS && !s.buckets.contains_key(req.client_ip()) {
-                s.buckets.clear();
+        let c = CONFIG.get().ok_or("not initialised")?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs();
+        let window = now / c.window_secs;
+        let key = format!("{}:{window}", req.client_ip());
+        let count = Bucket::open(&c.bucket).and_then(|b| b.increment(&key, 1));
+        match count {
+            Ok(n) if n <= c.limit => Ok(next()),
+            Ok(_) => {
+                let wait = (window + 1) * c.window_secs - now;
+                Ok(Response::text(429, "too many requests\n")
+                    .with_header("retry-after", &wait.max(1).to_string())
+                    .into_action())
             }
-            let (tokens, last) = s
-                .buckets
-                .entry(req.client_ip().to_owned())
-                .or_insert((c.capacity, now));
-            *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * c.per_second).min(c.capacity);
-            *last = now;
-            if *tokens >= 1.0 {
-                *tokens -= 1.0;
-                return Ok(next());
+            Err(e) if c.on_store_error == OnStoreError::Allow => {
+                log(Level::Warn, &format!("store failed, request allowed: {e}"));
+                Ok(next())
             }
-            let wait = ((1.0 - *tokens) / c.per_second).ceil().max(1.0);
-            Ok(Response::text(429, "too many requests\n")
-                .with_header("retry-after", &format!("{wait}"))
-                .into_action())
-        })
+            Err(e) => {
+                log(Level::Warn, &format!("store failed, request refused: {e}"));
+                Ok(Response::text(503, "rate limit store unavailable\n").into_action())
+            }
+        }
     }
 }
 
