@@ -205,24 +205,27 @@ fn build_c(root: &Path, target_dir: &Path) {
     println!("cargo:rustc-env=PLUGHOST_C_PLUGINS={}", out.display());
 }
 
-/// The Python example, with componentize-py (installed by `make setup`).
+/// The Python examples, with componentize-py (installed by `make setup`): `describe` against
+/// the `plugin` world, `visits` against `plugin-keyvalue`.
 fn build_python(root: &Path, target_dir: &Path) {
     let out = target_dir.join("python");
     std::fs::create_dir_all(&out).expect("python output dir");
-    let status = Command::new("componentize-py")
-        .arg("-d")
-        .arg(root.join("wit"))
-        .args(["-w", "plugin", "componentize", "app", "-p"])
-        .arg(root.join("plugins/python/describe"))
-        .arg("-o")
-        .arg(out.join("describe.wasm"))
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        other => panic!(
-            "building plugins/python/describe failed ({other:?}); is componentize-py installed? \
-             `pip install componentize-py==0.25.1` (make setup does)"
-        ),
+    for (name, world) in [("describe", "plugin"), ("visits", "plugin-keyvalue")] {
+        let status = Command::new("componentize-py")
+            .arg("-d")
+            .arg(root.join("wit"))
+            .args(["-w", world, "componentize", "app", "-p"])
+            .arg(root.join("plugins/python").join(name))
+            .arg("-o")
+            .arg(out.join(format!("{name}.wasm")))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            other => panic!(
+                "building plugins/python/{name} failed ({other:?}); is componentize-py installed? \
+                 `pip install componentize-py==0.25.1` (make setup does)"
+            ),
+        }
     }
     println!("cargo:rustc-env=PLUGHOST_PYTHON_PLUGINS={}", out.display());
 }

@@ -59,7 +59,13 @@ async fn buckets_are_granted_per_plugin_and_shared_by_name() {
     let server = Plughost::start(&config);
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        statuses.push(reqwest::get(server.url("/")).await.unwrap().status().as_u16());
+        statuses.push(
+            reqwest::get(server.url("/"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     // A plugin asking for a bucket it was not granted is refused at load, by name.
@@ -184,4 +190,22 @@ fn plugin_run_gives_the_plugin_a_memory_bucket() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.starts_with("respond 429"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_python_plugin_counts_in_a_bucket_too() {
+    let config = format!(
+        "[[plugins]]\nname = \"visits\"\nfile = {:?}\nkind = \"responder\"\nkeyvalue = [\"visits\"]\ntimeout = \"2s\"\n[[routes]]\nprefix = \"/v\"\nplugin = \"visits\"\n[keyvalue.visits]\n",
+        plughost_e2e::python_plugin("visits").display().to_string()
+    );
+    let server = Plughost::start(&config);
+    for n in 1..=3 {
+        let body = reqwest::get(server.url("/v/page"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, format!("/v/page visited {n} times\n"));
+    }
 }
