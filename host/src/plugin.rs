@@ -198,6 +198,9 @@ pub struct PluginInfo {
     /// 99th percentile of call time since it was loaded, in ms (wasm plugins).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
+    /// Key-value buckets it may open.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keyvalue: Vec<String>,
 }
 
 impl LoadedPlugin {
@@ -368,6 +371,7 @@ impl LoadedPlugin {
             peak_memory_bytes: stats.peak_memory,
             last_instantiation_us: stats.last_instantiation.as_micros() as u64,
             p99_ms: Latency::quantile(&self.latency.snapshot(), 0.99).map(|s| s * 1e3),
+            keyvalue: self.source.0.keyvalue.clone(),
         }
     }
 }
@@ -444,6 +448,7 @@ impl Plugins {
             peak_memory_bytes: 0,
             last_instantiation_us: 0,
             p99_ms: None,
+            keyvalue: Vec::new(),
         });
         self.all.iter().map(|p| p.info()).chain(natives).collect()
     }

@@ -36,6 +36,8 @@ async fn burst(urls: &[String], n: usize) -> (usize, usize, usize) {
 async fn a_memory_bucket_is_shared_by_instances_and_survives_a_reload() {
     let table = "[keyvalue.limits]\nttl = \"1h\"\n";
     let server = Plughost::start(&ratelimit("rl", table, 5, ""));
+    let plugins = server.admin_json("/plugins").await;
+    assert_eq!(plugins[0]["keyvalue"], serde_json::json!(["limits"]), "{plugins}");
     // Up to max_concurrency instances run at once; the counter is one.
     assert_eq!(burst(&[server.url("/")], 12).await, (5, 7, 0));
     // A new version of the plugin (its config changed) counts on where the old one stopped:
