@@ -11,7 +11,8 @@ WINDOWS_TARGET := x86_64-pc-windows-gnu
 # Toolchain pieces a fresh machine lacks: the WebAssembly target for guest plugins, a C
 # compiler for the native example plugins, componentize-py for the Python example, clang with
 # Debian's wasi-libc for the C example, wrk for the tests under load, Debian's redis-server for
-# the key-value tests (each test starts a private one on a free loopback port), Debian's Chromium and
+# the key-value tests (each test starts a private one on a free loopback port), HAProxy and curl
+# for the fleet example (examples/fleet/run.sh, run by the tests), Debian's Chromium and
 # ChromeDriver for the status page's browser test, and the
 # Windows target (with MinGW, which wasmtime's build script needs) for the check that the host
 # still builds for Windows.
@@ -27,6 +28,8 @@ setup:
 	@scripts/need.sh /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a libclang-rt-14-dev-wasm32
 	@scripts/need.sh wrk wrk
 	@scripts/need.sh redis-server redis-server
+	@scripts/need.sh haproxy haproxy
+	@scripts/need.sh curl curl
 	@scripts/need.sh chromium chromium
 	@scripts/need.sh chromedriver chromium-driver
 

@@ -37,7 +37,11 @@ async fn a_memory_bucket_is_shared_by_instances_and_survives_a_reload() {
     let table = "[keyvalue.limits]\nttl = \"1h\"\n";
     let server = Plughost::start(&ratelimit("rl", table, 5, ""));
     let plugins = server.admin_json("/plugins").await;
-    assert_eq!(plugins[0]["keyvalue"], serde_json::json!(["limits"]), "{plugins}");
+    assert_eq!(
+        plugins[0]["keyvalue"],
+        serde_json::json!(["limits"]),
+        "{plugins}"
+    );
     // Up to max_concurrency instances run at once; the counter is one.
     assert_eq!(burst(&[server.url("/")], 12).await, (5, 7, 0));
     // A new version of the plugin (its config changed) counts on where the old one stopped:
@@ -210,4 +214,24 @@ async fn a_python_plugin_counts_in_a_bucket_too() {
             .unwrap();
         assert_eq!(body, format!("/v/page visited {n} times\n"));
     }
+}
+
+/// The README's fleet: `examples/fleet/run.sh` puts three plughost processes behind HAProxy
+/// with one Redis; exactly the limit gets through, spread over all three.
+#[test]
+fn the_fleet_example_enforces_one_limit_behind_haproxy() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("examples/fleet/run.sh"))
+        .arg(plughost_e2e::binary())
+        .arg(plugin("ratelimit"))
+        .output()
+        .expect("run examples/fleet/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("9 allowed, 21 limited"), "{stdout}");
 }
