@@ -1,7 +1,8 @@
 //! In-process costs of a WebAssembly plugin call (`cargo bench -p plughost --bench plugins`):
 //! `plugin-process` on a reused instance with 0 B, 1 KiB and 64 KiB bodies, and a call on a
-//! fresh instance (instantiation + init + call); and what a request pays for a native plugin
-//! (rendering `data` and handing it to the plugin's thread). Needs `make plugins`.
+//! fresh instance (instantiation + init + call); one wasi:keyvalue `increment` on a memory
+//! bucket, from a guest; and what a request pays for a native plugin (rendering `data` and
+//! handing it to the plugin's thread). Needs `make plugins`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use plughost::config::{PluginConfig, Reuse};
+use plughost::plugin::host::keyvalue::Stores;
 use plughost::plugin::host::{Capabilities, PluginLog};
 use plughost::plugin::native::{self, NativePlugin};
 use plughost::plugin::wasm::{Runtime, WasmPlugin};
@@ -49,6 +51,55 @@ fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPl
     };
     rt.block_on(WasmPlugin::load(pre, config, 1, caps))
         .expect("load")
+}
+
+/// The hostile test plugin doing `n` key-value increments per call on a memory bucket.
+fn incrementer(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: u64) -> WasmPlugin {
+    let file = plugin_file("hostile");
+    let (component, _) = runtime.compile(&file).expect("compile");
+    let pre = runtime.prepare(&component).expect("prepare");
+    let mut config = PluginConfig::filter("kv".into(), file);
+    config.config = toml::from_str(&format!("mode = \"kv-increment\"\namount = {n}")).unwrap();
+    config.timeout = Duration::from_secs(10);
+    let buckets = vec!["bench".to_owned()];
+    let log = PluginLog::new("bench", usize::MAX, Default::default(), Default::default());
+    let caps = Capabilities {
+        log: std::sync::Arc::new(log),
+        keyvalue: Stores::memory(&buckets, None).grants(&buckets),
+    };
+    rt.block_on(WasmPlugin::load(pre, config, 1, caps))
+        .expect("load")
+}
+
+/// One increment's cost: a call doing 1,000 of them, minus a call doing none, over 1,000.
+fn keyvalue(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = Runtime::new(None, 16).unwrap();
+    let (parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+    let req = wit_request(&parts, &Bytes::new(), "127.0.0.1:1".parse().unwrap());
+    let (none, thousand) = (
+        incrementer(&rt, &runtime, 0),
+        incrementer(&rt, &runtime, 1000),
+    );
+    c.bench_function("kv_memory_increment_from_guest", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    thousand.process(&req).await.result.expect("call");
+                    let with = start.elapsed();
+                    let start = Instant::now();
+                    none.process(&req).await.result.expect("call");
+                    spent += with.saturating_sub(start.elapsed()) / 1000;
+                }
+                spent
+            })
+        })
+    });
 }
 
 fn calls(c: &mut Criterion) {
@@ -134,6 +185,6 @@ fn native(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = calls, native
+    targets = calls, keyvalue, native
 }
 criterion_main!(benches);

@@ -163,6 +163,14 @@ impl Plugin for Hostile {
                 println!("{line}");
                 Ok(Response::text(200, "flooded\n").into_action())
             }
+            // `amount` increments of one key in the `bench` bucket (the cost of a key-value call).
+            "kv-increment" => {
+                let bucket = plughost_plugin_sdk::kv::Bucket::open("bench")?;
+                for _ in 0..c.amount {
+                    bucket.increment("k", 1)?;
+                }
+                Ok(next())
+            }
             // An error whose message is `amount` MiB.
             "big-error" => Err("E".repeat((c.amount as usize) << 20)),
             other => Err(format!("unknown mode {other}")),
