@@ -105,7 +105,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Plugin(cmd)) => {
-            return match plugin_command(cmd) {
+            let cache = (!config.wasm_cache_dir.as_os_str().is_empty())
+                .then(|| config.wasm_cache_dir.clone());
+            return match plugin_command(cmd, cache) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("plughost: {e:#}");
@@ -201,7 +203,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
 }
 
 /// `plughost plugin check|run`: CLI output on stdout, the reason of a failure as the error.
-fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<()> {
     // The plugin's log lines and its stdout/stderr, on this terminal.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -211,7 +213,7 @@ fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
         .init();
     match cmd {
         PluginCommand::Check { file } => {
-            let r = authoring::check(&file)
+            let r = authoring::check(&file, cache)
                 .with_context(|| format!("{} would not load", file.display()))?;
             println!(
                 "file: {} ({:.1} KiB)",
@@ -260,6 +262,7 @@ fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
                 grants,
                 keyvalue,
                 kv_url,
+                cache,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

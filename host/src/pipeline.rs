@@ -140,15 +140,7 @@ impl Pipeline {
             });
         let (resp, cache) = match processed {
             Ok(ok) => ok,
-            Err(e) => {
-                if let RequestError::Overloaded(_) = e {
-                    tracing::debug!(error = %e, "request refused");
-                }
-                (
-                    e.into_response(self.limiter.retry_after_secs()),
-                    Outcome::Bypass,
-                )
-            }
+            Err(e) => (self.error_response(e), Outcome::Bypass),
         };
         let duration = start.elapsed();
         self.metrics
@@ -190,15 +182,23 @@ impl Pipeline {
             .into());
         }
         let mut body = body::limited(body, self.max_body_bytes);
-        // Headers the filters add to whatever response is finally sent.
+        // Headers the filters add to whatever response is finally sent: plughost's own error
+        // responses after the filters included (a security-header filter means every one).
         let mut extra = HeaderMap::new();
+        let with_extra = |result: Result<(Response<Body>, Outcome), RequestError>, extra| {
+            let (resp, cache) = match result {
+                Ok(ok) => ok,
+                Err(e) => (self.error_response(e), Outcome::Bypass),
+            };
+            Ok((with_headers(resp, extra), cache))
+        };
         if live.plugins.need_body() {
             let bytes = read_body(body, self.max_body_bytes).await?;
             live.plugins.observe(&parts, &bytes);
-            if let Some(resp) =
-                run_filters(&live.plugins, &mut parts, &bytes, client, &mut extra).await?
-            {
-                return Ok((with_headers(resp, extra), Outcome::Bypass));
+            match run_filters(&live.plugins, &mut parts, &bytes, client, &mut extra).await {
+                Ok(Some(resp)) => return with_extra(Ok((resp, Outcome::Bypass)), extra),
+                Ok(None) => {}
+                Err(e) => return with_extra(Err(e), extra),
             }
             body = body::full(bytes);
         }
@@ -206,8 +206,16 @@ impl Pipeline {
             let live = live.clone();
             async move { live.router.route(req, client).await }
         };
-        let (resp, cache) = self.cache.serve(parts, body, route).await?;
-        Ok((with_headers(resp, extra), cache))
+        let served = self.cache.serve(parts, body, route).await;
+        with_extra(served, extra)
+    }
+
+    /// The response for an error, logged at the level its cause deserves.
+    fn error_response(&self, e: RequestError) -> Response<Body> {
+        if let RequestError::Overloaded(_) = e {
+            tracing::debug!(error = %e, "request refused");
+        }
+        e.into_response(self.limiter.retry_after_secs())
     }
 }
 

@@ -225,3 +225,20 @@ fn the_effective_config_never_prints_the_admin_token() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("admin_token = \"(redacted)\""), "{text}");
 }
+
+#[test]
+fn a_bad_route_is_named_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("plughost.toml"),
+        "port = 8080\n\n[[routes]]\nprefix = \"/x\"\nplugin = \"nobody\"\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("plughost.toml:5: routes.plugin: no plugin named `nobody`"),
+        "{err}"
+    );
+}

@@ -38,9 +38,13 @@ fn check_refuses_non_components_and_other_worlds_in_one_line() {
     // The smallest valid component: no imports, no exports.
     let empty = dir.path().join("empty.wasm");
     std::fs::write(&empty, b"\0asm\x0d\x00\x01\x00").unwrap();
+    // A core module: the error says how to make it a component.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\x00\x00\x00").unwrap();
     for (file, reason) in [
         (text, "not a valid component"),
         (empty, "no export `plugin-init`"),
+        (core, "wasm-tools component new"),
     ] {
         let (code, _, err) = cli(&["plugin", "check", file.to_str().unwrap()]);
         assert_eq!(code, 1, "{err}");
@@ -165,4 +169,19 @@ fn run_applies_grants_like_the_server() {
     assert!(read("/data/f.txt", Some(&grant)).contains("LEAKED: read succeeded"));
     assert!(read("/data/f.txt", None).contains("denied: "));
     assert!(read("/etc/passwd", Some(&grant)).contains("denied: "));
+}
+
+#[test]
+fn check_and_run_use_the_servers_compiled_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::write(
+        dir.path().join("plughost.toml"),
+        format!("wasm_cache_dir = {:?}\n", cache.display().to_string()),
+    )
+    .unwrap();
+    let out = run(dir.path(), &["plugin", "check", &path("hello")]);
+    assert!(out.status.success());
+    let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(entries, 1, "the check left no compiled entry");
 }

@@ -405,3 +405,25 @@ async fn a_plugin_failing_every_call_is_backed_off_then_retried() {
         1
     );
 }
+
+#[tokio::test]
+async fn filter_response_headers_reach_plughosts_own_error_responses() {
+    let config = entry(
+        "headers",
+        "headers",
+        "config = { response = { name = \"x-frame-options\", value = \"DENY\" } }",
+    ) + &entry("lonely", "hello", "kind = \"responder\"");
+    let server = Plughost::start(&config);
+    let r = reqwest::get(server.url("/nowhere")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let r = reqwest::Client::new()
+        .delete(server.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    // A responder without a route is loaded, and its author told it is never called.
+    server.wait_log("responder has no [[routes]] entry and is never called");
+}

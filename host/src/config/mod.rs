@@ -426,6 +426,34 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// A validation error with the file and line of the value it names, when the file has
+    /// one line setting its key to that value (validation works on the parsed tables, which
+    /// keep no positions).
+    fn located(self, path: &Path, text: &str) -> Self {
+        let ConfigError::Invalid { key, reason } = &self else {
+            return self;
+        };
+        let field = key.rsplit('.').next().unwrap_or(key);
+        let value = reason.split('`').nth(1);
+        let found = text.lines().position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                && value.is_none_or(|v| l.contains(v))
+        });
+        match found {
+            Some(i) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                key: key.to_string(),
+                message: reason.clone(),
+            },
+            None => self,
+        }
+    }
+}
+
 /// `key: `, or nothing when the error is not on a key (an unterminated string at the end of
 /// the file, say).
 fn key_prefix(key: &str) -> String {
@@ -445,18 +473,22 @@ impl Config {
             .config
             .clone()
             .or_else(|| implicit.exists().then(|| implicit.to_path_buf()));
-        let mut config = match path {
+        let mut text = None;
+        let mut config = match &path {
             Some(path) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                let read = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.clone(),
                     source,
                 })?;
-                Self::parse(&text, &path)?
+                Self::parse(text.insert(read), path)?
             }
             None => Self::default(),
         };
         config.apply(overrides);
-        config.validate()?;
+        config.validate().map_err(|e| match (&path, &text) {
+            (Some(path), Some(text)) => e.located(path, text),
+            _ => e,
+        })?;
         Ok(config)
     }
 

@@ -24,12 +24,14 @@ pub struct CheckReport {
     pub imports: Vec<String>,
 }
 
-/// Compiles and links `file` as the server would, without running it.
-pub fn check(file: &Path) -> anyhow::Result<CheckReport> {
+/// Compiles and links `file` as the server would, without running it, with the server's
+/// compiled cache (`cache`, the config's `wasm_cache_dir`) so a large component is compiled
+/// once, not at every check.
+pub fn check(file: &Path, cache: Option<PathBuf>) -> anyhow::Result<CheckReport> {
     let size = std::fs::metadata(file)
         .with_context(|| format!("cannot read {}", file.display()))?
         .len();
-    let runtime = Runtime::new(None, 1)?;
+    let runtime = Runtime::new(cache, 1)?;
     let started = Instant::now();
     let (component, _) = runtime.compile(file)?;
     let compile = started.elapsed();
@@ -70,6 +72,8 @@ pub struct RunOptions {
     pub keyvalue: Vec<String>,
     /// Keep those buckets in this Redis server instead.
     pub kv_url: Option<String>,
+    /// The server's compiled cache (`wasm_cache_dir`), if any.
+    pub cache: Option<PathBuf>,
 }
 
 fn parse_grant(spec: &str) -> anyhow::Result<Grant> {
@@ -120,7 +124,7 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let runtime = Runtime::new(None, 1)?;
+    let runtime = Runtime::new(o.cache.clone(), 1)?;
     let (component, _) = runtime.compile(file)?;
     let pre = runtime.prepare(&component)?;
     let limits = OutputLimits::of(&plugin);

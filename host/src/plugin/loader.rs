@@ -237,6 +237,15 @@ pub async fn load(
             }
         }
     }
+    for p in plugins.wasm() {
+        let routed = config
+            .routes
+            .iter()
+            .any(|r| r.plugin.as_deref() == Some(p.name.as_str()));
+        if p.kind == PluginKind::Responder && !routed {
+            tracing::warn!(plugin = %p.name, "responder has no [[routes]] entry and is never called; add [[routes]] with prefix = \"/PATH\" and plugin = \"{}\"", p.name);
+        }
+    }
     if let Some(previous) = previous {
         for gone in previous.wasm() {
             if plugins.get(&gone.name).is_none() {

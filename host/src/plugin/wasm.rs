@@ -139,6 +139,17 @@ impl Runtime {
                 }
             }
         }
+        // A core module (`\0asm`, version 1) is a common first mistake: say how to make it a
+        // component rather than wasmtime's "expected component" parse error.
+        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(PluginError::Load(
+                "this is a core WebAssembly module, not a component: build for wasm32-wasip2, or \
+                 make it one with `wasm-tools component new MODULE.wasm --adapt \
+                 wasi_snapshot_preview1.reactor.wasm -o PLUGIN.wasm` (the adapter ships with \
+                 wasmtime releases as wasi_snapshot_preview1.reactor.wasm)"
+                    .into(),
+            ));
+        }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Load(format!("not a valid component: {}", root(&e))))?;
         if let Some(path) = &cached
