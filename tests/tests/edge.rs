@@ -17,6 +17,15 @@ fn get(addr: SocketAddr, path: &str) -> Option<u16> {
     read_response(&mut s).ok().map(|(status, _, _)| status)
 }
 
+/// A connection that got a response to `GET /` and is kept open, idle.
+fn served_and_kept(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).unwrap().0, 200);
+    s
+}
+
 /// Whether the server closes `s` within `within` (a read returns end of file or a reset).
 fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
     s.set_read_timeout(Some(within)).unwrap();
@@ -114,25 +123,9 @@ async fn idle_keep_alive_connections_make_room_busy_ones_do_not() {
         std::thread::spawn(move || get(addr, "/_debug/sleep?ms=1500"))
     };
     std::thread::sleep(Duration::from_millis(200));
-    let mut idle: Vec<TcpStream> = (0..9)
-        .map(|_| {
-            let mut s = TcpStream::connect(server.addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-            assert_eq!(read_response(&mut s).unwrap().0, 200);
-            s
-        })
-        .collect();
+    let mut idle: Vec<TcpStream> = (0..9).map(|_| served_and_kept(server.addr)).collect();
     // New clients that stay connected get in, each taking the slot of the longest idle one.
-    let newcomers: Vec<TcpStream> = (0..5)
-        .map(|_| {
-            let mut s = TcpStream::connect(server.addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
-            assert_eq!(read_response(&mut s).unwrap().0, 200);
-            s
-        })
-        .collect();
+    let newcomers: Vec<TcpStream> = (0..5).map(|_| served_and_kept(server.addr)).collect();
     assert!(closed_by_server(&mut idle[0], Duration::from_secs(2)));
     assert_eq!(
         busy.join().unwrap(),
