@@ -42,6 +42,9 @@ pub struct ConnState {
     idle_since: AtomicU64,
     /// Woken when the accept loop wants this connection's slot.
     reclaim: Notify,
+    /// Woken when a request ends, so the watchdog starts the idle time that follows (and
+    /// switches from the first-request limit to the keep-alive one).
+    request_done: Notify,
     epoch: Instant,
 }
 
@@ -64,6 +67,7 @@ impl Tracker {
             served: AtomicU64::new(0),
             idle_since: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
             reclaim: Notify::new(),
+            request_done: Notify::new(),
             epoch: self.epoch,
         });
         self.conns.lock().insert(id, state.clone());
@@ -133,10 +137,13 @@ impl ConnState {
             let wait = match self.idle_for() {
                 Some(idle) if idle >= limit => return reason,
                 Some(idle) => limit - idle,
-                // Busy: look again later (a request ending restarts the idle time).
+                // Busy: until the request ends (or a while, then look again).
                 None => limit,
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.request_done.notified() => {}
+            }
         }
     }
 }
@@ -151,6 +158,8 @@ impl Drop for Busy {
         c.idle_since
             .store(c.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         c.active.fetch_sub(1, Ordering::Relaxed);
+        // notify_one keeps the wake-up if the watchdog is not waiting right now.
+        c.request_done.notify_one();
     }
 }
 
