@@ -360,6 +360,14 @@ async fn chunked_responses_are_stored_and_ranges_served_from_them() {
     assert_eq!(r.text().await.unwrap(), "234");
     let r = get(&server, "/chunked", &[("range", "bytes=50-")]).await;
     assert_eq!(r.status(), 416);
+    // If-Range: the whole response, never a range of a copy the client may not have.
+    let r = get(
+        &server,
+        "/chunked",
+        &[("range", "bytes=2-4"), ("if-range", "\"old\"")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
     assert_eq!(origin.seen("/chunked").len(), 1);
 }
 

@@ -373,8 +373,11 @@ fn answer(entry: &Entry, parts: &Parts, now: SystemTime, outcome: Outcome) -> Re
     let mut resp = Response::new(body::full(entry.body.clone()));
     *resp.status_mut() = entry.status;
     *resp.headers_mut() = entry.headers.clone();
+    // With If-Range the client wants the range only if its copy is current; the cache does
+    // not judge that and sends the whole response, which RFC 9110 §14.2 allows.
     if ok
         && parts.method == Method::GET
+        && !parts.headers.contains_key(http::header::IF_RANGE)
         && let Some(range) = parts.headers.get(RANGE).and_then(|r| r.to_str().ok())
         && let Some(range) = byte_range(range, entry.body.len() as u64)
     {
