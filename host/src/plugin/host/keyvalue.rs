@@ -51,6 +51,15 @@ pub mod bindings {
 use bindings::wasi::keyvalue::{atomics, batch, store};
 use store::{Error as KvError, KeyResponse};
 
+/// INCRBY and, with a ttl, PEXPIRE, as one atomic command (EVALSHA once loaded).
+static INCREMENT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local n = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+         if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+         return n",
+    )
+});
+
 /// Keys a `list-keys` page returns at most.
 const PAGE: usize = 100;
 
@@ -181,6 +190,9 @@ pub struct Bucket {
     metrics: KvMetrics,
     /// Its series, looked up once.
     duration: Histogram,
+    /// Operation counters already looked up, by (operation, outcome): the family's lookup
+    /// needs a label with the bucket's name, a `String` built per call otherwise.
+    counters: Mutex<HashMap<(&'static str, &'static str), Counter>>,
 }
 
 enum Backend {
@@ -255,6 +267,7 @@ impl Bucket {
             backend,
             metrics,
             duration,
+            counters: Mutex::new(HashMap::new()),
         }
     }
 
@@ -268,12 +281,18 @@ impl Bucket {
         let result = f(self).await;
         self.duration.observe(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.metrics
-            .ops
-            .get_or_create(&OpLabel {
-                bucket: self.name.clone(),
-                op,
-                outcome,
+        self.counters
+            .lock()
+            .entry((op, outcome))
+            .or_insert_with(|| {
+                self.metrics
+                    .ops
+                    .get_or_create(&OpLabel {
+                        bucket: self.name.clone(),
+                        op,
+                        outcome,
+                    })
+                    .clone()
             })
             .inc();
         result
@@ -386,17 +405,13 @@ impl Bucket {
             Backend::Redis(r) => {
                 let delta = i64::try_from(delta)
                     .map_err(|_| other("delta is larger than Redis counters allow"))?;
-                let k = r.key(&key);
-                // One round trip, atomic: the count and its expiry together.
-                let mut pipe = redis::pipe();
-                pipe.atomic().cmd("INCRBY").arg(&k).arg(delta);
-                if let Some(ttl) = b.ttl {
-                    pipe.cmd("PEXPIRE")
-                        .arg(&k)
-                        .arg(ttl.as_millis() as u64)
-                        .ignore();
-                }
-                let (n,): (i64,) = r.query_pipe(&pipe).await?;
+                let ttl_ms = b.ttl.map_or(0, |t| t.as_millis() as u64);
+                // One command, atomic: the count and its expiry together (a MULTI/EXEC
+                // pipeline is four commands: 0.44x the memory bucket's rate under wrk).
+                let mut conn = r.connection().await?;
+                let mut call = INCREMENT.prepare_invoke();
+                call.key(r.key(&key)).arg(delta).arg(ttl_ms);
+                let n: i64 = r.bounded(call.invoke_async(&mut conn)).await?;
                 u64::try_from(n).map_err(|_| other("the counter is negative"))
             }
         })
