@@ -23,6 +23,7 @@ fn main() {
         "plugins/python",
         "plugins/c",
         "plugins/js/rewrite",
+        "plugins/js/notes",
         "plugins/js/package-lock.json",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
@@ -123,28 +124,31 @@ fn build_js(root: &Path, target_dir: &Path) {
     }
     let out = target_dir.join("js");
     std::fs::create_dir_all(&out).expect("js output dir");
-    let status = Command::new("node")
-        .arg(&cli)
-        .arg(js.join("rewrite/app.js"))
-        .arg("--wit")
-        .arg(root.join("wit"))
-        .args(["--world-name", "plugin"])
-        // Without these the component imports wasi:http and more, which plughost does not give.
-        .args([
-            "--disable",
-            "stdio",
-            "random",
-            "clocks",
-            "http",
-            "fetch-event",
-        ])
-        .arg("-o")
-        .arg(out.join("rewrite.wasm"))
-        .status();
-    assert!(
-        matches!(status, Ok(s) if s.success()),
-        "componentize-js failed on plugins/js/rewrite ({status:?})"
-    );
+    for (name, world) in [("rewrite", "plugin"), ("notes", "plugin-keyvalue")] {
+        let status = Command::new("node")
+            .arg(&cli)
+            .arg(js.join(name).join("app.js"))
+            .arg("--wit")
+            .arg(root.join("wit"))
+            .args(["--world-name", world])
+            // Without these the component imports wasi:http and more, which plughost does not
+            // give.
+            .args([
+                "--disable",
+                "stdio",
+                "random",
+                "clocks",
+                "http",
+                "fetch-event",
+            ])
+            .arg("-o")
+            .arg(out.join(format!("{name}.wasm")))
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "componentize-js failed on plugins/js/{name} ({status:?})"
+        );
+    }
     println!("cargo:rustc-env=PLUGHOST_JS_PLUGINS={}", out.display());
 }
 

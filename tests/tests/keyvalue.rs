@@ -235,3 +235,24 @@ fn the_fleet_example_enforces_one_limit_behind_haproxy() {
     );
     assert!(stdout.contains("9 allowed, 21 limited"), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_javascript_plugin_keeps_notes_in_a_bucket() {
+    let config = format!(
+        "[[plugins]]\nname = \"notes\"\nfile = {:?}\nkind = \"responder\"\nkeyvalue = [\"notes\"]\ntimeout = \"2s\"\n[[routes]]\nprefix = \"/notes\"\nplugin = \"notes\"\n[keyvalue.notes]\n",
+        plughost_e2e::js_plugin("notes").display().to_string()
+    );
+    let server = Plughost::start(&config);
+    let client = reqwest::Client::new();
+    let absent = client.get(server.url("/notes/todo")).send().await.unwrap();
+    assert_eq!(absent.status(), 404);
+    let put = client
+        .put(server.url("/notes/todo"))
+        .body("buy milk\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let got = client.get(server.url("/notes/todo")).send().await.unwrap();
+    assert_eq!(got.text().await.unwrap(), "buy milk\n");
+}
