@@ -664,11 +664,22 @@ impl Config {
             }
         }
         for (name, kv) in &self.keyvalue {
-            if kv.backend == KvBackend::Redis && kv.url.is_none() {
+            if kv.backend != KvBackend::Redis {
+                continue;
+            }
+            let Some(url) = &kv.url else {
                 return invalid(
                     "keyvalue.url",
                     format!(
                         "bucket `{name}`: backend = \"redis\" needs url = \"redis://127.0.0.1:6379/0\""
+                    ),
+                );
+            };
+            if redis::Client::open(url.as_str()).is_err() {
+                return invalid(
+                    "keyvalue.url",
+                    format!(
+                        "bucket `{name}`: `{url}` is not a Redis URL like redis://127.0.0.1:6379/0"
                     ),
                 );
             }
@@ -955,5 +966,28 @@ plugin = "hello"
     fn effective_config_round_trips() {
         let c = Config::default();
         assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn keyvalue_buckets_are_checked() {
+        let ok = "[keyvalue.limits]\nttl = \"1m\"\n";
+        assert_eq!(
+            parse(ok).unwrap().keyvalue["limits"].ttl,
+            Some(Duration::from_secs(60))
+        );
+        let e = parse("[keyvalue.l]\nbackend = \"redis\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("keyvalue.url: bucket `l`: backend = \"redis\" needs url"),
+            "{e}"
+        );
+        let e = parse("[keyvalue.l]\nbackend = \"redis\"\nurl = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a Redis URL"), "{e}");
+        let grant = "[[plugins]]\nname = \"p\"\nfile = \"p.wasm\"\nkeyvalue = [\"nope\"]\n";
+        let e = parse(grant).unwrap_err().to_string();
+        assert!(e.contains("no bucket named `nope`"), "{e}");
     }
 }

@@ -134,6 +134,11 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         Default::default(),
         Default::default(),
     );
+    if let Some(url) = &o.kv_url {
+        redis::Client::open(url.as_str()).with_context(|| {
+            format!("--kv-url {url}: not a Redis URL like redis://127.0.0.1:6379/0")
+        })?;
+    }
     let caps = Capabilities {
         log: std::sync::Arc::new(log),
         keyvalue: Stores::memory(&o.keyvalue, o.kv_url.as_deref()).grants(&o.keyvalue),

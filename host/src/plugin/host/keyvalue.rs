@@ -242,10 +242,8 @@ impl Bucket {
             })),
             KvBackend::Redis => {
                 let url = c.url.as_deref().unwrap_or_default();
-                // Validation checked the url is there; a malformed one fails every call.
-                let client = redis::Client::open(url).unwrap_or_else(|_| {
-                    redis::Client::open("redis://invalid-url.invalid/").expect("a valid url")
-                });
+                let client = redis::Client::open(url)
+                    .expect("Config::validate and plugin run check the Redis url");
                 Backend::Redis(Redis {
                     client,
                     conn: tokio::sync::Mutex::new(None),
