@@ -76,6 +76,7 @@ async fn the_status_page_shows_live_traffic_plugins_cache_and_backends_in_chromi
     std::fs::copy(plugin("headers"), dir.path().join("headers.wasm")).unwrap();
     let config = format!(
         "plugins_dir = \".\"\n[[plugins]]\nname = \"headers\"\nfile = \"headers.wasm\"\n\
+         keyvalue = [\"seen\"]\n[keyvalue.seen]\n\
          [upstreams.api]\nservers = [\"{}\"]\nhealth_interval = \"200ms\"\n\
          [[routes]]\nprefix = \"/api\"\nupstream = \"api\"\n",
         backend.addr
@@ -162,6 +163,7 @@ async fn the_status_page_shows_live_traffic_plugins_cache_and_backends_in_chromi
     assert_ne!(page["p99"], "-", "{page}");
     let plugin_row = &page["plugins"][0];
     assert_eq!(plugin_row[0], "headers", "{page}");
+    assert_eq!(plugin_row[6], "seen", "{page}");
     assert!(
         plugin_row[2].as_str().unwrap().parse::<u64>().unwrap() > 0,
         "{page}"
