@@ -106,17 +106,87 @@ impl PluginLog {
     }
 }
 
-/// Guest stdout/stderr: each write becomes log lines tagged with the plugin's name, so a
-/// plugin that prints never reaches the server's own terminal.
+/// Guest stdout/stderr: each line becomes a log line tagged with the plugin's name, so a
+/// plugin that prints never reaches the server's own terminal. Writes are joined into lines
+/// (CPython writes `KeyError`, `: ` and `'x'` apart), and a Python traceback becomes one entry.
 #[derive(Clone)]
-pub(super) struct GuestOutput {
+pub(super) struct GuestOutput(Arc<Output>);
+
+/// One stream of one instance; shared by the clones wasmtime-wasi makes of it. What is still
+/// pending when the instance goes is logged then.
+struct Output {
     log: Arc<PluginLog>,
     stream: &'static str,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// The end of the last write, not yet ended by a newline.
+    partial: String,
+    traceback: Traceback,
 }
 
 impl GuestOutput {
     pub(super) fn new(log: Arc<PluginLog>, stream: &'static str) -> Self {
-        Self { log, stream }
+        Self(Arc::new(Output {
+            log,
+            stream,
+            pending: Mutex::default(),
+        }))
+    }
+}
+
+impl Output {
+    fn line(&self, pending: &mut Pending, line: &str) {
+        if line.is_empty() {
+            return;
+        }
+        if let Some(entry) = pending.traceback.push(line) {
+            self.log.write(Level::Info, Some(self.stream), &entry);
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(self.pending.get_mut());
+        let partial = std::mem::take(&mut pending.partial);
+        self.line(&mut pending, &partial);
+        let rest = std::mem::take(&mut pending.traceback.lines).join("\n");
+        if !rest.is_empty() {
+            self.log.write(Level::Info, Some(self.stream), &rest);
+        }
+    }
+}
+
+/// Lines of a Python traceback, from `Traceback (most recent call last):` to the first line
+/// that is not indented (the exception itself).
+#[derive(Default)]
+struct Traceback {
+    lines: Vec<String>,
+}
+
+/// Most lines one traceback entry gathers; the rest of it is logged line by line.
+const TRACEBACK_LINES: usize = 200;
+
+impl Traceback {
+    /// Takes one output line: `Some(entry)` when a line (or a finished traceback) is to be
+    /// logged now, `None` while a traceback is being gathered.
+    fn push(&mut self, line: &str) -> Option<String> {
+        if self.lines.is_empty() {
+            if line.starts_with("Traceback (most recent call last):") {
+                self.lines.push(line.to_owned());
+                return None;
+            }
+            return Some(line.to_owned());
+        }
+        self.lines.push(line.to_owned());
+        let indented = line.starts_with(' ') || line.starts_with('\t');
+        if indented && self.lines.len() < TRACEBACK_LINES {
+            return None;
+        }
+        Some(std::mem::take(&mut self.lines).join("\n"))
     }
 }
 
@@ -141,9 +211,20 @@ impl StdoutStream for GuestOutput {
 
 impl OutputStream for GuestOutput {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            self.log.write(Level::Info, Some(self.stream), line);
+        let out = &*self.0;
+        let mut pending = out.pending.lock();
+        let mut text = std::mem::take(&mut pending.partial);
+        text.push_str(&String::from_utf8_lossy(&bytes));
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        // What follows the last newline waits for the rest of its line (bounded).
+        let rest = lines.pop().unwrap_or_default();
+        for line in lines {
+            out.line(&mut pending, line.trim_end_matches('\r'));
+        }
+        if rest.len() > GUEST_WRITE_MAX {
+            out.line(&mut pending, rest);
+        } else {
+            pending.partial = rest.to_owned();
         }
         Ok(())
     }
@@ -160,4 +241,24 @@ impl OutputStream for GuestOutput {
 #[wasmtime_wasi::async_trait]
 impl Pollable for GuestOutput {
     async fn ready(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_python_traceback_is_one_entry_other_lines_are_their_own() {
+        let mut t = Traceback::default();
+        assert_eq!(t.push("hello").as_deref(), Some("hello"));
+        let lines = [
+            "Traceback (most recent call last):",
+            "  File \"app.py\", line 3, in plugin_process",
+            "    d[\"missing\"]",
+            "KeyError: 'missing'",
+        ];
+        let entries: Vec<String> = lines.iter().filter_map(|l| t.push(l)).collect();
+        assert_eq!(entries, [lines.join("\n")]);
+        assert_eq!(t.push("after").as_deref(), Some("after"));
+    }
 }
