@@ -65,7 +65,7 @@ fn incrementer(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: u64) -> WasmP
     let log = PluginLog::new("bench", usize::MAX, Default::default(), Default::default());
     let caps = Capabilities {
         log: std::sync::Arc::new(log),
-        keyvalue: Stores::memory(&buckets, None).grants(&buckets),
+        keyvalue: Stores::standalone(&buckets, None).grants(&buckets),
     };
     rt.block_on(WasmPlugin::load(pre, config, 1, caps))
         .expect("load")

@@ -160,7 +160,7 @@ impl Pipeline {
 
     async fn process<B>(
         &self,
-        mut parts: Parts,
+        parts: Parts,
         body: B,
         client: SocketAddr,
     ) -> Result<(Response<Body>, Outcome), RequestError>
@@ -181,33 +181,47 @@ impl Pipeline {
             }
             .into());
         }
-        let mut body = body::limited(body, self.max_body_bytes);
         // Headers the filters add to whatever response is finally sent: plughost's own error
         // responses after the filters included (a security-header filter means every one).
         let mut extra = HeaderMap::new();
-        let with_extra = |result: Result<(Response<Body>, Outcome), RequestError>, extra| {
-            let (resp, cache) = match result {
-                Ok(ok) => ok,
-                Err(e) => (self.error_response(e), Outcome::Bypass),
-            };
-            Ok((with_headers(resp, extra), cache))
-        };
+        let (resp, cache) = self
+            .filtered_and_served(&live, parts, body, client, &mut extra)
+            .await
+            .unwrap_or_else(|e| (self.error_response(e), Outcome::Bypass));
+        Ok((with_headers(resp, extra), cache))
+    }
+
+    /// The filters, then the cache and the route; `extra` gathers the filters' response
+    /// headers.
+    async fn filtered_and_served<B>(
+        &self,
+        live: &Arc<Live>,
+        mut parts: Parts,
+        body: B,
+        client: SocketAddr,
+        extra: &mut HeaderMap,
+    ) -> Result<(Response<Body>, Outcome), RequestError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = body::limited(body, self.max_body_bytes);
         if live.plugins.need_body() {
             let bytes = read_body(body, self.max_body_bytes).await?;
             live.plugins.observe(&parts, &bytes);
-            match run_filters(&live.plugins, &mut parts, &bytes, client, &mut extra).await {
-                Ok(Some(resp)) => return with_extra(Ok((resp, Outcome::Bypass)), extra),
-                Ok(None) => {}
-                Err(e) => return with_extra(Err(e), extra),
+            if let Some(resp) =
+                run_filters(&live.plugins, &mut parts, &bytes, client, extra).await?
+            {
+                return Ok((resp, Outcome::Bypass));
             }
             body = body::full(bytes);
         }
+        let live = live.clone();
         let route = move |req| {
             let live = live.clone();
             async move { live.router.route(req, client).await }
         };
-        let served = self.cache.serve(parts, body, route).await;
-        with_extra(served, extra)
+        self.cache.serve(parts, body, route).await
     }
 
     /// The response for an error, logged at the level its cause deserves.

@@ -16,7 +16,7 @@ use http::header::{
     IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE, VARY,
 };
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 
@@ -121,23 +121,19 @@ impl Cache {
             *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
             return Ok((resp, Outcome::Miss));
         }
-        let request = parts.headers.clone();
-        let answer_parts = request_view(&parts);
+        let view = request_view(&parts);
         let req = conditional(parts, body, stored.as_deref());
-        let result = self
-            .fetch(key, &request, &answer_parts, req, stored, &policy, &route)
-            .await;
+        let result = self.fetch(key, &view, req, stored, &policy, &route).await;
         drop(leader);
         result
     }
 
     /// Sends `req` to the origin and settles the answer with the stored entry (validation,
-    /// `stale-if-error`) and the store.
-    #[allow(clippy::too_many_arguments)]
+    /// `stale-if-error`) and the store. `parts` is the client's request as it came (its
+    /// headers select the variant stored; the answer follows its conditionals and range).
     async fn fetch<R, F>(
         &self,
         key: String,
-        request: &HeaderMap,
         parts: &Parts,
         req: Request<Body>,
         stale: Option<Arc<Entry>>,
@@ -184,7 +180,14 @@ impl Cache {
             let times = (sent, received);
             let len = Some(old.body.len() as u64);
             let entry = match self.admit(old.status, &headers, len, times, own) {
-                Some(f) => self.put(key, request, old.status, headers, old.body.clone(), f),
+                Some(f) => self.put(
+                    key,
+                    &parts.headers,
+                    old.status,
+                    headers,
+                    old.body.clone(),
+                    f,
+                ),
                 None => {
                     self.invalidate(&key);
                     let mut freshness = old.freshness.clone();
@@ -218,7 +221,7 @@ impl Cache {
                 Ok(Ok(bytes)) => {
                     let entry = self.put(
                         key,
-                        request,
+                        &parts.headers,
                         head.status,
                         head.headers.clone(),
                         bytes.clone(),
@@ -296,11 +299,11 @@ impl Cache {
         let mut head = request_view(parts);
         head.method = Method::GET;
         let req = conditional(head, body::full(Bytes::new()), Some(&entry));
-        let (cache, request, policy) = (self.clone(), parts.headers.clone(), policy.clone());
+        let (cache, policy) = (self.clone(), policy.clone());
         tokio::spawn(async move {
             let _guard = guard;
             if let Err(e) = cache
-                .fetch(key, &request, &view, req, Some(entry), &policy, &route)
+                .fetch(key, &view, req, Some(entry), &policy, &route)
                 .await
             {
                 tracing::debug!(error = %e, "background revalidation failed");

@@ -141,7 +141,7 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     }
     let caps = Capabilities {
         log: std::sync::Arc::new(log),
-        keyvalue: Stores::memory(&o.keyvalue, o.kv_url.as_deref()).grants(&o.keyvalue),
+        keyvalue: Stores::standalone(&o.keyvalue, o.kv_url.as_deref()).grants(&o.keyvalue),
     };
     let name = plugin.name.clone();
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;

@@ -92,13 +92,14 @@ impl Stores {
         }
     }
 
-    /// Memory buckets named `names`, counted nowhere: for `plughost plugin run`.
-    pub fn memory(names: &[String], url: Option<&str>) -> Self {
+    /// Buckets named `names`, counted nowhere, for `plughost plugin run`: in memory, or in
+    /// the Redis server at `redis_url`.
+    pub fn standalone(names: &[String], redis_url: Option<&str>) -> Self {
         let config = names
             .iter()
             .map(|n| {
                 let mut c = KeyValueConfig::memory();
-                if let Some(url) = url {
+                if let Some(url) = redis_url {
                     c.backend = KvBackend::Redis;
                     c.url = Some(url.to_owned());
                 }
