@@ -48,6 +48,7 @@ fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPl
     let caps = Capabilities {
         log: std::sync::Arc::new(log),
         keyvalue: Default::default(),
+        outbound: Default::default(),
     };
     rt.block_on(WasmPlugin::load(pre, config, 1, caps))
         .expect("load")
@@ -66,6 +67,7 @@ fn incrementer(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: u64) -> WasmP
     let caps = Capabilities {
         log: std::sync::Arc::new(log),
         keyvalue: Stores::standalone(&buckets, None).grants(&buckets),
+        outbound: Default::default(),
     };
     rt.block_on(WasmPlugin::load(pre, config, 1, caps))
         .expect("load")

@@ -148,6 +148,11 @@ impl Pool {
         }
     }
 
+    /// The metrics its requests are counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The next healthy server in strict round-robin order, skipping `not` (the server a
     /// request just failed on). `None` when no server is up.
     pub fn pick(&self, not: Option<SocketAddr>) -> Option<&Backend> {

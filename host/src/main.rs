@@ -13,7 +13,9 @@ use plughost::config::{Config, Overrides};
 use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
 use plughost::plugin::authoring;
+use plughost::plugin::host::Backends;
 use plughost::plugin::host::keyvalue::Stores;
+use plughost::plugin::host::outbound::Outbound;
 use plughost::reload::Reloader;
 use plughost::status::Status;
 use plughost::{logging, plugin, server, shutdown, tls};
@@ -87,6 +89,10 @@ enum PluginCommand {
         /// Keep the --kv buckets in this Redis server instead, e.g. redis://127.0.0.1:6379/0.
         #[arg(long = "kv-url", value_name = "URL")]
         kv_url: Option<String>,
+        /// A destination the plugin may send HTTP requests to, http(s)://HOST[:PORT]
+        /// (repeatable).
+        #[arg(long = "allow-outbound", value_name = "URL")]
+        allow_outbound: Vec<String>,
     },
 }
 
@@ -146,16 +152,26 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             None => None,
         };
         let mut metrics = Metrics::new();
-        let stores = Stores::new(&config.keyvalue, metrics.registry_mut());
+        // Plugins may not call plughost itself by name: its listeners are refused.
+        let own = [Some(&public), redirect.as_ref(), admin_listener.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let backends = Backends {
+            keyvalue: Stores::new(&config.keyvalue, metrics.registry_mut()),
+            outbound: Outbound::new(&config.outbound, own, metrics.registry_mut())?,
+        };
         let metrics = Arc::new(metrics);
-        let (plugins, _) = plugin::loader::load(&config, metrics.clone(), &stores, None).await;
+        let (plugins, _) = plugin::loader::load(&config, metrics.clone(), &backends, None).await;
         let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), Arc::new(plugins)));
+        backends.outbound.set_pools(pipeline.live().pools.clone());
         let stop = CancellationToken::new();
         let reloader = Reloader::new(
             config.clone(),
             overrides,
             pipeline.clone(),
-            stores,
+            backends,
             stop.clone(),
         );
         reloader.spawn_triggers().await;
@@ -243,6 +259,7 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             grants,
             keyvalue,
             kv_url,
+            allow_outbound,
         } => {
             let body = match (body, body_file) {
                 (Some(text), _) => text.into_bytes(),
@@ -262,6 +279,7 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
                 grants,
                 keyvalue,
                 kv_url,
+                allow_outbound,
                 cache,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -50,14 +50,9 @@ pub struct Live {
 
 impl Live {
     /// The routes of `config` over these plugins and pools.
-    pub fn new(
-        config: &Config,
-        plugins: Arc<Plugins>,
-        pools: Arc<Pools>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(config: &Config, plugins: Arc<Plugins>, pools: Arc<Pools>) -> Self {
         Self {
-            router: Router::new(config, &plugins, &pools, metrics),
+            router: Router::new(config, &plugins, &pools),
             plugins,
             pools,
         }
@@ -68,7 +63,7 @@ impl Pipeline {
     /// Builds the pipeline from the configuration.
     pub fn new(config: &Config, metrics: Arc<Metrics>, plugins: Arc<Plugins>) -> Self {
         let pools = Arc::new(Pools::new(&config.upstreams, &metrics));
-        let live = Live::new(config, plugins, pools, metrics.clone());
+        let live = Live::new(config, plugins, pools);
         Self {
             limiter: Limiter::new(
                 config.max_concurrency,

@@ -359,10 +359,7 @@ impl LoadedPlugin {
         let stats = self.wasm.stats();
         PluginInfo {
             name: self.name.clone(),
-            kind: match self.kind {
-                PluginKind::Filter => "filter",
-                PluginKind::Responder => "responder",
-            },
+            kind: self.kind.as_str(),
             file: self.file.display().to_string(),
             reuse: Some(self.reuse),
             calls: self.calls.load(Ordering::Relaxed),

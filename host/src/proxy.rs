@@ -179,14 +179,39 @@ impl Drop for InFlight<'_> {
 /// Forwards a request to `pool`, with `path` (path and query, prefix already stripped).
 pub async fn forward(
     pool: &Pool,
-    metrics: &Metrics,
     (parts, body): (Parts, Body),
     client: SocketAddr,
     fwd: &Forwarding,
     path: &str,
 ) -> Result<Response<Body>, RequestError> {
-    let mut headers = upstream_headers(&parts, client, fwd);
-    let retryable = is_idempotent(&parts.method) && http_body::Body::is_end_stream(&body);
+    let headers = upstream_headers(&parts, client, fwd);
+    let resp = exchange(pool, &parts.method, headers, body, path, fwd.body_limit).await?;
+    let (mut head, incoming) = resp.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    // plughost speaks its own HTTP version to the client (RFC 9110 §6.2): an HTTP/1.0
+    // backend's status line must not make the client drop keep-alive.
+    head.version = http::Version::HTTP_11;
+    head.extensions.insert(FromUpstream);
+    Ok(Response::from_parts(
+        head,
+        incoming.map_err(body::BoxError::from).boxed(),
+    ))
+}
+
+/// Sends one request to the next healthy server of `pool` and returns its response head
+/// (the body still streaming), keeping the pool's health and metrics: the reverse proxy's
+/// path, and the one of plugins' outbound requests to `upstream:NAME`. Idempotent requests
+/// without a body that fail to connect are tried once more on another server.
+pub async fn exchange(
+    pool: &Pool,
+    method: &Method,
+    mut headers: HeaderMap,
+    body: Body,
+    path: &str,
+    body_limit: usize,
+) -> Result<Response<hyper::body::Incoming>, RequestError> {
+    let metrics = pool.metrics();
+    let retryable = is_idempotent(method) && http_body::Body::is_end_stream(&body);
     let mut body = Some(body);
     let mut failed_on = None;
     loop {
@@ -197,7 +222,7 @@ pub async fn forward(
             body.take()
                 .unwrap_or_else(|| body::full(bytes::Bytes::new())),
         );
-        *req.method_mut() = parts.method.clone();
+        *req.method_mut() = method.clone();
         *req.uri_mut() = format!("{}{path}", backend.base)
             .parse()
             .map_err(|_| RequestError::Internal("upstream URI".into()))?;
@@ -238,13 +263,10 @@ pub async fn forward(
                 }
                 return Err(UpstreamError::Connect(pool.name.clone()).into());
             }
-            // The client's body went past max_body_bytes while streaming: its fault, 413,
+            // The request body went past its limit while streaming: the sender's fault, 413,
             // and nothing against the backend.
             Ok(Err(e)) if body_too_large(&e) => {
-                return Err(ClientError::BodyTooLarge {
-                    limit: fwd.body_limit,
-                }
-                .into());
+                return Err(ClientError::BodyTooLarge { limit: body_limit }.into());
             }
             Ok(Err(e)) => {
                 fail("io");
@@ -258,16 +280,7 @@ pub async fn forward(
                     fail("status_5xx");
                 }
                 observe(metrics, &backend.label, started.elapsed());
-                let (mut head, incoming) = resp.into_parts();
-                strip_hop_by_hop(&mut head.headers);
-                // plughost speaks its own HTTP version to the client (RFC 9110 §6.2): an
-                // HTTP/1.0 backend's status line must not make the client drop keep-alive.
-                head.version = http::Version::HTTP_11;
-                head.extensions.insert(FromUpstream);
-                return Ok(Response::from_parts(
-                    head,
-                    incoming.map_err(body::BoxError::from).boxed(),
-                ));
+                return Ok(resp);
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::balancer::Pools;
 use crate::config::{Config, Overrides};
 use crate::metrics::OutcomeLabel;
 use crate::pipeline::{Live, Pipeline};
-use crate::plugin::host::keyvalue::Stores;
+use crate::plugin::host::Backends;
 use crate::plugin::loader::{self, LoadReport};
 
 /// Quiet time after a change in `plugins_dir` before reloading: copying a file raises several
@@ -51,7 +51,7 @@ pub struct Reloader {
     stop: CancellationToken,
     health: parking_lot::Mutex<CancellationToken>,
     /// The key-value buckets: kept across reloads, so plugin state survives them.
-    stores: Stores,
+    backends: Backends,
 }
 
 impl Reloader {
@@ -60,7 +60,7 @@ impl Reloader {
         config: Config,
         overrides: Overrides,
         pipeline: Arc<Pipeline>,
-        stores: Stores,
+        backends: Backends,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let health = stop.child_token();
@@ -71,7 +71,7 @@ impl Reloader {
             config: tokio::sync::Mutex::new(config),
             stop,
             health: parking_lot::Mutex::new(health),
-            stores,
+            backends,
         })
     }
 
@@ -98,7 +98,7 @@ impl Reloader {
         let live = self.pipeline.live();
         let metrics = self.pipeline.clone_metrics();
         let (plugins, report) =
-            loader::load(&new, metrics.clone(), &self.stores, Some(&live.plugins)).await;
+            loader::load(&new, metrics.clone(), &self.backends, Some(&live.plugins)).await;
         let upstreams_changed = new.upstreams != current.upstreams;
         let pools = if !upstreams_changed {
             live.pools.clone()
@@ -106,12 +106,13 @@ impl Reloader {
             let pools = Arc::new(Pools::new(&new.upstreams, &metrics));
             let health = self.stop.child_token();
             pools.spawn_health_checks(&health);
+            self.backends.outbound.set_pools(pools.clone());
             std::mem::replace(&mut *self.health.lock(), health).cancel();
             pools
         };
         let routes_changed = new.routes != current.routes || upstreams_changed;
         self.pipeline
-            .replace(Live::new(&new, Arc::new(plugins), pools, metrics));
+            .replace(Live::new(&new, Arc::new(plugins), pools));
         self.pipeline.cache.set_own_ttl(new.own_response_ttl);
         if report.changed() || routes_changed {
             // Stored responses may come from a plugin or route that is gone.

@@ -16,7 +16,6 @@ use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{ClientError, RequestError};
-use crate::metrics::Metrics;
 use crate::plugin::{Decision, LoadedPlugin, Plugins, wit_request};
 use crate::proxy;
 
@@ -44,7 +43,6 @@ pub struct Router {
     max_body_bytes: usize,
     /// `[[routes]]`, longest prefix first.
     routes: Vec<(String, Target)>,
-    metrics: Arc<Metrics>,
     /// What upstreams are told of the client.
     forwarding: proxy::Forwarding,
     /// The default page, rendered once: it only changes when plugins do.
@@ -54,7 +52,7 @@ pub struct Router {
 impl Router {
     /// The router of `config`'s `[[routes]]` over the loaded plugins and pools. A route to a
     /// plugin that did not load answers 404.
-    pub fn new(config: &Config, plugins: &Plugins, pools: &Pools, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &Config, plugins: &Plugins, pools: &Pools) -> Self {
         let mut routes: Vec<(String, Target)> = config
             .routes
             .iter()
@@ -85,7 +83,6 @@ impl Router {
             debug_routes: config.debug_routes,
             max_body_bytes: config.max_body_bytes,
             routes,
-            metrics,
             forwarding: proxy::Forwarding {
                 trusted: config.trusted_proxies.iter().map(|n| n.0).collect(),
                 forwarded: config.forwarded_header,
@@ -114,8 +111,7 @@ impl Router {
                         _ => pq.to_owned(),
                     };
                     let fwd = &self.forwarding;
-                    proxy::forward(pool, &self.metrics, (parts, body), client, fwd, &forwarded)
-                        .await
+                    proxy::forward(pool, (parts, body), client, fwd, &forwarded).await
                 }
             };
         }

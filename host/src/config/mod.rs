@@ -13,10 +13,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod keyvalue;
+mod outbound;
 mod plugins;
 mod upstreams;
 
 pub use keyvalue::{KeyValueConfig, KvBackend};
+pub use outbound::{Destination, OutboundConfig, UPSTREAM_HOST_SUFFIX};
 pub use plugins::{Grant, OnError, PluginConfig, PluginKind, Reuse};
 pub use upstreams::{RouteConfig, UpstreamConfig};
 
@@ -44,6 +46,16 @@ pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_KV_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time for one Redis command's answer.
 pub const DEFAULT_KV_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// `[outbound] connect_timeout`.
+pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// `[outbound] first_byte_timeout`.
+pub const DEFAULT_OUTBOUND_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `[outbound] between_bytes_timeout`.
+pub const DEFAULT_OUTBOUND_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
+/// Outbound requests one plugin may have in flight at once.
+pub const DEFAULT_PLUGIN_OUTBOUND_REQUESTS: usize = 16;
+/// Largest outbound response body (and request body to a pool) of one plugin's call.
+pub const DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES: usize = 1024 * 1024;
 /// Longest wait of a request for another one fetching the same response.
 pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response body the cache keeps.
@@ -206,6 +218,8 @@ pub struct Config {
     pub watch_plugins: bool,
     /// Key-value buckets plugins may be granted, by name.
     pub keyvalue: std::collections::BTreeMap<String, KeyValueConfig>,
+    /// Outbound HTTP from plugins (who may call what is each plugin's `allowed_outbound`).
+    pub outbound: OutboundConfig,
     /// HTTPS on the public listener; absent: cleartext HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -272,6 +286,7 @@ impl Default for Config {
             forwarded_header: false,
             watch_plugins: true,
             keyvalue: Default::default(),
+            outbound: OutboundConfig::default(),
             tls: None,
         }
     }
@@ -650,6 +665,25 @@ impl Config {
                     );
                 }
             }
+            for d in &p.allowed_outbound {
+                if let Destination::Upstream(pool) = d
+                    && !self.upstreams.contains_key(pool)
+                {
+                    return invalid(
+                        "plugins.allowed_outbound",
+                        format!(
+                            "plugin `{}`: no upstream pool named `{pool}`; declare it as [upstreams.{pool}]",
+                            p.name
+                        ),
+                    );
+                }
+            }
+            if p.max_outbound_requests == 0 {
+                return invalid(
+                    "plugins.max_outbound_requests",
+                    format!("plugin `{}`: must be at least 1", p.name),
+                );
+            }
             for g in &p.grants {
                 if !g.host.is_dir() {
                     return invalid(
@@ -725,11 +759,13 @@ impl Config {
             }
             match (&r.plugin, &r.upstream) {
                 (Some(plugin), None) => match self.plugins.iter().find(|p| &p.name == plugin) {
-                    Some(p) if p.kind == PluginKind::Responder => {}
+                    Some(p) if p.kind.answers_routes() => {}
                     Some(_) => {
                         return invalid(
                             "routes.plugin",
-                            format!("`{plugin}` is a filter; routes need kind = \"responder\""),
+                            format!(
+                                "`{plugin}` is a filter; routes need kind = \"responder\" or \"wasi-http\""
+                            ),
                         );
                     }
                     None => return invalid("routes.plugin", format!("no plugin named `{plugin}`")),

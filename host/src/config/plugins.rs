@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     DEFAULT_PLUGIN_BACKOFF, DEFAULT_PLUGIN_FAILURE_THRESHOLD, DEFAULT_PLUGIN_FAILURE_WINDOW,
     DEFAULT_PLUGIN_INIT_TIMEOUT, DEFAULT_PLUGIN_LOG_BYTES_PER_SEC, DEFAULT_PLUGIN_MEMORY_BYTES,
+    DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES, DEFAULT_PLUGIN_OUTBOUND_REQUESTS,
     DEFAULT_PLUGIN_RESPONSE_BODY_BYTES, DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES,
-    DEFAULT_PLUGIN_RESPONSE_HEADERS, DEFAULT_PLUGIN_TIMEOUT,
+    DEFAULT_PLUGIN_RESPONSE_HEADERS, DEFAULT_PLUGIN_TIMEOUT, Destination,
 };
 
 /// One `[[plugins]]` entry.
@@ -21,7 +22,8 @@ pub struct PluginConfig {
     pub name: String,
     /// The component, relative to `plugins_dir` unless absolute.
     pub file: PathBuf,
-    /// `filter` (runs on every request) or `responder` (answers its routes).
+    /// `filter` (runs on every request), `responder` (answers its routes) or `wasi-http` (a
+    /// standard `wasi:http/proxy` component answering its routes).
     #[serde(default)]
     pub kind: PluginKind,
     /// Passed to `plugin-init` as a JSON object.
@@ -70,6 +72,21 @@ pub struct PluginConfig {
     /// `[keyvalue.NAME]` buckets the plugin may open. None by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keyvalue: Vec<String>,
+    /// Where it may send HTTP requests (`wasi:http/outgoing-handler`): `http://HOST[:PORT]`,
+    /// `https://HOST[:PORT]` or `upstream:NAME`. Nothing by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound: Vec<Destination>,
+    /// Outbound requests in flight at once; past it a request fails at once with
+    /// `connection-limit-reached` [default: 16].
+    #[serde(default = "default_outbound_requests")]
+    pub max_outbound_requests: usize,
+    /// Largest outbound response body, and request body sent to a pool [default: 1 MiB].
+    #[serde(default = "default_outbound_body_bytes")]
+    pub max_outbound_body_bytes: usize,
+    /// PEM file of CA certificates this plugin's `https` destinations may use besides the
+    /// system's and `[outbound] ca_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_ca_file: Option<PathBuf>,
     /// Failures within `failure_window` that start a backoff [default: 5].
     #[serde(default = "default_failure_threshold")]
     pub failure_threshold: u32,
@@ -102,6 +119,12 @@ fn default_response_body_bytes() -> usize {
 fn default_log_bytes_per_sec() -> usize {
     DEFAULT_PLUGIN_LOG_BYTES_PER_SEC
 }
+fn default_outbound_requests() -> usize {
+    DEFAULT_PLUGIN_OUTBOUND_REQUESTS
+}
+fn default_outbound_body_bytes() -> usize {
+    DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES
+}
 fn default_failure_threshold() -> u32 {
     DEFAULT_PLUGIN_FAILURE_THRESHOLD
 }
@@ -133,6 +156,10 @@ impl PluginConfig {
             on_error: OnError::Fail,
             grants: Vec::new(),
             keyvalue: Vec::new(),
+            allowed_outbound: Vec::new(),
+            max_outbound_requests: DEFAULT_PLUGIN_OUTBOUND_REQUESTS,
+            max_outbound_body_bytes: DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES,
+            outbound_ca_file: None,
             failure_threshold: DEFAULT_PLUGIN_FAILURE_THRESHOLD,
             failure_window: DEFAULT_PLUGIN_FAILURE_WINDOW,
             backoff: DEFAULT_PLUGIN_BACKOFF,
@@ -142,13 +169,33 @@ impl PluginConfig {
 
 /// Where a plugin runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
     /// On every request, in chain order, before the cache.
     #[default]
     Filter,
     /// On the requests of its `[[routes]]`.
     Responder,
+    /// A component of the standard `wasi:http/proxy` world (what `wasmtime serve` and Spin
+    /// run), unchanged, on the requests of its `[[routes]]`: it gets the request's head and
+    /// streamed body and streams its response.
+    WasiHttp,
+}
+
+impl PluginKind {
+    /// Its name in the config, `/plugins` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Filter => "filter",
+            Self::Responder => "responder",
+            Self::WasiHttp => "wasi-http",
+        }
+    }
+
+    /// Whether it answers the requests of its routes (rather than filtering every request).
+    pub fn answers_routes(self) -> bool {
+        self != Self::Filter
+    }
 }
 
 /// Instance reuse policy.

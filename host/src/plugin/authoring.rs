@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::host::keyvalue::Stores;
+use super::host::outbound::Outbound;
 use super::host::{Capabilities, PluginLog};
 use super::output::{self, Dropped, OutputLimits};
 use super::wasm::{Action, Header, Request, Runtime, WasmPlugin};
-use crate::config::{Grant, PluginConfig, Reuse};
+use crate::config::{Destination, Grant, OutboundConfig, PluginConfig, Reuse};
 
 /// What `plugin check` found; `Err` from [`check`] is the one-line reason it would not load.
 pub struct CheckReport {
@@ -72,6 +73,8 @@ pub struct RunOptions {
     pub keyvalue: Vec<String>,
     /// Keep those buckets in this Redis server instead.
     pub kv_url: Option<String>,
+    /// Destinations the plugin may send HTTP requests to (`allowed_outbound` entries).
+    pub allow_outbound: Vec<String>,
     /// The server's compiled cache (`wasm_cache_dir`), if any.
     pub cache: Option<PathBuf>,
 }
@@ -111,6 +114,13 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         .iter()
         .map(|g| parse_grant(g))
         .collect::<Result<_, _>>()?;
+    plugin.allowed_outbound = o
+        .allow_outbound
+        .iter()
+        .map(|d| {
+            Destination::try_from(d.clone()).map_err(|e| anyhow::anyhow!("--allow-outbound {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let headers = o
         .headers
         .iter()
@@ -142,6 +152,12 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     let caps = Capabilities {
         log: std::sync::Arc::new(log),
         keyvalue: Stores::standalone(&o.keyvalue, o.kv_url.as_deref()).grants(&o.keyvalue),
+        outbound: Outbound::new(
+            &OutboundConfig::default(),
+            Vec::new(),
+            &mut Default::default(),
+        )?
+        .grants(&plugin)?,
     };
     let name = plugin.name.clone();
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;

@@ -11,8 +11,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::host::keyvalue::Stores;
-use super::host::{Capabilities, PluginLog};
+use super::host::{Backends, Capabilities, PluginLog};
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
 use super::{LoadedPlugin, PluginError, PluginLabel, Plugins};
@@ -109,7 +108,7 @@ impl LoadReport {
 pub async fn load(
     config: &Config,
     metrics: Arc<Metrics>,
-    stores: &Stores,
+    backends: &Backends,
     previous: Option<&Plugins>,
 ) -> (Plugins, LoadReport) {
     let mut report = LoadReport::default();
@@ -183,12 +182,12 @@ pub async fn load(
             }
             Ok((bytes, digest)) => match engine().await {
                 Err(e) => Err(PluginError::Load(e)),
-                Ok(runtime) => {
-                    let caps = capabilities(p, &metrics, stores);
-                    load_one(runtime, p, bytes, digest, config.max_concurrency, caps)
+                Ok(runtime) => match capabilities(p, &metrics, backends) {
+                    Ok(caps) => load_one(runtime, p, bytes, digest, config.max_concurrency, caps)
                         .await
-                        .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest))
-                }
+                        .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest)),
+                    Err(e) => Err(e),
+                },
             },
         };
         (Outcome::Loaded(outcome), file, running, started)
@@ -242,7 +241,7 @@ pub async fn load(
             .routes
             .iter()
             .any(|r| r.plugin.as_deref() == Some(p.name.as_str()));
-        if p.kind == PluginKind::Responder && !routed {
+        if p.kind.answers_routes() && !routed {
             tracing::warn!(plugin = %p.name, "responder has no [[routes]] entry and is never called; add [[routes]] with prefix = \"/PATH\" and plugin = \"{}\"", p.name);
         }
     }
@@ -352,19 +351,23 @@ async fn load_one(
     Ok((wasm, from_cache))
 }
 
-/// What plugin `p` may use of the host: its log (counted in its metric series) and the
-/// key-value buckets granted to it.
-fn capabilities(p: &PluginConfig, metrics: &Metrics, stores: &Stores) -> Capabilities {
+/// What plugin `p` may use of the host: its log (counted in its metric series) and what its
+/// entry grants of the shared backends.
+fn capabilities(
+    p: &PluginConfig,
+    metrics: &Metrics,
+    backends: &Backends,
+) -> Result<Capabilities, PluginError> {
     let label = PluginLabel {
         plugin: p.name.clone(),
     };
-    Capabilities {
-        log: Arc::new(PluginLog::new(
-            &p.name,
-            p.log_bytes_per_sec,
-            metrics.plugin_log_dropped.get_or_create(&label).clone(),
-            metrics.plugin_log_truncated.get_or_create(&label).clone(),
-        )),
-        keyvalue: stores.grants(&p.keyvalue),
-    }
+    let log = Arc::new(PluginLog::new(
+        &p.name,
+        p.log_bytes_per_sec,
+        metrics.plugin_log_dropped.get_or_create(&label).clone(),
+        metrics.plugin_log_truncated.get_or_create(&label).clone(),
+    ));
+    backends
+        .capabilities(p, log)
+        .map_err(|e| PluginError::Load(e.to_string()))
 }

@@ -345,12 +345,9 @@ impl WasmPlugin {
     /// `init_timeout`.
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let started = Instant::now();
-        let state = State::new(
-            &self.caps,
-            &self.config.grants,
-            self.config.max_memory_bytes,
-        )
-        .map_err(|e| PluginError::Load(format!("cannot grant its directories: {}", root(&e))))?;
+        let state = State::new(&self.caps, &self.config).map_err(|e| {
+            PluginError::Load(format!("cannot grant its directories: {}", root(&e)))
+        })?;
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(self.hostcall_fuel);

@@ -12,14 +12,16 @@
 
 pub mod keyvalue;
 pub mod log;
+pub mod outbound;
 
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::config::Grant;
+use crate::config::PluginConfig;
 use log::GuestOutput;
 pub use log::PluginLog;
 
@@ -28,7 +30,33 @@ pub fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     log::link(linker)?;
     keyvalue::link(linker)?;
+    outbound::link(linker)?;
     Ok(())
+}
+
+/// The shared backends of the capabilities, built once per server from their config
+/// sections and kept across reloads.
+#[derive(Clone)]
+pub struct Backends {
+    /// The declared key-value buckets.
+    pub keyvalue: keyvalue::Stores,
+    /// The outbound HTTP client, address policy and pools.
+    pub outbound: outbound::Outbound,
+}
+
+impl Backends {
+    /// What plugin `config` may use of the host, its log counted by `metrics`' series.
+    pub fn capabilities(
+        &self,
+        config: &PluginConfig,
+        log: Arc<PluginLog>,
+    ) -> Result<Capabilities, outbound::CaFileError> {
+        Ok(Capabilities {
+            log,
+            keyvalue: self.keyvalue.grants(&config.keyvalue),
+            outbound: self.outbound.grants(config)?,
+        })
+    }
 }
 
 /// One plugin's capabilities, built at load from its `[[plugins]]` grants and shared by its
@@ -39,6 +67,8 @@ pub struct Capabilities {
     pub log: Arc<PluginLog>,
     /// The key-value buckets it was granted.
     pub keyvalue: keyvalue::Grants,
+    /// Where it may send HTTP requests.
+    pub outbound: outbound::Grants,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -51,16 +81,16 @@ pub struct State {
     log: Arc<PluginLog>,
     /// The buckets it may open.
     keyvalue: keyvalue::Grants,
+    /// wasi:http's own state (the largest header section it accepts).
+    http: WasiHttpCtx,
+    /// Where its HTTP requests may go.
+    outbound: outbound::Hooks,
 }
 
 impl State {
-    /// Store data for an instance of a plugin with `caps`, with WASI limited to the plugin's
-    /// directory grants.
-    pub fn new(
-        caps: &Capabilities,
-        grants: &[Grant],
-        memory_bytes: usize,
-    ) -> wasmtime::Result<Self> {
+    /// Store data for an instance of plugin `config` with `caps`, with WASI limited to the
+    /// plugin's directory grants.
+    pub fn new(caps: &Capabilities, config: &PluginConfig) -> wasmtime::Result<Self> {
         let log = caps.log.clone();
         let mut wasi = WasiCtxBuilder::new();
         // No environment, arguments, stdin, sockets or name lookup: only what is granted.
@@ -69,7 +99,7 @@ impl State {
             .allow_ip_name_lookup(false)
             .stdout(GuestOutput::new(log.clone(), "stdout"))
             .stderr(GuestOutput::new(log.clone(), "stderr"));
-        for g in grants {
+        for g in &config.grants {
             let perms = if g.read_only {
                 FsPerms::ReadOnly
             } else {
@@ -77,12 +107,17 @@ impl State {
             };
             wasi.preopened_dir(&g.host, &g.guest, perms)?;
         }
+        let mut http = WasiHttpCtx::new();
+        // A header section a guest builds or receives is copied within its header cap.
+        http.set_field_size_limit(config.max_response_header_bytes);
         Ok(Self {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryCap::new(memory_bytes),
+            limiter: MemoryCap::new(config.max_memory_bytes),
             log,
             keyvalue: caps.keyvalue.clone(),
+            http,
+            outbound: outbound::Hooks::new(&caps.outbound),
         })
     }
 }
@@ -92,6 +127,16 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }
