@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
-use plughost::config::{PluginConfig, Reuse};
+use plughost::config::{PluginConfig, PluginKind, Reuse};
 use plughost::plugin::host::keyvalue::Stores;
 use plughost::plugin::host::{Capabilities, PluginLog};
 use plughost::plugin::native::{self, NativePlugin};
@@ -37,7 +37,9 @@ fn built(path: &str) -> PathBuf {
 fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPlugin {
     let file = plugin_file("headers");
     let (component, _) = runtime.compile(&file).expect("compile");
-    let pre = runtime.prepare(&component).expect("prepare");
+    let pre = runtime
+        .prepare(&component, PluginKind::Filter)
+        .expect("prepare");
     let mut config = PluginConfig::filter("headers".into(), file);
     config.reuse = reuse;
     config.config = toml::from_str(
@@ -58,7 +60,9 @@ fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPl
 fn incrementer(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: u64) -> WasmPlugin {
     let file = plugin_file("hostile");
     let (component, _) = runtime.compile(&file).expect("compile");
-    let pre = runtime.prepare(&component).expect("prepare");
+    let pre = runtime
+        .prepare(&component, PluginKind::Filter)
+        .expect("prepare");
     let mut config = PluginConfig::filter("kv".into(), file);
     config.config = toml::from_str(&format!("mode = \"kv-increment\"\namount = {n}")).unwrap();
     config.timeout = Duration::from_secs(10);

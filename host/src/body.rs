@@ -25,3 +25,34 @@ where
 {
     Limited::new(body, limit).boxed()
 }
+
+/// A body that is `Send` but not `Sync` (wasi:http's streams) as a pipeline [`Body`],
+/// which must be `Sync`: it is only ever polled through `&mut`, which is what `SyncWrapper`
+/// allows.
+pub fn from_unsync<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    Unsync(sync_wrapper::SyncWrapper::new(body)).boxed()
+}
+
+struct Unsync<B>(sync_wrapper::SyncWrapper<B>);
+
+impl<B> http_body::Body for Unsync<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(self.get_mut().0.get_mut())
+            .poll_frame(cx)
+            .map(|frame| frame.map(|r| r.map_err(Into::into)))
+    }
+}

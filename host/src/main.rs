@@ -242,6 +242,7 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             for i in &r.imports {
                 println!("  {i}");
             }
+            println!("kind: {}", r.kind.as_str());
             println!("ok: plughost would load it");
             Ok(())
         }

@@ -123,7 +123,7 @@ pub struct LoadedPlugin {
     /// the running plugin when both are unchanged.
     pub(crate) source: (PluginConfig, [u8; 32]),
     reuse: Reuse,
-    wasm: WasmPlugin,
+    wasm: Arc<WasmPlugin>,
     /// Caps on what a call may return.
     limits: OutputLimits,
     /// Header names already warned about.
@@ -216,12 +216,12 @@ impl LoadedPlugin {
         };
         Self {
             name: config.name.clone(),
-            kind: config.kind,
+            kind: wasm.kind(),
             file,
             on_error: config.on_error,
             source: (config.clone(), digest),
             reuse: config.reuse,
-            wasm,
+            wasm: Arc::new(wasm),
             limits: OutputLimits::of(config),
             dropped: Dropped::default(),
             calls: AtomicU64::new(0),
@@ -246,38 +246,16 @@ impl LoadedPlugin {
     /// ([`output::check`]). Failures, an invalid answer included, are counted, logged and fed
     /// to the backoff.
     pub async fn call(&self, req: &Request) -> Result<Decision, PluginError> {
-        if self.in_backoff() {
-            self.count_error(FailureReason::Backoff);
-            return Err(PluginError::Failed(
-                FailureReason::Backoff,
-                "skipped: in backoff after repeated failures".into(),
-            ));
-        }
+        self.not_in_backoff()?;
         let started = Instant::now();
         let outcome = self.wasm.process(req).await;
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let series = &self.series;
-        series.calls.inc();
-        let took = started.elapsed().as_secs_f64();
-        series.duration.observe(took);
-        self.latency.observe(took);
-        match outcome.instantiated {
-            Some(t) => {
-                series.instantiations.inc();
-                series.instantiation_duration.observe(t.as_secs_f64());
-            }
-            None => {
-                series.reuses.inc();
-            }
-        }
+        self.observe(started, outcome.instantiated);
         let result = outcome.result.and_then(|action| {
             output::check(action, self.limits, &self.name, &self.dropped)
                 .map_err(|why| PluginError::Failed(FailureReason::Error, why))
         });
         if let Err(e) = &result {
-            self.count_error(e.reason());
-            tracing::warn!(plugin = %self.name, reason = %e.reason(), error = %e, "plugin call failed");
-            self.record_failure();
+            self.failed(e);
         }
         result
     }
@@ -286,14 +264,102 @@ impl LoadedPlugin {
     /// `on_error = "continue"` says to go on as if it were absent; the one place where a
     /// failure becomes the request's error.
     pub async fn run(&self, req: &Request) -> Result<Option<Decision>, RequestError> {
-        match self.call(req).await {
-            Ok(decision) => Ok(Some(decision)),
+        let result = self.call(req).await;
+        self.on_error(result)
+    }
+
+    fn on_error<T>(&self, result: Result<T, PluginError>) -> Result<Option<T>, RequestError> {
+        match result {
+            Ok(t) => Ok(Some(t)),
             Err(_) if self.on_error == OnError::Continue => Ok(None),
             Err(source) => Err(RequestError::Plugin {
                 plugin: self.name.clone(),
                 source,
             }),
         }
+    }
+
+    /// Lets a wasi:http component answer `req`, with the same backoff, counting and checks
+    /// as [`LoadedPlugin::run`]: the head is checked like a plugin's response and the body
+    /// capped at `max_response_body_bytes`. `Ok(None)` as in `run`.
+    pub async fn respond_http(
+        self: &Arc<Self>,
+        req: http::Request<crate::body::Body>,
+        https: bool,
+    ) -> Result<Option<http::Response<crate::body::Body>>, RequestError> {
+        let result = self.handle_http(req, https).await;
+        self.on_error(result)
+    }
+
+    async fn handle_http(
+        self: &Arc<Self>,
+        req: http::Request<crate::body::Body>,
+        https: bool,
+    ) -> Result<http::Response<crate::body::Body>, PluginError> {
+        self.not_in_backoff()?;
+        let started = Instant::now();
+        let call = self.wasm.handle(req, https).await;
+        self.observe(started, call.instantiated);
+        let head = call.head.and_then(|resp| {
+            let (mut head, body) = resp.into_parts();
+            output::check_head(&mut head, self.limits, &self.name, &self.dropped)
+                .map_err(|why| PluginError::Failed(FailureReason::Error, why))?;
+            let body = crate::body::from_unsync(body);
+            let body = crate::body::limited(body, self.limits.body_bytes);
+            Ok(http::Response::from_parts(head, body))
+        });
+        match (&head, call.done) {
+            (Err(e), _) => self.failed(e),
+            // A failure after the head (a trap or the deadline while streaming the body)
+            // cuts the body short; it is counted and fed to the backoff all the same.
+            (Ok(_), Some(done)) => {
+                let plugin = self.clone();
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = done.await {
+                        plugin.failed(&e);
+                    }
+                });
+            }
+            (Ok(_), None) => {}
+        }
+        head
+    }
+
+    fn not_in_backoff(&self) -> Result<(), PluginError> {
+        if !self.in_backoff() {
+            return Ok(());
+        }
+        self.count_error(FailureReason::Backoff);
+        Err(PluginError::Failed(
+            FailureReason::Backoff,
+            "skipped: in backoff after repeated failures".into(),
+        ))
+    }
+
+    /// Counts a call that took from `started` until now.
+    fn observe(&self, started: Instant, instantiated: Option<Duration>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let series = &self.series;
+        series.calls.inc();
+        let took = started.elapsed().as_secs_f64();
+        series.duration.observe(took);
+        self.latency.observe(took);
+        match instantiated {
+            Some(t) => {
+                series.instantiations.inc();
+                series.instantiation_duration.observe(t.as_secs_f64());
+            }
+            None => {
+                series.reuses.inc();
+            }
+        }
+    }
+
+    /// Counts, logs and feeds to the backoff a failed call.
+    fn failed(&self, e: &PluginError) {
+        self.count_error(e.reason());
+        tracing::warn!(plugin = %self.name, reason = %e.reason(), error = %e, "plugin call failed");
+        self.record_failure();
     }
 
     fn count_error(&self, reason: FailureReason) {

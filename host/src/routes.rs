@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, LengthLimitError};
 
 use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
-use crate::config::Config;
+use crate::config::{Config, PluginKind};
 use crate::error::{ClientError, RequestError};
 use crate::plugin::{Decision, LoadedPlugin, Plugins, wit_request};
 use crate::proxy;
@@ -151,12 +151,21 @@ impl Router {
     }
 
     /// Lets a responder plugin answer. `continue` from a responder means "not mine": 404.
+    /// A wasi:http component gets the request as it is, its body streaming.
     async fn respond_with(
         &self,
-        plugin: &LoadedPlugin,
+        plugin: &Arc<LoadedPlugin>,
         req: Request<Body>,
         client: SocketAddr,
     ) -> Result<Response<Body>, RequestError> {
+        if plugin.kind == PluginKind::WasiHttp {
+            let path = req.uri().path().to_owned();
+            let https = req.extensions().get::<proxy::Https>().is_some();
+            return plugin
+                .respond_http(req, https)
+                .await?
+                .ok_or_else(|| ClientError::NotFound(path).into());
+        }
         let (parts, body) = req.into_parts();
         let body = read_body(body, self.max_body_bytes).await?;
         match plugin.run(&wit_request(&parts, &body, client)).await? {

@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use http_body_util::BodyExt;
 
 use super::host::keyvalue::Stores;
 use super::host::outbound::Outbound;
 use super::host::{Capabilities, PluginLog};
 use super::output::{self, Dropped, OutputLimits};
+use crate::body;
 use super::wasm::{Action, Header, Request, Runtime, WasmPlugin};
-use crate::config::{Destination, Grant, OutboundConfig, PluginConfig, Reuse};
+use crate::config::{Destination, Grant, OutboundConfig, PluginConfig, PluginKind, Reuse};
 
 /// What `plugin check` found; `Err` from [`check`] is the one-line reason it would not load.
 pub struct CheckReport {
@@ -23,6 +25,9 @@ pub struct CheckReport {
     pub exports: Vec<String>,
     /// Its imports (all provided by plughost when the check passes).
     pub imports: Vec<String>,
+    /// The kind it loads as: `responder` (or `filter`) for a plughost:plugin component,
+    /// `wasi-http` for a standard wasi:http/proxy one.
+    pub kind: PluginKind,
 }
 
 /// Compiles and links `file` as the server would, without running it, with the server's
@@ -40,12 +45,13 @@ pub fn check(file: &Path, cache: Option<PathBuf>) -> anyhow::Result<CheckReport>
     let names = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_owned).collect::<Vec<_>>();
     let exports = names(&mut ty.exports(runtime.engine()).map(|(n, _)| n));
     let imports = names(&mut ty.imports(runtime.engine()).map(|(n, _)| n));
-    runtime.prepare(&component)?;
+    let kind = runtime.prepare(&component, PluginKind::Responder)?.kind(PluginKind::Responder);
     Ok(CheckReport {
         size,
         compile,
         exports,
         imports,
+        kind,
     })
 }
 
@@ -136,7 +142,7 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let runtime = Runtime::new(o.cache.clone(), 1)?;
     let (component, _) = runtime.compile(file)?;
-    let pre = runtime.prepare(&component)?;
+    let pre = runtime.prepare(&component, PluginKind::Responder)?;
     let limits = OutputLimits::of(&plugin);
     let log = PluginLog::new(
         &plugin.name,
@@ -162,37 +168,76 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     let name = plugin.name.clone();
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
     let dropped = Dropped::default();
-    let req = Request {
-        method: o.method,
-        uri: o.uri,
-        headers,
-        body: o.body,
-        client: "127.0.0.1:0".into(),
-    };
-    let mut times = Vec::with_capacity(o.repeat.max(1));
-    let mut last = None;
-    for _ in 0..o.repeat.max(1) {
-        let started = Instant::now();
-        let outcome = wasm.process(&req).await;
-        times.push(started.elapsed());
-        match outcome.result {
-            Ok(action) => {
-                // The server's own check: what it would refuse, `plugin run` refuses too.
-                if let Err(why) = output::check(action.clone(), limits, &name, &dropped) {
-                    bail!("plugin-process answered something plughost refuses: {why}");
-                }
-                last = Some(action);
+    let repeat = o.repeat.max(1);
+    let mut times = Vec::with_capacity(repeat);
+    let mut out = String::new();
+    if wasm.kind() == PluginKind::WasiHttp {
+        let wasm = std::sync::Arc::new(wasm);
+        for _ in 0..repeat {
+            let mut req = http::Request::builder()
+                .method(o.method.as_str())
+                .uri(o.uri.as_str());
+            for h in &headers {
+                req = req.header(h.name.as_str(), h.value.as_str());
             }
-            Err(e) => {
-                let trace = outcome
-                    .backtrace
-                    .map(|bt| format!("\nguest backtrace:\n{bt}"))
-                    .unwrap_or_default();
-                bail!("plugin-process failed: {e}{trace}");
+            if !headers.iter().any(|h| h.name == "host") {
+                req = req.header("host", "localhost");
+            }
+            let req = req
+                .body(body::full(o.body.clone()))
+                .context("--method, --uri and --header must make a valid HTTP request")?;
+            let started = Instant::now();
+            let call = wasm.handle(req, false).await;
+            let resp = call
+                .head
+                .map_err(|e| anyhow::anyhow!("incoming-handler.handle failed: {e}"))?;
+            let (mut head, stream) = resp.into_parts();
+            if let Err(why) = output::check_head(&mut head, limits, &name, &dropped) {
+                bail!("the component answered something plughost refuses: {why}");
+            }
+            let bytes = http_body_util::Limited::new(stream, limits.body_bytes)
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("the response body failed: {e}"))?
+                .to_bytes();
+            if let Some(done) = call.done
+                && let Ok(Err(e)) = done.await
+            {
+                bail!("incoming-handler.handle failed after the response head: {e}");
+            }
+            times.push(started.elapsed());
+            out = describe_http(&head, &bytes);
+        }
+    } else {
+        let req = Request {
+            method: o.method,
+            uri: o.uri,
+            headers,
+            body: o.body,
+            client: "127.0.0.1:0".into(),
+        };
+        for _ in 0..repeat {
+            let started = Instant::now();
+            let outcome = wasm.process(&req).await;
+            times.push(started.elapsed());
+            match outcome.result {
+                Ok(action) => {
+                    // The server's own check: what it would refuse, `plugin run` refuses too.
+                    if let Err(why) = output::check(action.clone(), limits, &name, &dropped) {
+                        bail!("plugin-process answered something plughost refuses: {why}");
+                    }
+                    out = describe(&action);
+                }
+                Err(e) => {
+                    let trace = outcome
+                        .backtrace
+                        .map(|bt| format!("\nguest backtrace:\n{bt}"))
+                        .unwrap_or_default();
+                    bail!("plugin-process failed: {e}{trace}");
+                }
             }
         }
     }
-    let mut out = describe(&last.expect("at least one call"));
     times.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     if times.len() == 1 {
@@ -207,6 +252,20 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// A wasi:http component's response as text, in the form of a `respond` action.
+fn describe_http(head: &http::response::Parts, body: &[u8]) -> String {
+    let mut out = format!("respond {}\n", head.status.as_u16());
+    for (k, v) in &head.headers {
+        out.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    }
+    out.push('\n');
+    out.push_str(&String::from_utf8_lossy(body));
+    if !body.ends_with(b"\n") {
+        out.push('\n');
+    }
+    out
 }
 
 /// The action as text: what the server would do.

@@ -346,7 +346,7 @@ async fn load_one(
     })
     .await
     .expect("compiling does not panic")?;
-    let pre = runtime.prepare(&component)?;
+    let pre = runtime.prepare(&component, p.kind)?;
     let wasm = WasmPlugin::load(pre, p.clone(), default_instances, caps).await?;
     Ok((wasm, from_cache))
 }

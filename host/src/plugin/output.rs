@@ -165,6 +165,35 @@ pub fn check(
     }
 }
 
+/// The head of a wasi:http component's response, checked by the same rules: a final
+/// status, headers within the caps, framing and connection headers dropped (plughost frames
+/// the body it really sends).
+pub fn check_head(
+    head: &mut http::response::Parts,
+    limits: OutputLimits,
+    plugin: &str,
+    dropped: &Dropped,
+) -> Result<(), String> {
+    let bytes = head
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    within(head.headers.len(), bytes, limits)?;
+    if !(200..=599).contains(&head.status.as_u16()) {
+        return Err(format!(
+            "invalid status {}: a plugin's response must be 200 to 599",
+            head.status.as_u16()
+        ));
+    }
+    for name in FRAMING {
+        if head.headers.remove(name).is_some() {
+            dropped.warn(plugin, name, "framing and connection headers are set by plughost");
+        }
+    }
+    Ok(())
+}
+
 fn header_bytes(headers: &[Header]) -> usize {
     headers.iter().map(|h| h.name.len() + h.value.len()).sum()
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
@@ -26,7 +26,12 @@ use wasmtime::{
 use super::host::{Capabilities, MemoryLimitReached, State};
 use super::output::{OutputLimits, truncated};
 use super::{FailureReason, PluginError};
-use crate::config::{PluginConfig, Reuse};
+use crate::body::{self, Body};
+use crate::config::{PluginConfig, PluginKind, Reuse};
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Bindings generated from `wit/plugin.wit` (documented there).
 #[allow(missing_docs)]
@@ -40,6 +45,9 @@ pub mod bindings {
 
 pub use bindings::plughost::plugin::types::{Action, Edits, Header, Request, Response};
 use bindings::{Plugin, PluginPre};
+
+/// The export that makes a component a standard `wasi:http/proxy` one (any 0.2.x).
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
 /// Epoch tick: how often running guest code yields to other tasks (and so how soon after
 /// its deadline a busy call is stopped).
@@ -174,18 +182,78 @@ impl Runtime {
         &self.engine
     }
 
-    /// Links a component against WASI and the host interface, checking its exports.
-    pub fn prepare(&self, component: &Component) -> Result<PluginPre<State>, PluginError> {
+    /// Whether `component` is a standard `wasi:http/proxy` component (it exports
+    /// `wasi:http/incoming-handler`) rather than a plughost plugin.
+    pub fn is_wasi_http(&self, component: &Component) -> bool {
+        component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name.starts_with(INCOMING_HANDLER))
+    }
+
+    /// Links a component against WASI and the host interfaces, checking its exports against
+    /// what `kind` needs: `plugin-init` / `plugin-process` for a filter or responder,
+    /// `wasi:http/incoming-handler` for `wasi-http`.
+    pub fn prepare(&self, component: &Component, kind: PluginKind) -> Result<Prepared, PluginError> {
+        let wasi_http = self.is_wasi_http(component);
+        match (kind, wasi_http) {
+            (PluginKind::Filter, true) => {
+                return Err(PluginError::Load(
+                    "it is a wasi:http component, which answers requests: give it kind = \"wasi-http\" and a [[routes]] entry".into(),
+                ));
+            }
+            (PluginKind::WasiHttp, false) => {
+                return Err(PluginError::Load(
+                    "kind = \"wasi-http\" needs a component exporting wasi:http/incoming-handler (the wasi:http/proxy world); for a plughost:plugin component use kind = \"responder\"".into(),
+                ));
+            }
+            _ => {}
+        }
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(|e| PluginError::Load(format!("cannot link it: {}", chain(&e))))?;
-        PluginPre::new(pre).map_err(|e| {
+        if wasi_http {
+            return ProxyPre::new(pre).map(Prepared::WasiHttp).map_err(|e| {
+                PluginError::Load(format!(
+                    "it does not implement the wasi:http/proxy world: {}",
+                    root(&e)
+                ))
+            });
+        }
+        PluginPre::new(pre).map(Prepared::Plugin).map_err(|e| {
             PluginError::Load(format!(
                 "it does not implement the plughost:plugin world (plugin-init, plugin-process): {}",
                 root(&e)
             ))
         })
+    }
+}
+
+/// A linked component of either world, ready to instantiate.
+#[derive(Clone)]
+pub enum Prepared {
+    /// A plughost plugin (`plugin-init`, `plugin-process`).
+    Plugin(PluginPre<State>),
+    /// A standard `wasi:http/proxy` component.
+    WasiHttp(ProxyPre<State>),
+}
+
+impl Prepared {
+    /// The kind a plugin of this world configured as `kind` runs as: a `responder` entry
+    /// naming a wasi:http component runs it as one.
+    pub fn kind(&self, kind: PluginKind) -> PluginKind {
+        match self {
+            Self::WasiHttp(_) => PluginKind::WasiHttp,
+            Self::Plugin(_) => kind,
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        match self {
+            Self::Plugin(p) => p.engine(),
+            Self::WasiHttp(p) => p.engine(),
+        }
     }
 }
 
@@ -266,9 +334,15 @@ fn spawn_ticker(engine: &Engine) {
 /// One live instance and its store.
 struct Instance {
     store: Store<State>,
-    bindings: Plugin,
+    bindings: Bindings,
     /// Requests it has served.
     served: u64,
+}
+
+/// An instance's exports, by world.
+enum Bindings {
+    Plugin(Plugin),
+    WasiHttp(Proxy),
 }
 
 /// Counters of instance lifecycle, for metrics and `/plugins`.
@@ -282,7 +356,7 @@ pub struct InstanceStats {
 
 /// A loaded WebAssembly plugin: its prepared component, its limits and its instances.
 pub struct WasmPlugin {
-    pre: PluginPre<State>,
+    pre: Prepared,
     /// What its instances may use of the host (log, key-value buckets).
     caps: Capabilities,
     /// Bytes one call may copy out of the guest (see [`OutputLimits::hostcall_fuel`]).
@@ -292,8 +366,9 @@ pub struct WasmPlugin {
     config_json: String,
     /// Idle instances (pooled policy).
     idle: Mutex<Vec<Instance>>,
-    /// Caps instances in use at once.
-    slots: Semaphore,
+    /// Caps instances in use at once (a wasi:http call holds its slot until the guest's
+    /// `handle` returns, after the response head was sent).
+    slots: Arc<Semaphore>,
     stats: Mutex<InstanceStats>,
 }
 
@@ -311,13 +386,15 @@ impl WasmPlugin {
     /// Prepares a plugin and runs `plugin-init` on one instance, so a plugin whose init fails
     /// is refused at load time.
     pub async fn load(
-        pre: PluginPre<State>,
+        pre: Prepared,
         config: PluginConfig,
         default_instances: usize,
         caps: Capabilities,
     ) -> Result<Self, PluginError> {
         let config_json =
             serde_json::to_string(&config.config).expect("TOML tables convert to JSON");
+        let mut config = config;
+        config.kind = pre.kind(config.kind);
         let instances = config.instances.unwrap_or(default_instances);
         let plugin = Self {
             pre,
@@ -326,7 +403,7 @@ impl WasmPlugin {
             config,
             config_json,
             idle: Mutex::new(Vec::new()),
-            slots: Semaphore::new(instances),
+            slots: Arc::new(Semaphore::new(instances)),
             stats: Mutex::new(InstanceStats::default()),
         };
         let first = plugin.instantiate().await?;
@@ -334,6 +411,12 @@ impl WasmPlugin {
             plugin.idle.lock().push(first);
         }
         Ok(plugin)
+    }
+
+    /// What it runs as: a `responder` entry naming a wasi:http component runs it as
+    /// `wasi-http`.
+    pub fn kind(&self) -> PluginKind {
+        self.config.kind
     }
 
     /// Instance lifecycle figures.
@@ -355,16 +438,22 @@ impl WasmPlugin {
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store.set_epoch_deadline(1);
         let init = async {
-            let bindings = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| self.classify(&e))?;
+            let bindings = match &self.pre {
+                Prepared::WasiHttp(pre) => {
+                    // The standard world has no init: its config is its environment.
+                    let proxy = pre.instantiate_async(&mut store).await;
+                    return proxy.map(Bindings::WasiHttp).map_err(|e| self.classify(&e));
+                }
+                Prepared::Plugin(pre) => pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| self.classify(&e))?,
+            };
             match bindings
                 .call_plugin_init(&mut store, &self.config_json)
                 .await
             {
-                Ok(Ok(())) => Ok(bindings),
+                Ok(Ok(())) => Ok(Bindings::Plugin(bindings)),
                 Ok(Err(msg)) => Err(PluginError::Init(
                     truncated(&msg, ERROR_MESSAGE_MAX).into_owned(),
                 )),
@@ -392,38 +481,65 @@ impl WasmPlugin {
         })
     }
 
+    /// An idle instance (pooled policy) or a new one, with how long making it took.
+    async fn checkout(&self) -> Result<(Instance, Option<Duration>), PluginError> {
+        if self.config.reuse == Reuse::Pooled
+            && let Some(i) = self.idle.lock().pop()
+        {
+            return Ok((i, None));
+        }
+        let started = Instant::now();
+        let i = self.instantiate().await?;
+        Ok((i, Some(started.elapsed())))
+    }
+
+    /// Puts an instance back after a call, or drops it with its store: after a failed call
+    /// (a trap poisons the store), under the fresh policy, past `max_requests`, or when a
+    /// wasi:http guest left resources in its table after `handle` (a leak that would grow
+    /// with every request, or an outbound request still in flight). A plughost plugin may
+    /// keep resources between calls on purpose (an open bucket), so its table is not
+    /// checked.
+    fn checkin(&self, mut instance: Instance, ok: bool) {
+        instance.served += 1;
+        let peak = instance.store.data().limiter.peak;
+        {
+            let mut stats = self.stats.lock();
+            stats.peak_memory = stats.peak_memory.max(peak);
+        }
+        let keep = ok
+            && self.config.reuse == Reuse::Pooled
+            && self
+                .config
+                .max_requests
+                .is_none_or(|max| instance.served < max)
+            && (matches!(instance.bindings, Bindings::Plugin(_))
+                || instance.store.data().table_is_empty());
+        if keep {
+            self.idle.lock().push(instance);
+        }
+    }
+
     /// Calls `plugin-process` on a pooled or fresh instance, per the reuse policy. A failed
     /// instance is dropped with its store; the next call gets a new one from the same
     /// prepared component (never a recompile).
     pub async fn process(&self, req: &Request) -> CallOutcome {
         let _slot = self.slots.acquire().await.expect("never closed");
-        let pooled = self.config.reuse == Reuse::Pooled;
-        let reused = if pooled { self.idle.lock().pop() } else { None };
-        let mut instantiated = None;
-        let mut instance = match reused {
-            Some(i) => i,
-            None => {
-                let started = Instant::now();
-                match self.instantiate().await {
-                    Ok(i) => {
-                        instantiated = Some(started.elapsed());
-                        i
-                    }
-                    Err(e) => {
-                        return CallOutcome {
-                            result: Err(e),
-                            instantiated: None,
-                            backtrace: None,
-                        };
-                    }
-                }
+        let (mut instance, instantiated) = match self.checkout().await {
+            Ok(i) => i,
+            Err(e) => {
+                return CallOutcome {
+                    result: Err(e),
+                    instantiated: None,
+                    backtrace: None,
+                };
             }
+        };
+        let Bindings::Plugin(bindings) = &instance.bindings else {
+            unreachable!("plugin-process is only called on plughost:plugin components");
         };
         let mut backtrace = None;
         let timeout = self.config.timeout;
-        let call = instance
-            .bindings
-            .call_plugin_process(&mut instance.store, req);
+        let call = bindings.call_plugin_process(&mut instance.store, req);
         let result = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(Ok(action))) => Ok(action),
             Ok(Ok(Err(msg))) => Err(PluginError::Failed(
@@ -438,30 +554,134 @@ impl WasmPlugin {
             }
             // Cut off, in guest code or in a host call: the store is mid-call and unusable,
             // so the instance is dropped below (only an `Ok` call is kept).
-            Err(_) => Err(PluginError::Failed(
-                FailureReason::Timeout,
-                format!("the call took longer than its timeout ({timeout:?}, wall-clock)"),
-            )),
+            Err(_) => Err(self.timed_out()),
         };
-        instance.served += 1;
-        let peak = instance.store.data().limiter.peak;
-        {
-            let mut stats = self.stats.lock();
-            stats.peak_memory = stats.peak_memory.max(peak);
-        }
-        let keep = pooled
-            && result.is_ok()
-            && self
-                .config
-                .max_requests
-                .is_none_or(|max| instance.served < max);
-        if keep {
-            self.idle.lock().push(instance);
-        }
+        self.checkin(instance, result.is_ok());
         CallOutcome {
             result,
             instantiated,
             backtrace,
+        }
+    }
+
+    fn timed_out(&self) -> PluginError {
+        PluginError::Failed(
+            FailureReason::Timeout,
+            format!(
+                "the call took longer than its timeout ({:?}, wall-clock)",
+                self.config.timeout
+            ),
+        )
+    }
+
+    /// Hands a request to a wasi:http component's `incoming-handler.handle` and returns
+    /// the response head as soon as the guest sets it; the body streams from the guest as
+    /// it writes it. The call runs on its own task, which owns the instance and its slot
+    /// until `handle` returns (the whole call, streaming included, within `timeout`), and
+    /// whose result is `done`: a failure after the head cuts the body short.
+    pub async fn handle(self: &Arc<Self>, req: http::Request<Body>, https: bool) -> HttpCall {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let (mut instance, instantiated) = match self.checkout().await {
+            Ok(i) => i,
+            Err(e) => return HttpCall::failed(e, None),
+        };
+        let (tx, rx) = oneshot::channel();
+        let scheme = if https {
+            wasmtime_wasi_http::p2::bindings::http::types::Scheme::Https
+        } else {
+            wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http
+        };
+        let req = req.map(|b| b.map_err(body_error));
+        let mut http = instance.store.data_mut().http();
+        let resources = http
+            .new_incoming_request(scheme, req)
+            .and_then(|req| Ok((req, http.new_response_outparam(tx)?)));
+        let (req, out) = match resources {
+            Ok(r) => r,
+            Err(e) => {
+                let e = PluginError::Failed(FailureReason::Error, root(&e));
+                return HttpCall::failed(e, instantiated);
+            }
+        };
+        let this = self.clone();
+        let done = tokio::spawn(async move {
+            let _slot: OwnedSemaphorePermit = slot;
+            let Bindings::WasiHttp(proxy) = &instance.bindings else {
+                unreachable!("handle is only called on wasi:http components");
+            };
+            let call = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut instance.store, req, out);
+            let result = match tokio::time::timeout(this.config.timeout, call).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(this.classify(&e)),
+                Err(_) => Err(this.timed_out()),
+            };
+            // A failed instance is dropped here, and with its store the response sender
+            // the guest never used: the waiting request then sees the failure.
+            this.checkin(instance, result.is_ok());
+            result
+        });
+        let (head, done) = match rx.await {
+            Ok(Ok(resp)) => (Ok(resp), Some(done)),
+            Ok(Err(code)) => {
+                let e = PluginError::Failed(
+                    FailureReason::Error,
+                    format!("the component answered with error-code {code:?}"),
+                );
+                (Err(e), None)
+            }
+            // The sender is gone: the call ended without setting a response.
+            Err(_) => {
+                let e = match done.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => PluginError::Failed(
+                        FailureReason::Error,
+                        "incoming-handler.handle returned without setting a response".into(),
+                    ),
+                    Err(e) => PluginError::Failed(FailureReason::Trap, e.to_string()),
+                };
+                (Err(e), None)
+            }
+        };
+        HttpCall {
+            head,
+            instantiated,
+            done,
+        }
+    }
+}
+
+/// A request body's failure as wasi:http names it.
+fn body_error(e: body::BoxError) -> wasmtime_wasi_http::Error {
+    if e.is::<http_body_util::LengthLimitError>() {
+        wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+    } else {
+        wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+    }
+}
+
+/// What [`WasmPlugin::handle`] gives back.
+pub struct HttpCall {
+    /// The response head and streaming body, or the failure before the head.
+    pub head: Result<http::Response<HyperOutgoingBody>, PluginError>,
+    /// A new instance was made for this call, in this time.
+    pub instantiated: Option<Duration>,
+    /// With a head: the call still running (it may still be writing the body).
+    pub done: Option<tokio::task::JoinHandle<Result<(), PluginError>>>,
+}
+
+impl HttpCall {
+    fn failed(e: PluginError, instantiated: Option<Duration>) -> Self {
+        Self {
+            head: Err(e),
+            instantiated,
+            done: None,
         }
     }
 }

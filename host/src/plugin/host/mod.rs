@@ -110,9 +110,11 @@ impl State {
         let mut http = WasiHttpCtx::new();
         // A header section a guest builds or receives is copied within its header cap.
         http.set_field_size_limit(config.max_response_header_bytes);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Ok(Self {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryCap::new(config.max_memory_bytes),
             log,
             keyvalue: caps.keyvalue.clone(),
@@ -121,6 +123,17 @@ impl State {
         })
     }
 }
+
+impl State {
+    /// Whether the guest holds no resource (handle) at all.
+    pub fn table_is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+/// Most resources (handles: streams, requests, buckets…) one instance may hold at once: a
+/// guest creating them in a loop gets an error, not the host's memory.
+const MAX_RESOURCES: usize = 1 << 16;
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
