@@ -24,7 +24,11 @@ fn main() {
         "plugins/c",
         "plugins/js/rewrite",
         "plugins/js/notes",
+        "plugins/js/http-hello",
         "plugins/js/package-lock.json",
+        "plugins/wasi-http",
+        "bench/peers/wasi-http-hello/src",
+        "bench/peers/wasi-http-hello/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -57,11 +61,44 @@ fn main() {
         "cargo:rustc-env=PLUGHOST_TEST_PLUGINS={}",
         target_dir.join("wasm32-wasip2/release").display()
     );
+    build_wasi_http_hello(root, &cargo, &target_dir);
     build_native(root, &cargo, &target_dir);
     build_python(root, &target_dir);
     build_c(root, &target_dir);
     build_js(root, &target_dir);
     build_unlinkable(&target_dir);
+}
+
+/// The wasi:http hello component `make bench` serves with `wasmtime serve`, built as the
+/// bench builds it (its own workspace), for the tests that run it unchanged in plughost.
+fn build_wasi_http_hello(root: &Path, cargo: &str, target_dir: &Path) {
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(root.join("bench/peers/wasi-http-hello/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir.join("peers"))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("run cargo for bench/peers/wasi-http-hello");
+    assert!(
+        status.success(),
+        "building bench/peers/wasi-http-hello failed"
+    );
+    println!(
+        "cargo:rustc-env=PLUGHOST_WASI_HTTP_HELLO={}",
+        target_dir
+            .join("peers/wasm32-wasip2/release/wasi_http_hello.wasm")
+            .display()
+    );
 }
 
 /// A component that imports an interface plughost does not provide (its core module is a
@@ -124,23 +161,30 @@ fn build_js(root: &Path, target_dir: &Path) {
     }
     let out = target_dir.join("js");
     std::fs::create_dir_all(&out).expect("js output dir");
-    for (name, world) in [("rewrite", "plugin"), ("notes", "plugin-keyvalue")] {
+    // Without these disabled, a plugin's component would import wasi:http and more, which
+    // plughost does not give plugins; the standard wasi:http component keeps them.
+    let plugin = [
+        "--disable",
+        "stdio",
+        "random",
+        "clocks",
+        "http",
+        "fetch-event",
+    ]
+    .as_slice();
+    let wasi_http = root.join("plugins/wasi-http/wit");
+    for (name, wit, world, disable) in [
+        ("rewrite", root.join("wit"), "plugin", plugin),
+        ("notes", root.join("wit"), "plugin-keyvalue", plugin),
+        ("http-hello", wasi_http, "proxy", &[][..]),
+    ] {
         let status = Command::new("node")
             .arg(&cli)
             .arg(js.join(name).join("app.js"))
             .arg("--wit")
-            .arg(root.join("wit"))
+            .arg(wit)
             .args(["--world-name", world])
-            // Without these the component imports wasi:http and more, which plughost does not
-            // give.
-            .args([
-                "--disable",
-                "stdio",
-                "random",
-                "clocks",
-                "http",
-                "fetch-event",
-            ])
+            .args(disable)
             .arg("-o")
             .arg(out.join(format!("{name}.wasm")))
             .status();
@@ -214,10 +258,14 @@ fn build_c(root: &Path, target_dir: &Path) {
 fn build_python(root: &Path, target_dir: &Path) {
     let out = target_dir.join("python");
     std::fs::create_dir_all(&out).expect("python output dir");
-    for (name, world) in [("describe", "plugin"), ("visits", "plugin-keyvalue")] {
+    for (name, wit, world) in [
+        ("describe", root.join("wit"), "plugin"),
+        ("visits", root.join("wit"), "plugin-keyvalue"),
+        ("http-hello", root.join("plugins/wasi-http/wit"), "proxy"),
+    ] {
         let status = Command::new("componentize-py")
             .arg("-d")
-            .arg(root.join("wit"))
+            .arg(wit)
             .args(["-w", world, "componentize", "app", "-p"])
             .arg(root.join("plugins/python").join(name))
             .arg("-o")

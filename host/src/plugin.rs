@@ -298,7 +298,9 @@ impl LoadedPlugin {
     ) -> Result<http::Response<crate::body::Body>, PluginError> {
         self.not_in_backoff()?;
         let started = Instant::now();
-        let call = self.wasm.handle(req, https).await;
+        let plugin = self.clone();
+        let on_failure = Box::new(move |e: PluginError| plugin.failed(&e));
+        let call = self.wasm.handle(req, https, on_failure).await;
         self.observe(started, call.instantiated);
         let head = call.head.and_then(|resp| {
             let (mut head, body) = resp.into_parts();
@@ -308,19 +310,8 @@ impl LoadedPlugin {
             let body = crate::body::limited(body, self.limits.body_bytes);
             Ok(http::Response::from_parts(head, body))
         });
-        match (&head, call.done) {
-            (Err(e), _) => self.failed(e),
-            // A failure after the head (a trap or the deadline while streaming the body)
-            // cuts the body short; it is counted and fed to the backoff all the same.
-            (Ok(_), Some(done)) => {
-                let plugin = self.clone();
-                tokio::spawn(async move {
-                    if let Ok(Err(e)) = done.await {
-                        plugin.failed(&e);
-                    }
-                });
-            }
-            (Ok(_), None) => {}
+        if let Err(e) = &head {
+            self.failed(e);
         }
         head
     }

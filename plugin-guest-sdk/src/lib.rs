@@ -17,6 +17,7 @@ pub mod wit {
     });
 }
 
+pub mod http;
 pub mod kv;
 
 pub use serde_json;

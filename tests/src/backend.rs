@@ -4,7 +4,9 @@
 //! Routes: `/healthz` → 200; `/headers` → the request headers, a `name: value` line each;
 //! `/slow?ms=N` → waits N ms; `/status/N` → status N; `/big?mb=N` → N MiB streamed with a
 //! Content-Length; `POST /upload` → the number of body bytes received (read as a stream);
-//! `/cached` → its id with `Cache-Control: max-age=60`; anything else → its id, `no-store`.
+//! `/cached` → its id with `Cache-Control: max-age=60`; `/endless` → a body that never ends;
+//! `POST /introspect` → RFC 7662 token introspection (`token=good-NAME` is active with `sub`
+//! NAME, any other token inactive); anything else → its id, `no-store`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -168,6 +170,25 @@ async fn answer(id: String, req: Request<Incoming>) -> Result<Response<Body>, In
                 .header("cache-control", "no-store")
                 .body(StreamBody::new(futures_util::stream::iter(chunks)).boxed())
                 .unwrap()
+        }
+        "/endless" => {
+            let chunk = Bytes::from(vec![b'e'; 64 * 1024]);
+            let chunks = futures_util::stream::repeat_with(move || {
+                Ok::<_, Infallible>(Frame::data(chunk.clone()))
+            });
+            Response::builder()
+                .header("cache-control", "no-store")
+                .body(StreamBody::new(chunks).boxed())
+                .unwrap()
+        }
+        "/introspect" => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let form = String::from_utf8_lossy(body.as_deref().unwrap_or_default()).into_owned();
+            let answer = match form.strip_prefix("token=good-") {
+                Some(sub) => format!("{{\"active\":true,\"sub\":\"{sub}\"}}"),
+                None => "{\"active\":false}".to_owned(),
+            };
+            text(200, "no-store", answer)
         }
         p if p.starts_with("/status/") => {
             let status = p["/status/".len()..].parse().unwrap_or(500);

@@ -485,6 +485,11 @@ pub fn c_plugin(name: &str) -> PathBuf {
     Path::new(env!("PLUGHOST_C_PLUGINS")).join(format!("{name}.wasm"))
 }
 
+/// The wasi:http hello component of `bench/peers`, built as the bench builds it.
+pub fn wasi_http_hello() -> PathBuf {
+    PathBuf::from(env!("PLUGHOST_WASI_HTTP_HELLO"))
+}
+
 /// Path of a JavaScript example plugin built by this crate's build script (e.g. `rewrite`).
 pub fn js_plugin(name: &str) -> PathBuf {
     Path::new(env!("PLUGHOST_JS_PLUGINS")).join(format!("{name}.wasm"))

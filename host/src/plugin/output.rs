@@ -188,7 +188,11 @@ pub fn check_head(
     }
     for name in FRAMING {
         if head.headers.remove(name).is_some() {
-            dropped.warn(plugin, name, "framing and connection headers are set by plughost");
+            dropped.warn(
+                plugin,
+                name,
+                "framing and connection headers are set by plughost",
+            );
         }
     }
     Ok(())

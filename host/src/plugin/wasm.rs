@@ -194,7 +194,11 @@ impl Runtime {
     /// Links a component against WASI and the host interfaces, checking its exports against
     /// what `kind` needs: `plugin-init` / `plugin-process` for a filter or responder,
     /// `wasi:http/incoming-handler` for `wasi-http`.
-    pub fn prepare(&self, component: &Component, kind: PluginKind) -> Result<Prepared, PluginError> {
+    pub fn prepare(
+        &self,
+        component: &Component,
+        kind: PluginKind,
+    ) -> Result<Prepared, PluginError> {
         let wasi_http = self.is_wasi_http(component);
         match (kind, wasi_http) {
             (PluginKind::Filter, true) => {
@@ -578,8 +582,13 @@ impl WasmPlugin {
     /// the response head as soon as the guest sets it; the body streams from the guest as
     /// it writes it. The call runs on its own task, which owns the instance and its slot
     /// until `handle` returns (the whole call, streaming included, within `timeout`), and
-    /// whose result is `done`: a failure after the head cuts the body short.
-    pub async fn handle(self: &Arc<Self>, req: http::Request<Body>, https: bool) -> HttpCall {
+    /// whose failure after the head ends the body in an error and is handed to `on_failure`.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: http::Request<Body>,
+        https: bool,
+        on_failure: OnFailure,
+    ) -> HttpCall {
         let slot = self
             .slots
             .clone()
@@ -614,9 +623,10 @@ impl WasmPlugin {
             let Bindings::WasiHttp(proxy) = &instance.bindings else {
                 unreachable!("handle is only called on wasi:http components");
             };
-            let call = proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut instance.store, req, out);
+            let call =
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut instance.store, req, out);
             let result = match tokio::time::timeout(this.config.timeout, call).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(this.classify(&e)),
@@ -627,32 +637,95 @@ impl WasmPlugin {
             this.checkin(instance, result.is_ok());
             result
         });
-        let (head, done) = match rx.await {
-            Ok(Ok(resp)) => (Ok(resp), Some(done)),
-            Ok(Err(code)) => {
-                let e = PluginError::Failed(
-                    FailureReason::Error,
-                    format!("the component answered with error-code {code:?}"),
-                );
-                (Err(e), None)
-            }
+        let head = match rx.await {
+            Ok(Ok(resp)) => Ok(resp.map(|inner| UntilDone {
+                inner,
+                done: Some(done),
+                on_failure: Some(on_failure),
+            })),
+            Ok(Err(code)) => Err(PluginError::Failed(
+                FailureReason::Error,
+                format!("the component answered with error-code {code:?}"),
+            )),
             // The sender is gone: the call ended without setting a response.
-            Err(_) => {
-                let e = match done.await {
-                    Ok(Err(e)) => e,
-                    Ok(Ok(())) => PluginError::Failed(
-                        FailureReason::Error,
-                        "incoming-handler.handle returned without setting a response".into(),
-                    ),
-                    Err(e) => PluginError::Failed(FailureReason::Trap, e.to_string()),
-                };
-                (Err(e), None)
-            }
+            Err(_) => Err(match done.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => PluginError::Failed(
+                    FailureReason::Error,
+                    "incoming-handler.handle returned without setting a response".into(),
+                ),
+                Err(e) => PluginError::Failed(FailureReason::Trap, e.to_string()),
+            }),
         };
-        HttpCall {
-            head,
-            instantiated,
-            done,
+        HttpCall { head, instantiated }
+    }
+}
+
+/// What is done with a failure of a wasi:http call that comes after its response head.
+pub type OnFailure = Box<dyn FnOnce(PluginError) + Send>;
+
+/// A wasi:http response body that ends only once the component's call has. wasmtime-wasi-http
+/// ends a body whose guest never finished it (it trapped or ran out of time, and its store
+/// was dropped) as if it were complete; this one ends it in an error then, so neither a
+/// client nor the cache takes a cut body for a whole one. A guest that finishes its body and
+/// goes on working delays the end of the body until its call returns (within its timeout).
+pub struct UntilDone {
+    inner: HyperOutgoingBody,
+    done: Option<tokio::task::JoinHandle<Result<(), PluginError>>>,
+    on_failure: Option<OnFailure>,
+}
+
+impl UntilDone {
+    fn fail(&mut self, e: PluginError) -> body::BoxError {
+        let text = e.to_string();
+        if let Some(report) = self.on_failure.take() {
+            report(e);
+        }
+        text.into()
+    }
+}
+
+impl http_body::Body for UntilDone {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        use std::task::{Poll, ready};
+        let this = &mut *self;
+        if let Some(frame) = ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
+            return Poll::Ready(Some(frame.map_err(Into::into)));
+        }
+        let Some(done) = this.done.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = ready!(std::pin::Pin::new(done).poll(cx));
+        this.done = None;
+        match result {
+            Ok(Ok(())) => Poll::Ready(None),
+            Ok(Err(e)) => Poll::Ready(Some(Err(this.fail(e)))),
+            Err(e) => {
+                let e = PluginError::Failed(FailureReason::Trap, e.to_string());
+                Poll::Ready(Some(Err(this.fail(e))))
+            }
+        }
+    }
+}
+
+impl Drop for UntilDone {
+    /// A body dropped before its end (the client left): the call's failure, if it fails, is
+    /// still reported.
+    fn drop(&mut self) {
+        if let (Some(done), Some(report)) = (self.done.take(), self.on_failure.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Ok(Err(e)) = done.await {
+                    report(e);
+                }
+            });
         }
     }
 }
@@ -669,11 +742,9 @@ fn body_error(e: body::BoxError) -> wasmtime_wasi_http::Error {
 /// What [`WasmPlugin::handle`] gives back.
 pub struct HttpCall {
     /// The response head and streaming body, or the failure before the head.
-    pub head: Result<http::Response<HyperOutgoingBody>, PluginError>,
+    pub head: Result<http::Response<UntilDone>, PluginError>,
     /// A new instance was made for this call, in this time.
     pub instantiated: Option<Duration>,
-    /// With a head: the call still running (it may still be writing the body).
-    pub done: Option<tokio::task::JoinHandle<Result<(), PluginError>>>,
 }
 
 impl HttpCall {
@@ -681,7 +752,6 @@ impl HttpCall {
         Self {
             head: Err(e),
             instantiated,
-            done: None,
         }
     }
 }

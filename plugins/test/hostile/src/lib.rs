@@ -171,11 +171,68 @@ impl Plugin for Hostile {
                 }
                 Ok(next())
             }
+            // GETs the URL in the request's `x-fetch` header (or `path`) and says what came
+            // back: `status=N bytes=M` or `error: WHY`.
+            "fetch" => {
+                let url = req.header("x-fetch").unwrap_or(&c.path);
+                let text = match plughost_plugin_sdk::http::get(url, &[]) {
+                    Ok(r) => format!("status={} bytes={}\n", r.status, r.body.len()),
+                    Err(e) => format!("error: {e}\n"),
+                };
+                Ok(Response::text(200, text).into_action())
+            }
+            // `amount` GETs of that URL one after the other, then a count of outcomes.
+            "fetch-loop" => {
+                let url = req.header("x-fetch").unwrap_or(&c.path).to_owned();
+                let mut tally = std::collections::BTreeMap::<String, u64>::new();
+                for _ in 0..c.amount {
+                    let key = match plughost_plugin_sdk::http::get(&url, &[]) {
+                        Ok(r) => format!("status={}", r.status),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    *tally.entry(key).or_default() += 1;
+                }
+                Ok(Response::text(200, format!("{tally:?}\n")).into_action())
+            }
+            // `amount` GETs sent at once (none awaited before all are sent), then awaited.
+            "fetch-burst" => {
+                let url = req.header("x-fetch").unwrap_or(&c.path).to_owned();
+                Ok(Response::text(200, burst(&url, c.amount)).into_action())
+            }
             // An error whose message is `amount` MiB.
             "big-error" => Err("E".repeat((c.amount as usize) << 20)),
             other => Err(format!("unknown mode {other}")),
         }
     }
+}
+
+/// Sends `n` GETs of `url` before awaiting any, then counts how each ended.
+fn burst(url: &str, n: u64) -> String {
+    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    let (_, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut pending = Vec::new();
+    let mut tally = std::collections::BTreeMap::<String, u64>::new();
+    for _ in 0..n {
+        let req = OutgoingRequest::new(Fields::new());
+        let _ = req.set_scheme(Some(&Scheme::Http));
+        let _ = req.set_authority(Some(authority));
+        let _ = req.set_path_with_query(Some(if path.is_empty() { "/" } else { path }));
+        match wasi::http::outgoing_handler::handle(req, None) {
+            Ok(f) => pending.push(f),
+            Err(e) => *tally.entry(format!("{e:?}")).or_default() += 1,
+        }
+    }
+    for f in pending {
+        f.subscribe().block();
+        let key = match f.get() {
+            Some(Ok(Ok(r))) => format!("status={}", r.status()),
+            Some(Ok(Err(e))) => format!("{e:?}"),
+            _ => "gone".to_owned(),
+        };
+        *tally.entry(key).or_default() += 1;
+    }
+    format!("{tally:?}\n")
 }
 
 export_plugin!(Hostile);
