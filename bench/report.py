@@ -71,6 +71,10 @@ def main():
     ratio("plughost-wasm-max100", "plughost-wasm", 0.0, "max_requests = 100 vs pooled (no target)")
     ratio("plughost-native", "plughost-hit", 0.9, "C observer loaded vs none (cache hit)")
     ratio("plughost-proxy", "nginx-proxy", 1.2, "proxy to 2 backends vs nginx round robin")
+    ratio("plughost-wasihttp", "wasmtime-serve", 3.0, "wasi:http hello, pooled vs `wasmtime serve` defaults")
+    ratio("plughost-wasihttp", "wasmtime-serve-reuse", 1.5, "wasi:http hello, pooled vs `wasmtime serve` reusing instances")
+    ratio("plughost-wasihttp-fresh", "wasmtime-serve", 1.0, "wasi:http hello, fresh vs `wasmtime serve` defaults")
+    ratio("plughost-outbound", "plughost-proxy1", 0.0, "one outbound call per request vs the proxy to the same backend (no target)")
     mib = int(idle_rss) / 1024
     print(f"| idle RSS ≤ 10 MB | {mib:.1f} MiB | {'met' if mib <= 10 else 'NOT met'} |")
 

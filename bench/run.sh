@@ -10,7 +10,14 @@
 #   plughost-filter plughost-hit plus one wasm filter (plugins/rust/headers) on every request
 #   plughost-wasm   the hello wasm responder on /hello, cache off (compare with plughost-route);
 #                   -fresh and -max100: the same with reuse = "fresh" and max_requests = 100
-#   wasmtime-serve  `wasmtime serve` 48 with a wasi:http hello component (BENCH_PEERS=0 skips)
+#   plughost-wasihttp  that same wasi:http hello component in plughost (kind = "wasi-http",
+#                   pooled, cache off); -fresh: with reuse = "fresh"
+#   wasmtime-serve  `wasmtime serve` 48 with the wasi:http hello component, its defaults (a
+#                   fresh instance per request); -reuse: with its instance-reuse flags
+#                   (BENCH_PEERS=0 skips both)
+#   plughost-outbound  a responder making one outbound call per request to a hyper-hello
+#                   backend (the hostile test plugin's `fetch` mode), against plughost-proxy1,
+#                   the reverse proxy to that same backend
 #   plughost-native plughost-hit plus the C counter observer (plugins/native/examples/counter.c)
 #   plughost-proxy  reverse proxy, round robin over two hyper-hello backends, cache off
 #   nginx-proxy     nginx doing the same round robin, keep-alive upstream connections
@@ -51,6 +58,8 @@ cargo build --release -q -p plughost --benches
 cargo build -q -p plughost-e2e   # its build script builds every plugin (make plugins)
 WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
 NATIVE_DIR=$PWD/plugins/target/native
+# bench/peers/wasi-http-hello, built by the e2e tests' build script as it is built for the peer.
+HTTP_HELLO=$PWD/plugins/target/peers/wasm32-wasip2/release/wasi_http_hello.wasm
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -105,6 +114,20 @@ plugin = \"hello\""
 wasm_responder plughost-wasm ""
 wasm_responder plughost-wasm-fresh "reuse = \"fresh\""
 wasm_responder plughost-wasm-max100 "max_requests = 100"
+wasi_http_responder() { # wasi_http_responder NAME REUSE_TOML: the wasi:http hello on /hello
+    plughost_config "$1" "cache_capacity = 0
+wasm_cache_dir = \"$WORK/cache\"
+[[plugins]]
+name = \"hello\"
+file = \"$HTTP_HELLO\"
+kind = \"wasi-http\"
+$2
+[[routes]]
+prefix = \"/hello\"
+plugin = \"hello\""
+}
+wasi_http_responder plughost-wasihttp ""
+wasi_http_responder plughost-wasihttp-fresh "reuse = \"fresh\""
 plughost_config plughost-native "[[plugins]]
 name = \"counter\"
 file = \"$NATIVE_DIR/counter.so\"
@@ -116,6 +139,8 @@ WASM=$(start plughost-wasm "plughost listening on" target/release/plughost --con
 WASM_FRESH=$(start plughost-wasm-fresh "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm-fresh.toml")
 WASM_MAX=$(start plughost-wasm-max100 "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm-max100.toml")
 NATIVE=$(start plughost-native "plughost listening on" target/release/plughost --config "$WORK/plughost-native.toml")
+WASIHTTP=$(start plughost-wasihttp "plughost listening on" target/release/plughost --config "$WORK/plughost-wasihttp.toml")
+WASIHTTP_FRESH=$(start plughost-wasihttp-fresh "plughost listening on" target/release/plughost --config "$WORK/plughost-wasihttp-fresh.toml")
 HYPER=$(start hyper-hello "listening on" target/release/hyper-hello 127.0.0.1:0)
 BACKEND1=$(start backend1 "listening on" target/release/hyper-hello 127.0.0.1:0)
 BACKEND2=$(start backend2 "listening on" target/release/hyper-hello 127.0.0.1:0)
@@ -126,6 +151,25 @@ servers = [\"$BACKEND1\", \"$BACKEND2\"]
 prefix = \"/\"
 upstream = \"bench\""
 PROXY=$(start plughost-proxy "plughost listening on" target/release/plughost --config "$WORK/plughost-proxy.toml")
+plughost_config plughost-proxy1 "cache_capacity = 0
+[upstreams.bench]
+servers = [\"$BACKEND1\"]
+[[routes]]
+prefix = \"/\"
+upstream = \"bench\""
+PROXY1=$(start plughost-proxy1 "plughost listening on" target/release/plughost --config "$WORK/plughost-proxy1.toml")
+plughost_config plughost-outbound "cache_capacity = 0
+[[plugins]]
+name = \"fetch\"
+file = \"$WASM_DIR/hostile.wasm\"
+kind = \"responder\"
+allowed_outbound = [\"http://$BACKEND1\"]
+config = { mode = \"fetch\", path = \"http://$BACKEND1/\" }
+[[routes]]
+prefix = \"/fetch\"
+plugin = \"fetch\""
+OUTBOUND=$(start plughost-outbound "plughost listening on" target/release/plughost --config "$WORK/plughost-outbound.toml")
+curl -sf "http://$OUTBOUND/fetch" | grep -q "status=200" || { echo "bench: plughost outbound not answering" >&2; exit 1; }
 
 NGINX_PORT=$(free_port)
 NGINX_PROXY_PORT=$(free_port)
@@ -184,10 +228,14 @@ declare -A URL=(
     [plughost-wasm-fresh]="http://$WASM_FRESH/hello"
     [plughost-wasm-max100]="http://$WASM_MAX/hello"
     [plughost-native]="http://$NATIVE/"
+    [plughost-wasihttp]="http://$WASIHTTP/hello"
+    [plughost-wasihttp-fresh]="http://$WASIHTTP_FRESH/hello"
+    [plughost-proxy1]="http://$PROXY1/"
+    [plughost-outbound]="http://$OUTBOUND/fetch"
     [plughost-proxy]="http://$PROXY/"
     [nginx-proxy]="http://127.0.0.1:$NGINX_PROXY_PORT/"
 )
-ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-wasm-fresh plughost-wasm-max100 plughost-native nginx hyper-hello plughost-proxy nginx-proxy)
+ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-wasm-fresh plughost-wasm-max100 plughost-native nginx hyper-hello plughost-proxy nginx-proxy plughost-wasihttp plughost-wasihttp-fresh plughost-proxy1 plughost-outbound)
 
 # The peer: `wasmtime serve` (same wasmtime major version as plughost) running a wasi:http
 # hello component (bench/peers/wasi-http-hello). Built once into target/bench-peers; BENCH_PEERS=0
@@ -195,17 +243,24 @@ ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-wasm-f
 if [ "${BENCH_PEERS:-1}" != 0 ]; then
     PEERS=$PWD/target/bench-peers
     [ -x "$PEERS/bin/wasmtime" ] || cargo install -q --locked --root "$PEERS" wasmtime-cli@48.0.8
-    (cd bench/peers/wasi-http-hello && cargo build -q --release --target wasm32-wasip2)
-    SERVE_PORT=$(free_port)
-    # -S cli: Rust's std on wasm32-wasip2 imports wasi:cli (environment), which serve omits by default.
-    "$PEERS/bin/wasmtime" serve -S cli --addr "127.0.0.1:$SERVE_PORT" \
-        bench/peers/wasi-http-hello/target/wasm32-wasip2/release/wasi_http_hello.wasm \
-        >"$WORK/wasmtime-serve.out" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$SERVE_PORT/hello" >/dev/null && break; sleep 0.1; done
-    curl -sf "http://127.0.0.1:$SERVE_PORT/hello" >/dev/null || { echo "bench: wasmtime serve not answering" >&2; exit 1; }
-    URL[wasmtime-serve]="http://127.0.0.1:$SERVE_PORT/hello"
-    ORDER+=(wasmtime-serve)
+    # serve_peer NAME FLAGS...: `wasmtime serve` of the hello component on a free port.
+    serve_peer() {
+        local name=$1 port; shift
+        port=$(free_port)
+        # -S cli: Rust's std on wasm32-wasip2 imports wasi:cli (environment), which serve omits
+        # by default.
+        "$PEERS/bin/wasmtime" serve -S cli "$@" --addr "127.0.0.1:$port" "$HTTP_HELLO" \
+            >"$WORK/$name.out" 2>&1 &
+        PIDS+=($!)
+        for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/hello" >/dev/null && break; sleep 0.1; done
+        curl -sf "http://127.0.0.1:$port/hello" >/dev/null || { echo "bench: $name not answering: $(cat "$WORK/$name.out")" >&2; exit 1; }
+        URL[$name]="http://127.0.0.1:$port/hello"
+    }
+    serve_peer wasmtime-serve
+    # Its best reuse for a p2 component: instances kept for many requests (one at a time each,
+    # as p2 requires) in the pooling allocator.
+    serve_peer wasmtime-serve-reuse -O pooling-allocator=y --max-instance-reuse-count 100000 --idle-instance-timeout 60s
+    ORDER+=(wasmtime-serve wasmtime-serve-reuse)
 fi
 
 echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
