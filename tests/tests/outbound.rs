@@ -258,3 +258,37 @@ async fn upstream_destinations_go_through_the_pool() {
     let r = fetch(&server, "http://other.upstream.internal/x").await;
     assert!(r.1.starts_with("error: destination not allowed"), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_destinations_are_verified_and_a_plugin_may_trust_its_own_ca() {
+    // The destination: another plughost serving HTTPS with a certificate for 127.0.0.1 that
+    // no system store knows.
+    let origin_dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let ca = origin_dir.path().join("site.crt");
+    std::fs::write(&ca, made.cert.pem()).unwrap();
+    std::fs::write(
+        origin_dir.path().join("site.key"),
+        made.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let origin = Plughost::start_in(
+        origin_dir,
+        "[tls]\ncert = \"site.crt\"\nkey = \"site.key\"\n",
+    );
+    let dest = format!("https://{}", origin.addr);
+    let allow = format!("allowed_outbound = [\"{dest}\"]");
+    let untrusted = Plughost::start(&fetcher("fetch", 0, &allow));
+    let (_, text) = fetch(&untrusted, &format!("{dest}/")).await;
+    assert_eq!(text, "error: ErrorCode::TlsCertificateError\n");
+    let metrics = untrusted.metrics_text().await;
+    let labels = format!("plugin=\"fetch\",destination=\"{dest}\",outcome=\"tls\"");
+    assert_eq!(
+        labelled_metric(&metrics, "plughost_outbound_requests_total", &labels),
+        1.0
+    );
+    let ca_file = format!("{allow}\noutbound_ca_file = {:?}", ca.display().to_string());
+    let trusted = Plughost::start(&fetcher("fetch", 0, &ca_file));
+    let (_, text) = fetch(&trusted, &format!("{dest}/")).await;
+    assert!(text.starts_with("status=200 bytes="), "{text}");
+}

@@ -50,6 +50,17 @@ async fn the_bench_hello_component_runs_unchanged_through_filters_and_the_cache(
         .unwrap();
     assert_eq!(hello["kind"], "wasi-http", "{plugins}");
     assert_eq!(hello["calls"], 1, "{plugins}");
+    // HTTP/1.0 without a Host (wasi:http needs an authority; plughost gives one).
+    let old = raw(
+        server.addr,
+        b"GET /hello/old HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(
+        old.starts_with("HTTP/1.1 200") || old.starts_with("HTTP/1.0 200"),
+        "{old}"
+    );
+    assert!(old.ends_with("You asked for /hello/old\n"), "{old}");
     // HTTP/2 as well.
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()

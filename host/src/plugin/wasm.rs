@@ -605,7 +605,14 @@ impl WasmPlugin {
         } else {
             wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http
         };
-        let req = req.map(|b| b.map_err(body_error));
+        let mut req = req.map(|b| b.map_err(body_error));
+        // wasi:http requires an authority; an HTTP/1.0 request may come without one.
+        if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
+            req.headers_mut().insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("localhost"),
+            );
+        }
         let mut http = instance.store.data_mut().http();
         let resources = http
             .new_incoming_request(scheme, req)

@@ -445,33 +445,30 @@ fn outcome(e: &Error) -> &'static str {
 fn classify(e: &hyper_util::client::legacy::Error) -> Error {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if c.downcast_ref::<rustls::Error>().is_some() {
+        if c.is::<Refused>() {
+            return Error::DestinationIpProhibited;
+        }
+        if let Some(Lookup(why)) = c.downcast_ref::<Lookup>() {
+            return Error::DnsError {
+                rcode: Some(why.clone()),
+                info_code: None,
+            };
+        }
+        if c.is::<rustls::Error>() {
             return Error::TlsCertificateError;
         }
-        if let Some(io) = c.downcast_ref::<io::Error>() {
-            // The connector's own refusals travel inside an io::Error, whose `source` skips
-            // them.
-            if let Some(inner) = io.get_ref() {
-                if inner.is::<Refused>() {
-                    return Error::DestinationIpProhibited;
-                }
-                if let Some(Lookup(why)) = inner.downcast_ref::<Lookup>() {
-                    return Error::DnsError {
-                        rcode: Some(why.clone()),
-                        info_code: None,
-                    };
-                }
-                if inner.is::<rustls::Error>() {
-                    return Error::TlsCertificateError;
-                }
-            }
-            match io.kind() {
+        cause = match c.downcast_ref::<io::Error>() {
+            Some(io) => match io.kind() {
                 io::ErrorKind::ConnectionRefused => return Error::ConnectionRefused,
                 io::ErrorKind::TimedOut => return Error::ConnectionTimeout,
-                _ => {}
-            }
-        }
-        cause = c.source();
+                // The connector's refusals and TLS errors travel inside io::Errors (nested,
+                // by hyper-rustls), whose `source` skips the error they carry.
+                _ => io
+                    .get_ref()
+                    .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            },
+            None => c.source(),
+        };
     }
     if e.is_connect() {
         Error::ConnectionRefused
