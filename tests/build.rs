@@ -35,26 +35,8 @@ fn main() {
     let manifest = root.join("plugins/Cargo.toml");
     let target_dir = root.join("plugins/target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // Flags meant for the host build must not leak into the guest build.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("run cargo for the guest plugins");
     assert!(
-        status.success(),
+        guest_build(&cargo, &manifest, &target_dir),
         "building the guest plugins failed; is the target installed? `rustup target add wasm32-wasip2` (make test does)"
     );
     println!(
@@ -69,10 +51,9 @@ fn main() {
     build_unlinkable(&target_dir);
 }
 
-/// The wasi:http hello component `make bench` serves with `wasmtime serve`, built as the
-/// bench builds it (its own workspace), for the tests that run it unchanged in plughost.
-fn build_wasi_http_hello(root: &Path, cargo: &str, target_dir: &Path) {
-    let status = Command::new(cargo)
+/// `cargo build --release --target wasm32-wasip2` of a guest workspace; whether it worked.
+fn guest_build(cargo: &str, manifest: &Path, target_dir: &Path) -> bool {
+    Command::new(cargo)
         .args([
             "build",
             "--release",
@@ -80,17 +61,25 @@ fn build_wasi_http_hello(root: &Path, cargo: &str, target_dir: &Path) {
             "wasm32-wasip2",
             "--manifest-path",
         ])
-        .arg(root.join("bench/peers/wasi-http-hello/Cargo.toml"))
+        .arg(manifest)
         .arg("--target-dir")
-        .arg(target_dir.join("peers"))
+        .arg(target_dir)
+        // Flags meant for the host build must not leak into the guest build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_TARGET_DIR")
         .status()
-        .expect("run cargo for bench/peers/wasi-http-hello");
+        .expect("run cargo for a guest workspace")
+        .success()
+}
+
+/// The wasi:http hello component `make bench` serves with `wasmtime serve`, built as the
+/// bench builds it (its own workspace), for the tests that run it unchanged in plughost.
+fn build_wasi_http_hello(root: &Path, cargo: &str, target_dir: &Path) {
+    let manifest = root.join("bench/peers/wasi-http-hello/Cargo.toml");
     assert!(
-        status.success(),
+        guest_build(cargo, &manifest, &target_dir.join("peers")),
         "building bench/peers/wasi-http-hello failed"
     );
     println!(

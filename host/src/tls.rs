@@ -82,18 +82,23 @@ const WANT_CERT: &str = "-----BEGIN CERTIFICATE-----, leaf first";
 const WANT_KEY: &str = "-----BEGIN PRIVATE KEY-----, RSA or EC";
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let fail = |reason: String| TlsError::File {
+    pem_certs(path).map_err(|reason| TlsError::File {
         key: "cert",
         path: path.to_path_buf(),
         reason,
         want: WANT_CERT,
-    };
+    })
+}
+
+/// The certificates of a PEM file (at least one); `Err` says what is wrong, for the caller's
+/// error naming its config key.
+pub fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if certs.is_empty() {
-        return Err(fail("no certificate in it".into()));
+        return Err("no certificate in it".into());
     }
     Ok(certs)
 }

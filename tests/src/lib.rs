@@ -298,6 +298,15 @@ pub fn plugin_errors(text: &str, plugin: &str, reason: &str) -> f64 {
     )
 }
 
+/// `plughost_outbound_requests_total` of one plugin, destination and outcome.
+pub fn outbound_requests(text: &str, plugin: &str, destination: &str, outcome: &str) -> f64 {
+    labelled_metric(
+        text,
+        "plughost_outbound_requests_total",
+        &format!("plugin=\"{plugin}\",destination=\"{destination}\",outcome=\"{outcome}\""),
+    )
+}
+
 /// A wrk run against plughost, started in the background.
 pub struct Wrk {
     child: Child,

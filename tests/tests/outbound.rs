@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{Plughost, assert_no_leaks, labelled_metric, plugin, plugin_errors};
+use plughost_e2e::{Plughost, assert_no_leaks, outbound_requests, plugin, plugin_errors};
 
 /// The hostile plugin as a responder on `/fetch` in `mode`, with `rest` added to its entry.
 fn fetcher(mode: &str, amount: u64, rest: &str) -> String {
@@ -76,14 +76,8 @@ async fn introspect_lets_active_tokens_through_and_remembers_them() {
     };
     assert_eq!(introspections(), 2);
     let metrics = server.metrics_text().await;
-    let labels = format!(
-        "plugin=\"introspect\",destination=\"http://{}\",outcome=\"ok\"",
-        auth.addr
-    );
-    assert_eq!(
-        labelled_metric(&metrics, "plughost_outbound_requests_total", &labels),
-        2.0
-    );
+    let dest = format!("http://{}", auth.addr);
+    assert_eq!(outbound_requests(&metrics, "introspect", &dest, "ok"), 2.0);
     // The endpoint gone: a new token cannot be checked (503), a remembered one still passes.
     let mut auth = auth;
     auth.stop();
@@ -132,17 +126,15 @@ async fn outbound_requests_go_only_where_allowed() {
     assert_eq!(other.hits.load(Ordering::Relaxed), 0);
     assert_eq!(allowed.hits.load(Ordering::Relaxed), 1);
     let metrics = server.metrics_text().await;
-    let count =
-        |labels: &str| labelled_metric(&metrics, "plughost_outbound_requests_total", labels);
     assert_eq!(
-        count("plugin=\"fetch\",destination=\"(denied)\",outcome=\"denied\""),
+        outbound_requests(&metrics, "fetch", "(denied)", "denied"),
         5.0
     );
-    let refused = format!(
-        "plugin=\"fetch\",destination=\"http://localhost:{}\",outcome=\"refused_address\"",
-        other.addr.port()
+    let named = format!("http://localhost:{}", other.addr.port());
+    assert_eq!(
+        outbound_requests(&metrics, "fetch", &named, "refused_address"),
+        1.0
     );
-    assert_eq!(count(&refused), 1.0);
 }
 
 #[tokio::test]
@@ -282,11 +274,7 @@ async fn https_destinations_are_verified_and_a_plugin_may_trust_its_own_ca() {
     let (_, text) = fetch(&untrusted, &format!("{dest}/")).await;
     assert_eq!(text, "error: ErrorCode::TlsCertificateError\n");
     let metrics = untrusted.metrics_text().await;
-    let labels = format!("plugin=\"fetch\",destination=\"{dest}\",outcome=\"tls\"");
-    assert_eq!(
-        labelled_metric(&metrics, "plughost_outbound_requests_total", &labels),
-        1.0
-    );
+    assert_eq!(outbound_requests(&metrics, "fetch", &dest, "tls"), 1.0);
     let ca_file = format!("{allow}\noutbound_ca_file = {:?}", ca.display().to_string());
     let trusted = Plughost::start(&fetcher("fetch", 0, &ca_file));
     let (_, text) = fetch(&trusted, &format!("{dest}/")).await;
