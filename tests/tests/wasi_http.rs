@@ -99,7 +99,7 @@ async fn components_from_componentize_py_and_componentize_js_run_unchanged() {
 }
 
 #[tokio::test]
-async fn pooled_instances_keep_state_and_fresh_ones_do_not() {
+async fn pooled_instances_keep_state_and_fresh_ones_do_not_and_a_reload_switches() {
     let config = component("pooled", &hostile(), "instances = 1")
         + &component("fresh", &hostile(), "reuse = \"fresh\"");
     let server = Plughost::start(&config);
@@ -115,6 +115,19 @@ async fn pooled_instances_keep_state_and_fresh_ones_do_not() {
     // A handle the guest forgot retires its instance: the next one starts from 1.
     assert_eq!(text("/pooled/leak").await, "leaked\n");
     assert_eq!(text("/pooled/count").await, "1\n");
+    // Hot reload: the pooled one becomes fresh, the other goes.
+    server.rewrite_config(&component("pooled", &hostile(), "reuse = \"fresh\""));
+    let r = reqwest::Client::new()
+        .post(server.admin_url("/plugins/reload"))
+        .send()
+        .await
+        .unwrap();
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(report["loaded"], serde_json::json!(["pooled"]), "{report}");
+    assert_eq!(report["removed"], serde_json::json!(["fresh"]), "{report}");
+    assert_eq!(text("/pooled/count").await, "1\n");
+    assert_eq!(text("/pooled/count").await, "1\n");
+    assert_eq!(reqwest::get(server.url("/fresh/count")).await.unwrap().status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

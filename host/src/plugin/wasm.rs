@@ -625,7 +625,7 @@ impl WasmPlugin {
             }
         };
         let this = self.clone();
-        let done = tokio::spawn(async move {
+        let mut call: CallFuture = Box::pin(async move {
             let _slot: OwnedSemaphorePermit = slot;
             let Bindings::WasiHttp(proxy) = &instance.bindings else {
                 unreachable!("handle is only called on wasi:http components");
@@ -644,29 +644,57 @@ impl WasmPlugin {
             this.checkin(instance, result.is_ok());
             result
         });
-        let head = match rx.await {
-            Ok(Ok(resp)) => Ok(resp.map(|inner| UntilDone {
+        // The call runs on this request's task until it ends or it has set the head and
+        // waits (most components answer and return at once: no task spawned, no thread
+        // woken). One still running then goes on on its own task, so its deadline holds
+        // however slowly the client reads.
+        let mut rx = rx;
+        let first = std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if let Poll::Ready(result) = call.as_mut().poll(cx) {
+                return Poll::Ready(Err(result));
+            }
+            std::pin::Pin::new(&mut rx).poll(cx).map(Ok)
+        })
+        .await;
+        let (head, done): (_, CallFuture) = match first {
+            Ok(head) => {
+                let running = tokio::spawn(call);
+                let done = async move {
+                    running.await.unwrap_or_else(|e| {
+                        Err(PluginError::Failed(FailureReason::Trap, e.to_string()))
+                    })
+                };
+                (head.ok(), Box::pin(done))
+            }
+            Err(result) => (rx.try_recv().ok(), Box::pin(std::future::ready(result))),
+        };
+        let head = match head {
+            Some(Ok(resp)) => Ok(resp.map(|inner| UntilDone {
                 inner,
                 done: Some(done),
                 on_failure: Some(on_failure),
             })),
-            Ok(Err(code)) => Err(PluginError::Failed(
+            Some(Err(code)) => Err(PluginError::Failed(
                 FailureReason::Error,
                 format!("the component answered with error-code {code:?}"),
             )),
             // The sender is gone: the call ended without setting a response.
-            Err(_) => Err(match done.await {
-                Ok(Err(e)) => e,
-                Ok(Ok(())) => PluginError::Failed(
+            None => Err(match done.await {
+                Err(e) => e,
+                Ok(()) => PluginError::Failed(
                     FailureReason::Error,
                     "incoming-handler.handle returned without setting a response".into(),
                 ),
-                Err(e) => PluginError::Failed(FailureReason::Trap, e.to_string()),
             }),
         };
         HttpCall { head, instantiated }
     }
 }
+
+/// A wasi:http call: `handle` on its instance, within its timeout, then the instance's
+/// return to the pool (or its drop).
+type CallFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>>;
 
 /// What is done with a failure of a wasi:http call that comes after its response head.
 pub type OnFailure = Box<dyn FnOnce(PluginError) + Send>;
@@ -678,7 +706,7 @@ pub type OnFailure = Box<dyn FnOnce(PluginError) + Send>;
 /// goes on working delays the end of the body until its call returns (within its timeout).
 pub struct UntilDone {
     inner: HyperOutgoingBody,
-    done: Option<tokio::task::JoinHandle<Result<(), PluginError>>>,
+    done: Option<CallFuture>,
     on_failure: Option<OnFailure>,
 }
 
@@ -708,15 +736,11 @@ impl http_body::Body for UntilDone {
         let Some(done) = this.done.as_mut() else {
             return Poll::Ready(None);
         };
-        let result = ready!(std::pin::Pin::new(done).poll(cx));
+        let result = ready!(done.as_mut().poll(cx));
         this.done = None;
         match result {
-            Ok(Ok(())) => Poll::Ready(None),
-            Ok(Err(e)) => Poll::Ready(Some(Err(this.fail(e)))),
-            Err(e) => {
-                let e = PluginError::Failed(FailureReason::Trap, e.to_string());
-                Poll::Ready(Some(Err(this.fail(e))))
-            }
+            Ok(()) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(this.fail(e)))),
         }
     }
 }
@@ -729,7 +753,7 @@ impl Drop for UntilDone {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move {
-                if let Ok(Err(e)) = done.await {
+                if let Err(e) = done.await {
                     report(e);
                 }
             });
