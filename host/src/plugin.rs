@@ -70,7 +70,7 @@ impl EncodeLabelValue for FailureReason {
 }
 
 /// How loading or calling a plugin went wrong.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PluginError {
     /// The file could not be compiled or linked.
     #[error("{0}")]
@@ -306,7 +306,6 @@ impl LoadedPlugin {
             let (mut head, body) = resp.into_parts();
             output::check_head(&mut head, self.limits, &self.name, &self.dropped)
                 .map_err(|why| PluginError::Failed(FailureReason::Error, why))?;
-            let body = crate::body::from_unsync(body);
             let body = crate::body::limited(body, self.limits.body_bytes);
             Ok(http::Response::from_parts(head, body))
         });

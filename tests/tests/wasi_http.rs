@@ -127,7 +127,13 @@ async fn pooled_instances_keep_state_and_fresh_ones_do_not_and_a_reload_switches
     assert_eq!(report["removed"], serde_json::json!(["fresh"]), "{report}");
     assert_eq!(text("/pooled/count").await, "1\n");
     assert_eq!(text("/pooled/count").await, "1\n");
-    assert_eq!(reqwest::get(server.url("/fresh/count")).await.unwrap().status(), 404);
+    assert_eq!(
+        reqwest::get(server.url("/fresh/count"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

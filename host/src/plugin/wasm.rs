@@ -657,23 +657,41 @@ impl WasmPlugin {
             std::pin::Pin::new(&mut rx).poll(cx).map(Ok)
         })
         .await;
-        let (head, done): (_, CallFuture) = match first {
+        let (head, done, finished) = match first {
             Ok(head) => {
                 let running = tokio::spawn(call);
-                let done = async move {
+                let done: CallFuture = Box::pin(async move {
                     running.await.unwrap_or_else(|e| {
                         Err(PluginError::Failed(FailureReason::Trap, e.to_string()))
                     })
-                };
-                (head.ok(), Box::pin(done))
+                });
+                (head.ok(), done, None)
             }
-            Err(result) => (rx.try_recv().ok(), Box::pin(std::future::ready(result))),
+            Err(result) => {
+                let done: CallFuture = Box::pin(std::future::ready(result.clone()));
+                (rx.try_recv().ok(), done, Some(result))
+            }
         };
         let head = match head {
-            Some(Ok(resp)) => Ok(resp.map(|inner| UntilDone {
-                inner,
-                done: Some(done),
-                on_failure: Some(on_failure),
+            // The call ended well: the whole body is already in the stream's buffer (a guest
+            // writing more would still be waiting for it to drain), so it is sent with its
+            // length, in one write.
+            Some(Ok(resp)) if finished.as_ref().is_some_and(Result::is_ok) => {
+                let (head, stream) = resp.into_parts();
+                match stream.collect().await {
+                    Ok(bytes) => Ok(http::Response::from_parts(
+                        head,
+                        body::full(bytes.to_bytes()),
+                    )),
+                    Err(e) => Err(PluginError::Failed(FailureReason::Error, e.to_string())),
+                }
+            }
+            Some(Ok(resp)) => Ok(resp.map(|inner| {
+                body::from_unsync(UntilDone {
+                    inner,
+                    done: Some(done),
+                    on_failure: Some(on_failure),
+                })
             })),
             Some(Err(code)) => Err(PluginError::Failed(
                 FailureReason::Error,
@@ -772,8 +790,9 @@ fn body_error(e: body::BoxError) -> wasmtime_wasi_http::Error {
 
 /// What [`WasmPlugin::handle`] gives back.
 pub struct HttpCall {
-    /// The response head and streaming body, or the failure before the head.
-    pub head: Result<http::Response<UntilDone>, PluginError>,
+    /// The response head and its body (whole, or streaming while the call runs), or the
+    /// failure before the head.
+    pub head: Result<http::Response<Body>, PluginError>,
     /// A new instance was made for this call, in this time.
     pub instantiated: Option<Duration>,
 }
