@@ -28,7 +28,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
@@ -89,43 +90,56 @@ pub struct Outbound(Arc<Shared>);
 struct Shared {
     config: OutboundConfig,
     policy: Arc<AddressPolicy>,
-    /// The system's roots and `[outbound] ca_file`; a plugin's own CA file adds to them.
-    roots: RootCertStore,
-    client: HttpClient,
+    /// `[outbound] ca_file`'s certificates, read at start-up so that a bad file stops it.
+    extra_roots: Vec<CertificateDer<'static>>,
+    /// The system's roots with those, and the client trusting them. Made when a plugin first
+    /// gets a grant: reading the system store costs start-up time and memory that a server
+    /// without outbound plugins should not pay.
+    tls: OnceLock<(RootCertStore, HttpClient)>,
     /// The reverse proxy's pools, replaced when a reload changes them.
     pools: ArcSwapOption<Pools>,
     metrics: OutboundMetrics,
 }
 
+impl Shared {
+    fn tls(&self) -> &(RootCertStore, HttpClient) {
+        self.tls.get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                tracing::warn!(
+                    "no system CA certificates found; https destinations need [outbound] ca_file or a plugin's outbound_ca_file"
+                );
+            }
+            roots.add_parsable_certificates(self.extra_roots.iter().cloned());
+            let client = http_client(&roots, &self.policy, self.config.connect_timeout);
+            (roots, client)
+        })
+    }
+}
+
 impl Outbound {
     /// The backend of `config`, refusing connections to `own` (plughost's listeners) by name,
-    /// counted in `registry`.
+    /// counted in `registry`. Fails when `[outbound] ca_file` cannot be used.
     pub fn new(
         config: &OutboundConfig,
         own: Vec<SocketAddr>,
         registry: &mut Registry,
     ) -> Result<Self, CaFileError> {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            tracing::debug!(
-                "no system CA certificates found; https destinations need [outbound] ca_file"
-            );
-        }
-        if let Some(path) = &config.ca_file {
-            add_ca_file(&mut roots, path, "outbound.ca_file")?;
-        }
+        let extra_roots = match &config.ca_file {
+            Some(path) => ca_certs(path, "outbound.ca_file")?,
+            None => Vec::new(),
+        };
         let policy = Arc::new(AddressPolicy {
             own,
             allow: config.allow_networks.iter().map(|n| n.0).collect(),
         });
-        let client = http_client(&roots, &policy, config.connect_timeout);
         Ok(Self(Arc::new(Shared {
             config: config.clone(),
             policy,
-            roots,
-            client,
+            extra_roots,
+            tls: OnceLock::new(),
             pools: ArcSwapOption::empty(),
             metrics: OutboundMetrics::register(registry),
         })))
@@ -142,11 +156,12 @@ impl Outbound {
             return Ok(Grants::default());
         }
         let shared = &self.0;
+        let (roots, client) = shared.tls();
         let client = match &p.outbound_ca_file {
-            None => shared.client.clone(),
+            None => client.clone(),
             Some(path) => {
-                let mut roots = shared.roots.clone();
-                add_ca_file(&mut roots, path, "plugins.outbound_ca_file")?;
+                let mut roots = roots.clone();
+                roots.add_parsable_certificates(ca_certs(path, "plugins.outbound_ca_file")?);
                 http_client(&roots, &shared.policy, shared.config.connect_timeout)
             }
         };
@@ -162,21 +177,19 @@ impl Outbound {
     }
 }
 
-fn add_ca_file(
-    roots: &mut RootCertStore,
-    path: &Path,
-    key: &'static str,
-) -> Result<(), CaFileError> {
+/// The CA certificates of a PEM file, each checked to be usable as a root.
+fn ca_certs(path: &Path, key: &'static str) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
     let fail = |reason: String| CaFileError {
         key,
         path: path.display().to_string(),
         reason,
     };
     let certs = crate::tls::pem_certs(path).map_err(fail)?;
-    for c in certs {
-        roots.add(c).map_err(|e| fail(e.to_string()))?;
+    let mut check = RootCertStore::empty();
+    for c in &certs {
+        check.add(c.clone()).map_err(|e| fail(e.to_string()))?;
     }
-    Ok(())
+    Ok(certs)
 }
 
 fn http_client(
