@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use plughost::admin::{Admin, ServerParts};
-use plughost::config::{Config, Overrides};
+use plughost::config::{Config, Overrides, PluginKind};
 use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
 use plughost::plugin::authoring;
@@ -44,6 +44,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Write a new plugin project (source, WIT, Makefile, plughost.toml, README) into ./NAME.
+    New {
+        /// The plugin's name: lower-case letters, digits and `-`.
+        name: String,
+        /// Its language.
+        #[arg(long, value_enum)]
+        lang: plughost::plugin::scaffold::Lang,
+        /// `filter` (every request) or `responder` (its route).
+        #[arg(long, default_value = "responder", value_parser = ["filter", "responder"])]
+        kind: String,
+        /// Where to write it [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Compile and link a component as the server would; exit 0 if plughost would load it.
     Check {
         /// The component (.wasm).
@@ -218,7 +232,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     result
 }
 
-/// `plughost plugin check|run`: CLI output on stdout, the reason of a failure as the error.
+/// `plughost plugin new|check|run`: CLI output on stdout, the reason of a failure as the error.
 fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<()> {
     // The plugin's log lines and its stdout/stderr, on this terminal.
     tracing_subscriber::fmt()
@@ -228,6 +242,26 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cmd {
+        PluginCommand::New {
+            name,
+            lang,
+            kind,
+            dir,
+        } => {
+            let kind = if kind == "filter" {
+                PluginKind::Filter
+            } else {
+                PluginKind::Responder
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = plughost::plugin::scaffold::new_project(&dir, &name, lang, kind)?;
+            println!("wrote {} files into {}", files.len(), dir.display());
+            println!(
+                "next: cd {} && make && plughost plugin run {name}.wasm --uri /{name}",
+                dir.display()
+            );
+            Ok(())
+        }
         PluginCommand::Check { file } => {
             let r = authoring::check(&file, cache)
                 .with_context(|| format!("{} would not load", file.display()))?;

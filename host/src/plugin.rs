@@ -7,6 +7,7 @@ pub mod host;
 pub mod loader;
 pub mod native;
 pub mod output;
+pub mod scaffold;
 pub mod wasm;
 
 use std::net::SocketAddr;

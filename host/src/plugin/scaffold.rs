@@ -1,0 +1,225 @@
+//! `plughost plugin new`: a small, self-contained plugin project outside plughost's
+//! repository, in Rust, Python or JavaScript: a working filter or responder, the WIT of this
+//! very binary (so the contract matches), a Makefile whose `make` builds `NAME.wasm`, a
+//! `plughost.toml` that serves it, and a README with the commands.
+//!
+//! The templates are files under `host/templates/`, embedded here: a string substitution of
+//! `{{name}}`-style markers, which is all they need (a template engine would be a dependency
+//! for five markers).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::config::PluginKind;
+
+/// The languages `plugin new` writes projects in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust, with wit-bindgen (`cargo`, target wasm32-wasip2).
+    Rust,
+    /// Python, with componentize-py.
+    Python,
+    /// JavaScript, with ComponentizeJS (from npm).
+    Js,
+}
+
+impl Lang {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Rust => "Rust",
+            Self::Python => "Python",
+            Self::Js => "JavaScript",
+        }
+    }
+
+    /// The project's files besides the common ones: (path, template), by kind.
+    fn files(self, kind: PluginKind) -> Vec<(&'static str, &'static str)> {
+        let responder = kind != PluginKind::Filter;
+        match self {
+            Self::Rust => vec![
+                (
+                    "Cargo.toml",
+                    include_str!("../../templates/rust/Cargo.toml"),
+                ),
+                ("Makefile", include_str!("../../templates/rust/Makefile")),
+                (
+                    "src/lib.rs",
+                    if responder {
+                        include_str!("../../templates/rust/responder.rs")
+                    } else {
+                        include_str!("../../templates/rust/filter.rs")
+                    },
+                ),
+            ],
+            Self::Python => vec![
+                ("Makefile", include_str!("../../templates/python/Makefile")),
+                (
+                    "app.py",
+                    if responder {
+                        include_str!("../../templates/python/responder.py")
+                    } else {
+                        include_str!("../../templates/python/filter.py")
+                    },
+                ),
+            ],
+            Self::Js => vec![
+                ("Makefile", include_str!("../../templates/js/Makefile")),
+                (
+                    "package.json",
+                    include_str!("../../templates/js/package.json"),
+                ),
+                (
+                    "app.js",
+                    if responder {
+                        include_str!("../../templates/js/responder.js")
+                    } else {
+                        include_str!("../../templates/js/filter.js")
+                    },
+                ),
+            ],
+        }
+    }
+}
+
+/// The plugin contract, as this binary implements it.
+const WIT: &[(&str, &str)] = &[
+    ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
+    (
+        "wit/deps/keyvalue/atomic.wit",
+        include_str!("../../../wit/deps/keyvalue/atomic.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/batch.wit",
+        include_str!("../../../wit/deps/keyvalue/batch.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/store.wit",
+        include_str!("../../../wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/watch.wit",
+        include_str!("../../../wit/deps/keyvalue/watch.wit"),
+    ),
+    (
+        "wit/deps/keyvalue/world.wit",
+        include_str!("../../../wit/deps/keyvalue/world.wit"),
+    ),
+];
+
+const README: &str = include_str!("../../templates/common/README.md");
+const CONFIG: &str = include_str!("../../templates/common/plughost.toml");
+
+/// Writes the project of plugin `name` into `dir` (which must not exist or be empty) and
+/// returns the files written.
+pub fn new_project(
+    dir: &Path,
+    name: &str,
+    lang: Lang,
+    kind: PluginKind,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.len() <= 64;
+    if !valid {
+        bail!(
+            "`{name}` cannot name a plugin: use lower-case letters, digits and `-`, starting with a letter (it becomes a header and a crate name)"
+        );
+    }
+    if kind == PluginKind::WasiHttp {
+        bail!(
+            "plugin new writes plughost plugins (filter or responder); a wasi:http component is built with any wasi:http toolchain (see docs/plugins.md)"
+        );
+    }
+    if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "{} exists and is not empty; choose another NAME or --dir",
+            dir.display()
+        );
+    }
+    let routes = if kind == PluginKind::Responder {
+        format!("\n[[routes]]\nprefix = \"/{name}\"\nplugin = \"{name}\"\n")
+    } else {
+        String::new()
+    };
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{kind}}", kind.as_str())
+            .replace("{{lang}}", lang.label())
+            .replace("{{try}}", &format!("/{name}"))
+            .replace("{{routes}}", &routes)
+    };
+    let mut files: Vec<(&str, String)> = lang
+        .files(kind)
+        .into_iter()
+        .map(|(path, template)| (path, fill(template)))
+        .collect();
+    files.extend(WIT.iter().map(|&(path, text)| (path, text.to_owned())));
+    files.push(("README.md", fill(README)));
+    files.push(("plughost.toml", fill(CONFIG)));
+    let mut written = Vec::with_capacity(files.len());
+    for (path, text) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projects_are_filled_in_and_names_checked() {
+        let dir = tempfile_dir();
+        let files = new_project(
+            &dir.join("my-auth"),
+            "my-auth",
+            Lang::Rust,
+            PluginKind::Filter,
+        )
+        .unwrap();
+        assert!(files.iter().any(|f| f.ends_with("wit/plugin.wit")));
+        let lib = std::fs::read_to_string(dir.join("my-auth/src/lib.rs")).unwrap();
+        assert!(lib.contains("x-my-auth") && !lib.contains("{{"), "{lib}");
+        let make = std::fs::read_to_string(dir.join("my-auth/Makefile")).unwrap();
+        assert!(make.contains("release/my_auth.wasm"), "{make}");
+        let config = std::fs::read_to_string(dir.join("my-auth/plughost.toml")).unwrap();
+        assert!(!config.contains("[[routes]]"), "{config}");
+        // Not twice into the same place, and not with a name that is no header.
+        assert!(
+            new_project(
+                &dir.join("my-auth"),
+                "my-auth",
+                Lang::Rust,
+                PluginKind::Filter
+            )
+            .is_err()
+        );
+        assert!(
+            new_project(
+                &dir.join("x"),
+                "My Plugin",
+                Lang::Python,
+                PluginKind::Filter
+            )
+            .is_err()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("plughost-scaffold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+}

@@ -1,0 +1,166 @@
+//! `plughost plugin new`: for each language, a project generated outside the repository is
+//! built with its own `make` (the toolchains `make setup` installs), then checked, run and
+//! served one request by the real binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use plughost_e2e::{Plughost, run};
+
+/// Held by each language's test: building and compiling a Python or JavaScript component
+/// takes most of both cores, and four at once would starve each other past the CLI's
+/// deadlines.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Generates plugin `name` in `lang` as `kind` in a temp dir and builds it; returns the dir.
+fn generate_and_build(lang: &str, kind: &str, name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let made = run(
+        dir.path(),
+        &["plugin", "new", name, "--lang", lang, "--kind", kind],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let project = dir.path().join(name);
+    // The Rust projects share one target dir, so wit-bindgen is compiled once per test run.
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/plugin-new");
+    let built = Command::new("make")
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &shared)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("run make");
+    assert!(
+        built.status.success(),
+        "make in the {lang} project failed:\n{}\n{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert!(project.join(format!("{name}.wasm")).is_file());
+    dir
+}
+
+/// `plugin check` and `plugin run` of the built plugin, then one request through a server.
+async fn check_run_and_serve(dir: &Path, name: &str, kind: &str, expect: &str) {
+    let project = dir.join(name);
+    let wasm = project.join(format!("{name}.wasm"));
+    let file = wasm.to_str().unwrap();
+    let check = run(&project, &["plugin", "check", file]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let uri = format!("/{name}");
+    let args = [
+        "plugin",
+        "run",
+        file,
+        "--uri",
+        &uri,
+        "--header",
+        "host: localhost",
+    ];
+    let ran = run(&project, &args);
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(out.contains(expect), "{out}");
+    // The project's own plughost.toml, with the test helper's port and log.
+    let config = std::fs::read_to_string(project.join("plughost.toml"))
+        .unwrap()
+        .replace("port = 9090\n", "")
+        .replace(
+            "plugins_dir = \".\"\n",
+            &format!("plugins_dir = {:?}\n", project.display().to_string()),
+        )
+        .replace(
+            &format!("file = \"{name}.wasm\""),
+            &format!("file = {file:?}"),
+        );
+    let server = Plughost::start(&config);
+    let resp = reqwest::get(server.url(&format!("/{name}"))).await.unwrap();
+    match kind {
+        "responder" => {
+            assert_eq!(resp.status(), 200);
+            assert!(resp.text().await.unwrap().contains(expect));
+        }
+        _ => {
+            // A filter in front of the default page.
+            assert_eq!(resp.status(), 404);
+            assert_eq!(resp.headers()[format!("x-{name}").as_str()], "seen");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rust_responder_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("rust", "responder", "greeter");
+    check_run_and_serve(
+        dir.path(),
+        "greeter",
+        "responder",
+        "Hello from greeter! You asked for /greeter",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rust_filter_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("rust", "filter", "marker");
+    check_run_and_serve(
+        dir.path(),
+        "marker",
+        "filter",
+        "add response header x-marker: seen",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_python_filter_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("python", "filter", "py-marker");
+    check_run_and_serve(
+        dir.path(),
+        "py-marker",
+        "filter",
+        "add response header x-py-marker: seen",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_javascript_responder_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("js", "responder", "js-greeter");
+    check_run_and_serve(
+        dir.path(),
+        "js-greeter",
+        "responder",
+        "Hello from js-greeter! You asked for /js-greeter",
+    )
+    .await;
+}
+
+#[test]
+fn plugin_new_refuses_a_bad_name_and_an_existing_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = run(dir.path(), &["plugin", "new", "Bad Name", "--lang", "rust"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lower-case letters"));
+    let first = run(dir.path(), &["plugin", "new", "p", "--lang", "python"]);
+    assert!(first.status.success());
+    let again = run(dir.path(), &["plugin", "new", "p", "--lang", "python"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
