@@ -9,7 +9,7 @@
 #[doc(hidden)]
 pub mod wit {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin-keyvalue",
         pub_export_macro: true,
         export_macro_name: "__export_plughost_world",
