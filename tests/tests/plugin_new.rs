@@ -140,6 +140,14 @@ async fn a_python_filter_from_plugin_new_builds_runs_and_serves() {
 }
 
 #[tokio::test]
+async fn a_python_responder_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("python", "responder", "py-greeter");
+    let expect = "Hello from py-greeter! You asked for /py-greeter";
+    check_run_and_serve(dir.path(), "py-greeter", "responder", expect).await;
+}
+
+#[tokio::test]
 async fn a_javascript_responder_from_plugin_new_builds_runs_and_serves() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = generate_and_build("js", "responder", "js-greeter");

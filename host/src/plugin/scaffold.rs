@@ -54,6 +54,12 @@ impl Lang {
             ],
             Self::Python => vec![
                 ("Makefile", include_str!("../../templates/python/Makefile")),
+                // The Python SDK, copied in: the project builds with no path into plughost's
+                // checkout.
+                (
+                    "plughost_sdk/__init__.py",
+                    include_str!("../../../plugin-guest-sdk/python/plughost_sdk/__init__.py"),
+                ),
                 (
                     "app.py",
                     if responder {

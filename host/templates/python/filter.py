@@ -2,19 +2,18 @@
 header (400) and lets the others through, marking their response with `x-{{name}}`."""
 
 import wit_world
-from wit_world.imports import host, types
+from wit_world.imports import types
+
+import plughost_sdk as sdk
 
 
 class WitWorld(wit_world.WitWorld):
     def plugin_init(self, config: str) -> None:
         """Once per instance, with the plugin's config as JSON; raising Err keeps it from loading."""
-        host.log(host.Level.INFO, "{{name}} ready")
+        sdk.log("info", "{{name}} ready")
 
     def plugin_process(self, req: types.Request) -> types.Action:
         """Every request, in filter-chain order."""
-        if not any(h.name == "host" for h in req.headers):
-            return types.Action_Respond(
-                types.Response(400, [], b"a host header is required\n")
-            )
-        marked = [types.Header("x-{{name}}", "seen")]
-        return types.Action_Continue(types.Edits([], [], marked))
+        if sdk.header(req, "host") is None:
+            return sdk.text(400, "a host header is required\n")
+        return sdk.next(response_headers={"x-{{name}}": "seen"})
