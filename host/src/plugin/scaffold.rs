@@ -71,6 +71,16 @@ impl Lang {
             ],
             Self::Js => vec![
                 ("Makefile", include_str!("../../templates/js/Makefile")),
+                // The JavaScript SDK, copied in (ComponentizeJS resolves relative imports,
+                // not node_modules).
+                (
+                    "plughost-sdk/index.js",
+                    include_str!("../../../plugin-guest-sdk/js/index.js"),
+                ),
+                (
+                    "plughost-sdk/index.d.ts",
+                    include_str!("../../../plugin-guest-sdk/js/index.d.ts"),
+                ),
                 (
                     "package.json",
                     include_str!("../../templates/js/package.json"),
