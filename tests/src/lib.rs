@@ -204,6 +204,17 @@ impl Plughost {
             .expect("admin JSON")
     }
 
+    /// `POST /plugins/reload` (which must answer 200) and its report.
+    pub async fn reload(&self) -> serde_json::Value {
+        let resp = reqwest::Client::new()
+            .post(self.admin_url("/plugins/reload"))
+            .send()
+            .await
+            .expect("reload request");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("reload report")
+    }
+
     /// Resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`).
     pub fn rss_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

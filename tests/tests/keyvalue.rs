@@ -47,12 +47,7 @@ async fn a_memory_bucket_is_shared_by_instances_and_survives_a_reload() {
     // A new version of the plugin (its config changed) counts on where the old one stopped:
     // 12 counted (refused requests count too), so a limit of 13 lets exactly one more in.
     server.rewrite_config(&ratelimit("rl", table, 13, ""));
-    let r = reqwest::Client::new()
-        .post(server.admin_url("/plugins/reload"))
-        .send()
-        .await
-        .unwrap();
-    let report: serde_json::Value = r.json().await.unwrap();
+    let report = server.reload().await;
     assert_eq!(report["loaded"], serde_json::json!(["rl"]), "{report}");
     assert_eq!(burst(&[server.url("/")], 3).await, (1, 2, 0));
 }

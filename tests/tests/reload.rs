@@ -96,16 +96,7 @@ async fn a_new_version_that_fails_to_load_is_refused_and_the_old_one_stays() {
     );
     let config = format!("plugins_dir = \".\"\nwatch_plugins = false\n{SWAP}");
     let server = Plughost::start_in(dir, &config);
-    let client = reqwest::Client::new();
-    let reload = || async {
-        let resp = client
-            .post(server.admin_url("/plugins/reload"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json::<serde_json::Value>().await.unwrap()
-    };
+    let reload = || server.reload();
     // Not a component at all.
     install(server.dir.path(), "swap.wasm", b"\0asm garbage");
     let report = reload().await;

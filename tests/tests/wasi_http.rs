@@ -117,12 +117,7 @@ async fn pooled_instances_keep_state_and_fresh_ones_do_not_and_a_reload_switches
     assert_eq!(text("/pooled/count").await, "1\n");
     // Hot reload: the pooled one becomes fresh, the other goes.
     server.rewrite_config(&component("pooled", &hostile(), "reuse = \"fresh\""));
-    let r = reqwest::Client::new()
-        .post(server.admin_url("/plugins/reload"))
-        .send()
-        .await
-        .unwrap();
-    let report: serde_json::Value = r.json().await.unwrap();
+    let report = server.reload().await;
     assert_eq!(report["loaded"], serde_json::json!(["pooled"]), "{report}");
     assert_eq!(report["removed"], serde_json::json!(["fresh"]), "{report}");
     assert_eq!(text("/pooled/count").await, "1\n");
