@@ -3,7 +3,8 @@
 
 callgrind counts instructions, not time, so the figures repeat run after run whatever else the
 machine does: they show what a change saves even on a noisy 2-core machine. For each path the
-release binary runs under callgrind; after a warm-up the counters are zeroed, N keep-alive
+optimized binary with line tables (`cargo build --profile profiling -p plughost`,
+target/profiling/plughost; the release one is stripped) runs under callgrind; after a warm-up the counters are zeroed, N keep-alive
 requests are sent, and the counts are dumped. Printed: instructions per request (all threads:
 workers, the log thread, the epoch ticker) and plughost's own functions by inclusive cost.
 
