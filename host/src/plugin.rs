@@ -71,7 +71,7 @@ impl EncodeLabelValue for FailureReason {
 }
 
 /// How loading or calling a plugin went wrong.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// The file could not be compiled or linked.
     #[error("{0}")]

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 
 use super::host::keyvalue::Stores;
 use super::host::outbound::Outbound;
-use super::host::{Capabilities, PluginLog};
+use super::host::{Backends, PluginLog};
 use super::output::{self, Dropped, OutputLimits};
 use super::wasm::{Action, Header, Request, Runtime, WasmPlugin};
 use crate::body;
@@ -157,16 +157,16 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
             format!("--kv-url {url}: not a Redis URL like redis://127.0.0.1:6379/0")
         })?;
     }
-    let caps = Capabilities {
-        log: std::sync::Arc::new(log),
-        keyvalue: Stores::standalone(&o.keyvalue, o.kv_url.as_deref()).grants(&o.keyvalue),
+    plugin.keyvalue = o.keyvalue.clone();
+    let backends = Backends {
+        keyvalue: Stores::standalone(&o.keyvalue, o.kv_url.as_deref()),
         outbound: Outbound::new(
             &OutboundConfig::default(),
             Vec::new(),
             &mut Default::default(),
-        )?
-        .grants(&plugin)?,
+        )?,
     };
+    let caps = backends.capabilities(&plugin, std::sync::Arc::new(log))?;
     let name = plugin.name.clone();
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
     let dropped = Dropped::default();
@@ -251,11 +251,24 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A wasi:http component's response as text, in the form of a `respond` action.
+/// A wasi:http component's response as text, as a plugin's `respond` action is shown.
 fn describe_http(head: &http::response::Parts, body: &[u8]) -> String {
-    let mut out = format!("respond {}\n", head.status.as_u16());
-    for (k, v) in &head.headers {
-        out.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+    let headers = head
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes())));
+    describe_response(head.status.as_u16(), headers, body)
+}
+
+/// A response as text: `respond STATUS`, its headers, a blank line and its body.
+fn describe_response<'a>(
+    status: u16,
+    headers: impl Iterator<Item = (&'a str, std::borrow::Cow<'a, str>)>,
+    body: &[u8],
+) -> String {
+    let mut out = format!("respond {status}\n");
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\n"));
     }
     out.push('\n');
     out.push_str(&String::from_utf8_lossy(body));
@@ -282,15 +295,11 @@ fn describe(action: &Action) -> String {
             }
         }
         Action::Respond(r) => {
-            out.push_str(&format!("respond {}\n", r.status));
-            for h in &r.headers {
-                out.push_str(&format!("{}: {}\n", h.name, h.value));
-            }
-            out.push('\n');
-            out.push_str(&String::from_utf8_lossy(&r.body));
-            if !r.body.ends_with(b"\n") {
-                out.push('\n');
-            }
+            let headers = r
+                .headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str().into()));
+            out = describe_response(r.status, headers, &r.body);
         }
     }
     out

@@ -657,26 +657,15 @@ impl WasmPlugin {
             std::pin::Pin::new(&mut rx).poll(cx).map(Ok)
         })
         .await;
-        let (head, done, finished) = match first {
-            Ok(head) => {
-                let running = tokio::spawn(call);
-                let done: CallFuture = Box::pin(async move {
-                    running.await.unwrap_or_else(|e| {
-                        Err(PluginError::Failed(FailureReason::Trap, e.to_string()))
-                    })
-                });
-                (head.ok(), done, None)
-            }
-            Err(result) => {
-                let done: CallFuture = Box::pin(std::future::ready(result.clone()));
-                (rx.try_recv().ok(), done, Some(result))
-            }
+        let call = match first {
+            Ok(head) => (head.ok(), Call::Running(tokio::spawn(call))),
+            Err(result) => (rx.try_recv().ok(), Call::Ended(result)),
         };
-        let head = match head {
+        let head = match call {
             // The call ended well: the whole body is already in the stream's buffer (a guest
             // writing more would still be waiting for it to drain), so it is sent with its
             // length, in one write.
-            Some(Ok(resp)) if finished.as_ref().is_some_and(Result::is_ok) => {
+            (Some(Ok(resp)), Call::Ended(Ok(()))) => {
                 let (head, stream) = resp.into_parts();
                 match stream.collect().await {
                     Ok(bytes) => Ok(http::Response::from_parts(
@@ -686,19 +675,19 @@ impl WasmPlugin {
                     Err(e) => Err(PluginError::Failed(FailureReason::Error, e.to_string())),
                 }
             }
-            Some(Ok(resp)) => Ok(resp.map(|inner| {
+            (Some(Ok(resp)), call) => Ok(resp.map(|inner| {
                 body::from_unsync(UntilDone {
                     inner,
-                    done: Some(done),
+                    done: Some(call.result()),
                     on_failure: Some(on_failure),
                 })
             })),
-            Some(Err(code)) => Err(PluginError::Failed(
+            (Some(Err(code)), _) => Err(PluginError::Failed(
                 FailureReason::Error,
                 format!("the component answered with error-code {code:?}"),
             )),
             // The sender is gone: the call ended without setting a response.
-            None => Err(match done.await {
+            (None, call) => Err(match call.result().await {
                 Err(e) => e,
                 Ok(()) => PluginError::Failed(
                     FailureReason::Error,
@@ -714,6 +703,28 @@ impl WasmPlugin {
 /// return to the pool (or its drop).
 type CallFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), PluginError>> + Send>>;
 
+/// A wasi:http call once its head is known (or it ended without one).
+enum Call {
+    /// It ended on the request's task, with this result.
+    Ended(Result<(), PluginError>),
+    /// It goes on on its own task.
+    Running(tokio::task::JoinHandle<Result<(), PluginError>>),
+}
+
+impl Call {
+    /// Its result, when it has one.
+    fn result(self) -> CallFuture {
+        match self {
+            Self::Ended(result) => Box::pin(std::future::ready(result)),
+            Self::Running(task) => Box::pin(async move {
+                task.await.unwrap_or_else(|e| {
+                    Err(PluginError::Failed(FailureReason::Trap, e.to_string()))
+                })
+            }),
+        }
+    }
+}
+
 /// What is done with a failure of a wasi:http call that comes after its response head.
 pub type OnFailure = Box<dyn FnOnce(PluginError) + Send>;
 
@@ -722,7 +733,7 @@ pub type OnFailure = Box<dyn FnOnce(PluginError) + Send>;
 /// was dropped) as if it were complete; this one ends it in an error then, so neither a
 /// client nor the cache takes a cut body for a whole one. A guest that finishes its body and
 /// goes on working delays the end of the body until its call returns (within its timeout).
-pub struct UntilDone {
+struct UntilDone {
     inner: HyperOutgoingBody,
     done: Option<CallFuture>,
     on_failure: Option<OnFailure>,

@@ -45,7 +45,8 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// What plugin `config` may use of the host, its log counted by `metrics`' series.
+    /// What plugin `config` may use of the host: `log`, and what its entry grants of these
+    /// backends.
     pub fn capabilities(
         &self,
         config: &PluginConfig,

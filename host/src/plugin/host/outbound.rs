@@ -234,7 +234,6 @@ struct PluginOutbound {
 }
 
 /// The `wasi:http` hooks of one instance: every outgoing request passes here.
-#[derive(Default)]
 pub struct Hooks(Grants);
 
 impl Hooks {
