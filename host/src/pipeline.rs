@@ -204,8 +204,16 @@ impl Pipeline {
         if live.plugins.need_body() {
             let bytes = read_body(body, self.max_body_bytes).await?;
             live.plugins.observe(&parts, &bytes);
-            if let Some(resp) =
-                run_filters(&live.plugins, &mut parts, &bytes, client, extra).await?
+            // Boxed like the cache's ways to the origin: the filter calls' future is large,
+            // and inline it would make every request's future that large (see cache::flow).
+            if let Some(resp) = Box::pin(run_filters(
+                &live.plugins,
+                &mut parts,
+                &bytes,
+                client,
+                extra,
+            ))
+            .await?
             {
                 return Ok((resp, Outcome::Bypass));
             }

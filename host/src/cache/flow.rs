@@ -84,8 +84,11 @@ impl Cache {
         R: Fn(Request<Body>) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Response<Body>, RequestError>> + Send + 'static,
     {
+        // The two ways to the origin (`pass`, `fetch`) are boxed: their futures hold the
+        // route's (a proxied exchange, a plugin call), over 5 KB, and inline they made every
+        // request's future that large, hits included, which hyper then moves by memcpy.
         let Some(policy) = self.request_policy(&parts) else {
-            return self.pass(parts, body, route).await;
+            return Box::pin(self.pass(parts, body, route)).await;
         };
         let key = Cache::key(&parts);
         let mut stored = self.lookup(&key, &parts.headers);
@@ -123,7 +126,7 @@ impl Cache {
         }
         let view = request_view(&parts);
         let req = conditional(parts, body, stored.as_deref());
-        let result = self.fetch(key, &view, req, stored, &policy, &route).await;
+        let result = Box::pin(self.fetch(key, &view, req, stored, &policy, &route)).await;
         drop(leader);
         result
     }

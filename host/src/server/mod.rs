@@ -209,8 +209,14 @@ pub async fn serve<H, F>(
                     req.extensions_mut().insert(crate::proxy::Https);
                 }
                 let busy = state.begin();
-                let response = handler(req, client);
-                async move { Ok::<_, Infallible>(response.await.map(|b| Tracked::new(b, busy))) }
+                let handler = handler.clone();
+                // The handler's future holds the whole pipeline's state (kilobytes), and hyper
+                // moves a service's future a few times before polling it: each move was a
+                // memcpy of that size, 8,900 instructions of a 39,600-instruction cache hit
+                // (callgrind). Boxed, and made only when first polled, it moves as a pointer.
+                Box::pin(async move {
+                    Ok::<_, Infallible>(handler(req, client).await.map(|b| Tracked::new(b, busy)))
+                })
             })
         };
         let builder = builder.clone();
