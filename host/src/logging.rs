@@ -239,42 +239,124 @@ pub fn access(a: &Access<'_>) {
     LINE.with_borrow_mut(|line| {
         line.clear();
         let micros = a.duration.as_micros() as u64;
+        // Pushed piece by piece rather than through one `write!`: `fmt`'s machinery (padding,
+        // Debug escaping char by char, an IP address octet by octet) was 4,800 instructions of
+        // a 32,400-instruction cache hit (callgrind).
         if out.json {
             line.push_str("{\"timestamp\":\"");
             timestamp(line);
-            let _ = write!(
-                line,
-                "\",\"level\":\"INFO\",\"fields\":{{\"client\":\"{}\",\"method\":{},\"target\":{},\"version\":\"{:?}\",\"status\":{},\"bytes\":{},\"duration_us\":{micros},\"cache\":\"{}\",\"aborted\":{}}},\"target\":\"{ACCESS_TARGET}\"}}\n",
-                a.client,
-                json_string(a.method.as_str()),
-                json_string(a.target),
-                a.version,
-                a.status.as_u16(),
-                a.bytes,
-                a.cache,
-                a.aborted,
-            );
+            line.push_str("\",\"level\":\"INFO\",\"fields\":{\"client\":\"");
+            push_addr(line, a.client);
+            line.push_str("\",\"method\":");
+            push_json_str(line, a.method.as_str());
+            line.push_str(",\"target\":");
+            push_json_str(line, a.target);
+            line.push_str(",\"version\":\"");
+            line.push_str(version_str(a.version));
+            line.push_str("\",\"status\":");
+            push_int(line, a.status.as_u16());
+            line.push_str(",\"bytes\":");
+            push_int(line, a.bytes);
+            line.push_str(",\"duration_us\":");
+            push_int(line, micros);
+            line.push_str(",\"cache\":\"");
+            line.push_str(a.cache);
+            line.push_str("\",\"aborted\":");
+            line.push_str(if a.aborted { "true" } else { "false" });
+            line.push_str("},\"target\":\"");
+            line.push_str(ACCESS_TARGET);
+            line.push_str("\"}\n");
         } else {
             timestamp(line);
-            let _ = write!(
-                line,
-                "  INFO {ACCESS_TARGET}: client={} method={} target={:?} version={:?} status={} bytes={} duration_us={micros} cache={:?}{}\n",
-                a.client,
-                a.method,
-                a.target,
-                a.version,
-                a.status.as_u16(),
-                a.bytes,
-                a.cache,
-                if a.aborted { " aborted=true" } else { "" },
-            );
+            line.push_str("  INFO ");
+            line.push_str(ACCESS_TARGET);
+            line.push_str(": client=");
+            push_addr(line, a.client);
+            line.push_str(" method=");
+            line.push_str(a.method.as_str());
+            line.push_str(" target=");
+            push_debug_str(line, a.target);
+            line.push_str(" version=");
+            line.push_str(version_str(a.version));
+            line.push_str(" status=");
+            push_int(line, a.status.as_u16());
+            line.push_str(" bytes=");
+            push_int(line, a.bytes);
+            line.push_str(" duration_us=");
+            push_int(line, micros);
+            line.push_str(" cache=");
+            push_debug_str(line, a.cache);
+            if a.aborted {
+                line.push_str(" aborted=true");
+            }
+            line.push('\n');
         }
         let _ = out.writer.clone().write_all(line.as_bytes());
     });
 }
 
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a str always serializes")
+/// Whether `s` reads the same inside quotes in Rust's `Debug` and in JSON: printable ASCII
+/// without `"` or `\`, as request targets almost always are.
+fn needs_no_escape(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// `s` as `{:?}` writes it.
+fn push_debug_str(line: &mut String, s: &str) {
+    if needs_no_escape(s) {
+        line.push('"');
+        line.push_str(s);
+        line.push('"');
+    } else {
+        let _ = write!(line, "{s:?}");
+    }
+}
+
+/// `s` as a JSON string.
+fn push_json_str(line: &mut String, s: &str) {
+    if needs_no_escape(s) {
+        line.push('"');
+        line.push_str(s);
+        line.push('"');
+    } else {
+        line.push_str(&serde_json::to_string(s).expect("a str always serializes"));
+    }
+}
+
+fn push_int(line: &mut String, n: impl itoa::Integer) {
+    line.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `addr` as its `Display` writes it.
+fn push_addr(line: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    line.push('.');
+                }
+                push_int(line, octet);
+            }
+            line.push(':');
+            push_int(line, v4.port());
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(line, "{addr}");
+        }
+    }
+}
+
+/// `version` as its `Debug` writes it.
+fn version_str(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
 }
 
 /// Appends the current UTC time as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. The date part is computed
@@ -296,7 +378,13 @@ fn timestamp(line: &mut String) {
         }
         line.push_str(text);
     });
-    let _ = write!(line, ".{:06}Z", now.subsec_micros());
+    // `.ffffffZ`: the microseconds zero-padded to six digits.
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(now.subsec_micros());
+    line.push('.');
+    line.push_str(&"000000"[micros.len()..]);
+    line.push_str(micros);
+    line.push('Z');
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix time (UTC), by Howard Hinnant's days-to-civil algorithm.
@@ -331,6 +419,45 @@ mod tests {
         timestamp(&mut line);
         assert_eq!(line.len(), "2026-11-27T03:03:50.911032Z".len(), "{line}");
         assert!(line.ends_with('Z') && &line[10..11] == "T", "{line}");
+    }
+
+    #[test]
+    fn hand_formatted_fields_match_their_fmt_forms() {
+        for s in [
+            "/",
+            "/a?b=1&c",
+            "/q\"uote",
+            "/back\\slash",
+            "/caf\u{e9}",
+            "/tab\t",
+            "",
+        ] {
+            let (mut debug, mut json) = (String::new(), String::new());
+            push_debug_str(&mut debug, s);
+            push_json_str(&mut json, s);
+            assert_eq!(debug, format!("{s:?}"));
+            assert_eq!(json, serde_json::to_string(s).unwrap());
+        }
+        for addr in [
+            "127.0.0.1:9090",
+            "0.0.0.0:0",
+            "255.10.0.9:65535",
+            "[::1]:80",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut text = String::new();
+            push_addr(&mut text, addr);
+            assert_eq!(text, addr.to_string());
+        }
+        for v in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ] {
+            assert_eq!(version_str(v), format!("{v:?}"));
+        }
     }
 
     #[test]
