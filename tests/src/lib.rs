@@ -505,6 +505,11 @@ pub fn c_plugin(name: &str) -> PathBuf {
     Path::new(env!("PLUGHOST_C_PLUGINS")).join(format!("{name}.wasm"))
 }
 
+/// Path of a Go example plugin built by this crate's build script (e.g. `cors`).
+pub fn go_plugin(name: &str) -> PathBuf {
+    Path::new(env!("PLUGHOST_GO_PLUGINS")).join(format!("{name}.wasm"))
+}
+
 /// The wasi:http hello component of `bench/peers`, built as the bench builds it.
 pub fn wasi_http_hello() -> PathBuf {
     PathBuf::from(env!("PLUGHOST_WASI_HTTP_HELLO"))

@@ -1,6 +1,7 @@
-//! The Rust SDK is ready for `cargo publish`: it packages with the WIT it implements (its
-//! `wit` links to plughost's `wit/`), and the packaged crate builds on its own, outside this
-//! repository's layout.
+//! The SDKs as their ecosystems expect them. The Rust SDK is ready for `cargo publish`: it
+//! packages with the WIT it implements (its `wit` links to plughost's `wit/`), and the
+//! packaged crate builds on its own, outside this repository's layout. The Go SDK passes its
+//! own tests.
 
 use std::path::Path;
 use std::process::Command;
@@ -45,5 +46,37 @@ fn the_rust_sdk_packages_with_its_wit_and_builds_on_its_own() {
         built.status.success(),
         "{}",
         String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+/// The Go SDK's own tests (its helpers, on the host: outside WebAssembly `Log` writes to
+/// standard error), and `go vet` of its WebAssembly side.
+#[test]
+fn the_go_sdk_passes_its_tests_and_vet() {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-guest-sdk/go");
+    let test = Command::new("go")
+        .args(["test", "./..."])
+        .current_dir(&sdk)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("run go test (make setup installs Go)");
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let vet = Command::new("go")
+        .args(["vet", "./..."])
+        .current_dir(&sdk)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOOS", "wasip1")
+        .env("GOARCH", "wasm")
+        .output()
+        .expect("run go vet");
+    assert!(
+        vet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&vet.stderr)
     );
 }
