@@ -172,3 +172,19 @@ fn plugin_new_refuses_a_bad_name_and_an_existing_project() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 }
+
+#[tokio::test]
+async fn a_go_responder_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("go", "responder", "go-greeter");
+    let expect = "Hello from go-greeter! You asked for /go-greeter";
+    check_run_and_serve(dir.path(), "go-greeter", "responder", expect).await;
+}
+
+#[tokio::test]
+async fn a_go_filter_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("go", "filter", "go-marker");
+    let expect = "add response header x-go-marker: seen";
+    check_run_and_serve(dir.path(), "go-marker", "filter", expect).await;
+}

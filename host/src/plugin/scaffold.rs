@@ -1,5 +1,5 @@
 //! `plughost plugin new`: a small, self-contained plugin project outside plughost's
-//! repository, in Rust, Python or JavaScript: a working filter or responder, the WIT of this
+//! repository, in Rust, Python, JavaScript or Go: a working filter or responder, the WIT of this
 //! very binary (so the contract matches), a Makefile whose `make` builds `NAME.wasm`, a
 //! `plughost.toml` that serves it, and a README with the commands.
 //!
@@ -22,6 +22,8 @@ pub enum Lang {
     Python,
     /// JavaScript, with ComponentizeJS (from npm).
     Js,
+    /// Go, standard Go (`//go:wasmexport`) with wasm-tools and the WASI preview1 adapter.
+    Go,
 }
 
 impl Lang {
@@ -30,6 +32,7 @@ impl Lang {
             Self::Rust => "Rust",
             Self::Python => "Python",
             Self::Js => "JavaScript",
+            Self::Go => "Go",
         }
     }
 
@@ -94,6 +97,49 @@ impl Lang {
                     },
                 ),
             ],
+            Self::Go => vec![
+                ("go.mod", include_str!("../../templates/go/go.mod")),
+                ("Makefile", include_str!("../../templates/go/Makefile")),
+                // The Go SDK, copied in and named by a `replace` in go.mod: the project builds
+                // with no module download.
+                (
+                    "plughost-sdk/go.mod",
+                    include_str!("../../../plugin-guest-sdk/go/go.mod"),
+                ),
+                (
+                    "plughost-sdk/plughost.go",
+                    include_str!("../../../plugin-guest-sdk/go/plughost.go"),
+                ),
+                (
+                    "plughost-sdk/abi.go",
+                    include_str!("../../../plugin-guest-sdk/go/abi.go"),
+                ),
+                (
+                    "plughost-sdk/abi_other.go",
+                    include_str!("../../../plugin-guest-sdk/go/abi_other.go"),
+                ),
+                (
+                    "main.go",
+                    if responder {
+                        include_str!("../../templates/go/responder.go")
+                    } else {
+                        include_str!("../../templates/go/filter.go")
+                    },
+                ),
+            ],
+        }
+    }
+
+    /// The project's binary files, written as they are.
+    fn binaries(self) -> &'static [(&'static str, &'static [u8])] {
+        match self {
+            // A Go module is a WASI preview1 reactor; this is the adapter that makes it a
+            // component, the one of the wasmtime this plughost runs.
+            Self::Go => &[(
+                "wasi_snapshot_preview1.reactor.wasm",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )],
+            Self::Rust | Self::Python | Self::Js => &[],
         }
     }
 }
@@ -177,14 +223,19 @@ pub fn new_project(
     files.extend(WIT.iter().map(|&(path, text)| (path, text.to_owned())));
     files.push(("README.md", fill(README)));
     files.push(("plughost.toml", fill(CONFIG)));
+    let binaries = lang.binaries().iter().map(|&(path, bytes)| (path, bytes));
     let mut written = Vec::with_capacity(files.len());
-    for (path, text) in files {
+    for (path, bytes) in files
+        .iter()
+        .map(|(path, text)| (*path, text.as_bytes()))
+        .chain(binaries)
+    {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)
