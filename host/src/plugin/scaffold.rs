@@ -1,5 +1,5 @@
 //! `plughost plugin new`: a small, self-contained plugin project outside plughost's
-//! repository, in Rust, Python, JavaScript or Go: a working filter or responder, the WIT of this
+//! repository, in Rust, C, Python, JavaScript or Go: a working filter or responder, the WIT of this
 //! very binary (so the contract matches), a Makefile whose `make` builds `NAME.wasm`, a
 //! `plughost.toml` that serves it, and a README with the commands.
 //!
@@ -18,6 +18,9 @@ use crate::config::PluginKind;
 pub enum Lang {
     /// Rust, with wit-bindgen (`cargo`, target wasm32-wasip2).
     Rust,
+    /// C, with clang and wasi-libc, the bindings wit-bindgen's C generator makes (written
+    /// into the project) and wasm-tools.
+    C,
     /// Python, with componentize-py.
     Python,
     /// JavaScript, with ComponentizeJS (from npm).
@@ -30,6 +33,7 @@ impl Lang {
     fn label(self) -> &'static str {
         match self {
             Self::Rust => "Rust",
+            Self::C => "C",
             Self::Python => "Python",
             Self::Js => "JavaScript",
             Self::Go => "Go",
@@ -52,6 +56,27 @@ impl Lang {
                         include_str!("../../templates/rust/responder.rs")
                     } else {
                         include_str!("../../templates/rust/filter.rs")
+                    },
+                ),
+            ],
+            Self::C => vec![
+                ("Makefile", include_str!("../../templates/c/Makefile")),
+                // wit-bindgen's C bindings of the `plugin` world, generated from wit/ and
+                // kept in step with it by a test (tests/tests/plugin_new.rs).
+                (
+                    "plugin.c",
+                    include_str!("../../templates/c/bindings/plugin.c"),
+                ),
+                (
+                    "plugin.h",
+                    include_str!("../../templates/c/bindings/plugin.h"),
+                ),
+                (
+                    "main.c",
+                    if responder {
+                        include_str!("../../templates/c/responder.c")
+                    } else {
+                        include_str!("../../templates/c/filter.c")
                     },
                 ),
             ],
@@ -132,13 +157,22 @@ impl Lang {
 
     /// The project's binary files, written as they are.
     fn binaries(self) -> &'static [(&'static str, &'static [u8])] {
+        // A C or Go module is a WASI preview1 reactor; this is the adapter that makes it a
+        // component, the one of the wasmtime this plughost runs.
+        const ADAPTER: (&str, &[u8]) = (
+            "wasi_snapshot_preview1.reactor.wasm",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        );
         match self {
-            // A Go module is a WASI preview1 reactor; this is the adapter that makes it a
-            // component, the one of the wasmtime this plughost runs.
-            Self::Go => &[(
-                "wasi_snapshot_preview1.reactor.wasm",
-                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-            )],
+            Self::C => &[
+                ADAPTER,
+                // The component type of the `plugin` world, linked into the module.
+                (
+                    "plugin_component_type.o",
+                    include_bytes!("../../templates/c/bindings/plugin_component_type.o"),
+                ),
+            ],
+            Self::Go => &[ADAPTER],
             Self::Rust | Self::Python | Self::Js => &[],
         }
     }
