@@ -19,6 +19,7 @@ EXAMPLES = [
     ("C", "c/blocklist.wasm", "filter", {"blocked": ["/admin"]}),
     ("Python", "python/describe.wasm", "responder", {}),
     ("JavaScript", "js/rewrite.wasm", "filter", {"from": "x-user", "to": "x-forwarded-user"}),
+    ("Go", "go/cors.wasm", "filter", {"origins": ["https://app.example"]}),
 ]
 
 
