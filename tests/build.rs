@@ -27,6 +27,9 @@ fn main() {
         "plugins/js/rewrite",
         "plugins/js/notes",
         "plugins/js/http-hello",
+        "plugins/js/sdk-check",
+        "plugin-guest-sdk/python/plughost_sdk",
+        "plugin-guest-sdk/js/index.js",
         "plugins/js/package-lock.json",
         "plugins/wasi-http",
         "bench/peers/wasi-http-hello/src",
@@ -168,9 +171,13 @@ fn build_js(root: &Path, target_dir: &Path) {
     for (name, wit, world, disable) in [
         ("rewrite", root.join("wit"), "plugin", plugin),
         ("notes", root.join("wit"), "plugin-keyvalue", plugin),
+        ("sdk-check", root.join("wit"), "plugin", plugin),
         ("http-hello", wasi_http, "proxy", &[][..]),
     ] {
         let status = Command::new("node")
+            // ComponentizeJS resolves a relative import (sdk-check's of the SDK) from the
+            // working directory, not from the importing file.
+            .current_dir(root)
             .arg(&cli)
             .arg(js.join(name).join("app.js"))
             .arg("--wit")
@@ -308,12 +315,16 @@ fn build_python(root: &Path, target_dir: &Path) {
         ("describe", root.join("wit"), "plugin"),
         ("visits", root.join("wit"), "plugin-keyvalue"),
         ("http-hello", root.join("plugins/wasi-http/wit"), "proxy"),
+        ("sdk-check", root.join("wit"), "plugin"),
     ] {
         let status = Command::new("componentize-py")
             .arg("-d")
             .arg(wit)
             .args(["-w", world, "componentize", "app", "-p"])
             .arg(root.join("plugins/python").join(name))
+            // The Python SDK, for the plugins that import it.
+            .arg("-p")
+            .arg(root.join("plugin-guest-sdk/python"))
             .arg("-o")
             .arg(out.join(format!("{name}.wasm")))
             .status();

@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use plughost_e2e::{Plughost, js_plugin, python_plugin};
+
 #[test]
 fn the_rust_sdk_packages_with_its_wit_and_builds_on_its_own() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -79,4 +81,60 @@ fn the_go_sdk_passes_its_tests_and_vet() {
         "{}",
         String::from_utf8_lossy(&vet.stderr)
     );
+}
+
+/// The Python and JavaScript SDKs, each through a filter calling every helper
+/// (`plugins/{python,js}/sdk-check`), built with the SDK as a plugin author builds it, in the
+/// real server: config, log, text, json, respond, header and next with its three edits.
+#[tokio::test]
+async fn the_python_and_javascript_sdks_helpers_work_in_the_server() {
+    for (lang, file) in [
+        ("python", python_plugin("sdk-check")),
+        ("js", js_plugin("sdk-check")),
+    ] {
+        let config = format!(
+            "debug_routes = true\n[[plugins]]\nname = \"sdk\"\nfile = {:?}\nconfig = {{ tag = \"t-{lang}\" }}\n",
+            file.display().to_string()
+        );
+        let server = Plughost::start(&config);
+        let client = reqwest::Client::new();
+        let text = client.get(server.url("/sdk/text")).send().await.unwrap();
+        assert_eq!(text.status(), 201, "{lang}");
+        assert_eq!(text.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(
+            text.headers()["x-extra"],
+            "1",
+            "{lang}: header names lower-cased"
+        );
+        assert_eq!(text.text().await.unwrap(), "plain\n");
+        let json = client
+            .get(server.url("/sdk/json"))
+            .header("x-probe", "abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json.headers()["content-type"], "application/json");
+        let value: serde_json::Value = json.json().await.unwrap();
+        assert_eq!(value["tag"], format!("t-{lang}"), "{lang}: config");
+        assert_eq!(value["probe"], "abc", "{lang}: header lookup ignores case");
+        let raw = client.get(server.url("/sdk/respond")).send().await.unwrap();
+        assert_eq!(raw.status(), 418);
+        assert_eq!(raw.headers()["content-type"], "application/octet-stream");
+        assert_eq!(raw.bytes().await.unwrap().as_ref(), &[0u8, 1]);
+        let passed = client
+            .get(server.url("/_debug/headers"))
+            .header("x-drop", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            passed.headers()["x-seen"],
+            "sdk-check",
+            "{lang}: response header"
+        );
+        let seen = passed.text().await.unwrap();
+        assert!(seen.contains("x-set: yes"), "{lang}: {seen}");
+        assert!(!seen.contains("x-drop"), "{lang}: {seen}");
+        server.wait_log(&format!("sdk-check ({lang}) ready: t-{lang}"));
+    }
 }
