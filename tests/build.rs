@@ -237,8 +237,17 @@ fn build_c(root: &Path, target_dir: &Path) {
              libclang-rt-14-dev-wasm32 installed? (make setup installs them)"
         ),
     }
-    let component = wit_component::ComponentEncoder::default()
-        .module(&std::fs::read(&core).expect("read core module"))
+    let component = reactor_component(&std::fs::read(&core).expect("read core module"));
+    std::fs::write(out.join("blocklist.wasm"), component).expect("write blocklist.wasm");
+    println!("cargo:rustc-env=PLUGHOST_C_PLUGINS={}", out.display());
+}
+
+/// The component of a WASI preview1 reactor module that carries its component type (C's
+/// from the bindings' object, Go's embedded here): what `wasm-tools component new --adapt`
+/// makes, with the reactor adapter of the wasmtime plughost runs.
+fn reactor_component(module: &[u8]) -> Vec<u8> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
         .expect("core module with component type")
         .adapter(
             "wasi_snapshot_preview1",
@@ -247,9 +256,7 @@ fn build_c(root: &Path, target_dir: &Path) {
         .expect("WASI adapter")
         .validate(true)
         .encode()
-        .expect("encode the component");
-    std::fs::write(out.join("blocklist.wasm"), component).expect("write blocklist.wasm");
-    println!("cargo:rustc-env=PLUGHOST_C_PLUGINS={}", out.display());
+        .expect("encode the component")
 }
 
 /// The Go examples: standard Go builds each as a WASI reactor (`//go:wasmexport`, the SDK in
@@ -289,17 +296,7 @@ fn build_go(root: &Path, target_dir: &Path) {
             wit_component::StringEncoding::UTF8,
         )
         .expect("embed plughost's world");
-        let component = wit_component::ComponentEncoder::default()
-            .module(&module)
-            .expect("Go module with component type")
-            .adapter(
-                "wasi_snapshot_preview1",
-                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-            )
-            .expect("WASI adapter")
-            .validate(true)
-            .encode()
-            .expect("encode the component");
+        let component = reactor_component(&module);
         std::fs::write(out.join(format!("{name}.wasm")), component)
             .expect("write the Go component");
     }

@@ -302,26 +302,27 @@ fn needs_no_escape(s: &str) -> bool {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
-/// `s` as `{:?}` writes it.
-fn push_debug_str(line: &mut String, s: &str) {
+/// `s` quoted: copied between quotes when nothing needs escaping, else as `escaped` writes it.
+fn push_quoted(line: &mut String, s: &str, escaped: impl FnOnce(&str) -> String) {
     if needs_no_escape(s) {
         line.push('"');
         line.push_str(s);
         line.push('"');
     } else {
-        let _ = write!(line, "{s:?}");
+        line.push_str(&escaped(s));
     }
+}
+
+/// `s` as `{:?}` writes it.
+fn push_debug_str(line: &mut String, s: &str) {
+    push_quoted(line, s, |s| format!("{s:?}"));
 }
 
 /// `s` as a JSON string.
 fn push_json_str(line: &mut String, s: &str) {
-    if needs_no_escape(s) {
-        line.push('"');
-        line.push_str(s);
-        line.push('"');
-    } else {
-        line.push_str(&serde_json::to_string(s).expect("a str always serializes"));
-    }
+    push_quoted(line, s, |s| {
+        serde_json::to_string(s).expect("a str always serializes")
+    });
 }
 
 fn push_int(line: &mut String, n: impl itoa::Integer) {
