@@ -8,7 +8,12 @@ target/profiling/plughost; the release one is stripped) runs under callgrind; af
 requests are sent, and the counts are dumped. Printed: instructions per request (all threads:
 workers, the log thread, the epoch ticker) and plughost's own functions by inclusive cost.
 
-usage: profile.py PLUGHOST WASM_DIR OUT_DIR [N]
+The `proxy` path (round robin over two origins, keep-alive, cache bypassed by `no-store`) is
+also measured for Debian's nginx doing the same proxying (`nginx-proxy`: one process,
+`master_process off; daemon off;`, keep-alive upstream connections, a buffered access log),
+the reference issue 17 sets.
+
+usage: profile.py PLUGHOST WASM_DIR OUT_DIR [N]   (PROFILE_PATHS=a,b selects paths)
 """
 
 import http.client
@@ -24,6 +29,10 @@ import time
 ORIGIN_POOL = ('[upstreams.origin]\nservers = ["ORIGIN"]\nhealth_path = "/vary"\n'
                'health_interval = "1h"\n[[routes]]\nprefix = "/o"\nupstream = "origin"\n')
 
+# The proxy path's pool: two origins, every response `no-store`, so each request goes through.
+PROXY_POOL = ('[upstreams.origin]\nservers = ["ORIGIN", "SECOND"]\nhealth_path = "/vary"\n'
+              'health_interval = "1h"\n[[routes]]\nprefix = "/o"\nupstream = "origin"\n')
+
 # name: (config, request path, request headers)
 PATHS = {
     "cache-hit": ("", "/", {}),
@@ -33,6 +42,8 @@ PATHS = {
     "cache-hit-vary": (ORIGIN_POOL, "/o/vary", {"Accept-Encoding": "gzip"}),
     # Every request revalidates (max-age=0 + ETag): a conditional request, a 304, a refresh.
     "revalidation": (ORIGIN_POOL, "/o/reval", {}),
+    # The reverse proxy itself: nothing is stored, every request goes to an origin.
+    "proxy": (PROXY_POOL, "/o/nostore", {}),
 }
 
 
@@ -41,7 +52,9 @@ class Origin(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         body = b"v" * 100
-        if self.path == "/o/vary":
+        if self.path == "/o/nostore":
+            self.answer(200, {"Cache-Control": "no-store"}, body)
+        elif self.path == "/o/vary":
             self.answer(200, {"Cache-Control": "max-age=3600", "Vary": "Accept-Encoding"}, body)
         elif self.headers.get("If-None-Match") == '"r1"':
             self.answer(304, {"Cache-Control": "max-age=0", "ETag": '"r1"'}, b"")
@@ -83,7 +96,8 @@ def profile(binary, wasm, out_dir, name, n):
     with open(config, "w") as f:
         f.write('port = 0\nbind = "127.0.0.1"\nadmin = "off"\nlog_stderr = false\n'
                 f'log_file = "{out_dir}/{name}.log"\nwasm_cache_dir = "{out_dir}/cache"\n'
-                + extra.replace("WASM", wasm).replace("ORIGIN", ORIGIN_ADDR))
+                + extra.replace("WASM", wasm).replace("ORIGIN", ORIGIN_ADDR)
+                .replace("SECOND", SECOND_ADDR))
     dump = os.path.join(out_dir, f"callgrind.{name}.out")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", binary, "--config", config],
@@ -121,6 +135,66 @@ def profile(binary, wasm, out_dir, name, n):
 
 
 ORIGIN_ADDR = ""
+SECOND_ADDR = ""
+
+NGINX_CONF = """master_process off;
+daemon off;
+worker_processes 1;
+pid {out}/nginx.pid;
+error_log {out}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {out}/nginx-access.log combined buffer=64k;
+    upstream origin {{ server {origin}; server {second}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def profile_nginx(out_dir, n):
+    """Instructions per request of nginx proxying the same path to the same two origins."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = os.path.join(out_dir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(out=out_dir, origin=ORIGIN_ADDR, second=SECOND_ADDR, port=port))
+    dump = os.path.join(out_dir, "callgrind.nginx-proxy.out")
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", "nginx", "-c", conf,
+         "-p", out_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    addr = f"127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                sys.exit("profile: nginx did not start under valgrind")
+            time.sleep(0.2)
+    target = PATHS["proxy"][1]
+    requests(addr, 200, target)
+    subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
+    requests(addr, n, target)
+    subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
+    requests(addr, 1, target)
+    time.sleep(1)
+    proc.terminate()
+    proc.wait()
+    part = os.path.join(out_dir, sorted(
+        f for f in os.listdir(out_dir) if f.startswith("callgrind.nginx-proxy.out."))[0])
+    with open(part) as f:
+        total = next(int(l.split()[1]) for l in f if l.startswith(("summary:", "totals:")))
+    return total / n
 
 
 def main():
@@ -129,8 +203,9 @@ def main():
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 2000
     os.makedirs(out_dir, exist_ok=True)
     only = os.environ.get("PROFILE_PATHS")
-    global ORIGIN_ADDR
+    global ORIGIN_ADDR, SECOND_ADDR
     ORIGIN_ADDR = start_origin()
+    SECOND_ADDR = start_origin()
     for name in PATHS:
         if only and name not in only.split(","):
             continue
@@ -149,6 +224,10 @@ def main():
             if len(seen) == 12:
                 break
         print()
+
+    if not only or "nginx-proxy" in only.split(","):
+        print(f"### nginx-proxy: {profile_nginx(out_dir, n):,.0f} instructions per request "
+              f"(callgrind, {n} keep-alive requests, the same origins)\n")
 
 
 if __name__ == "__main__":
