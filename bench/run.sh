@@ -21,6 +21,10 @@
 #   plughost-native plughost-hit plus the C counter observer (plugins/native/examples/counter.c)
 #   plughost-proxy  reverse proxy, round robin over two hyper-hello backends, cache off
 #   nginx-proxy     nginx doing the same round robin, keep-alive upstream connections
+#   haproxy-proxy   Debian's HAProxy doing the same round robin (2 threads, `http-reuse always`)
+#   caddy, caddy-proxy  Debian's Caddy: a static `respond` with the same body, and
+#                   `reverse_proxy` round robin over the same backends, access logs on
+#                   (BENCH_PEERS=0 skips these and the wasmtime ones)
 # Medians over the rounds are reported with the ratios the issues target. Then: start-up time
 # with 10 wasm plugins, cold and from the compiled cache, criterion's in-process plugin call
 # costs, per-language figures of the example plugins (bench/languages.py), and how cost grows
@@ -261,6 +265,62 @@ if [ "${BENCH_PEERS:-1}" != 0 ]; then
     # as p2 requires) in the pooling allocator.
     serve_peer wasmtime-serve-reuse -O pooling-allocator=y --max-instance-reuse-count 100000 --idle-instance-timeout 60s
     ORDER+=(wasmtime-serve wasmtime-serve-reuse)
+    # The gateways users weigh plughost against, on the same two backends.
+    scripts/need.sh haproxy haproxy
+    scripts/need.sh caddy caddy
+    HAPROXY_PORT=$(free_port)
+    cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 2
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend pool
+backend pool
+    balance roundrobin
+    server b1 $BACKEND1
+    server b2 $BACKEND2
+EOF
+    haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.out" 2>&1 &
+    PIDS+=($!)
+    CADDY_PORT=$(free_port)
+    CADDY_PROXY_PORT=$(free_port)
+    cat >"$WORK/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+}
+http://127.0.0.1:$CADDY_PORT {
+    respond "$(printf '%s' "$BODY" | sed 's/"/\\"/g')" 200
+    log {
+        output file $WORK/caddy-access.log
+    }
+}
+http://127.0.0.1:$CADDY_PROXY_PORT {
+    reverse_proxy $BACKEND1 $BACKEND2 {
+        lb_policy round_robin
+    }
+    log {
+        output file $WORK/caddy-proxy-access.log
+    }
+}
+EOF
+    XDG_DATA_HOME="$WORK" XDG_CONFIG_HOME="$WORK" caddy run --config "$WORK/Caddyfile" \
+        --adapter caddyfile >"$WORK/caddy.out" 2>&1 &
+    PIDS+=($!)
+    for name_port in "haproxy-proxy:$HAPROXY_PORT" "caddy:$CADDY_PORT" "caddy-proxy:$CADDY_PROXY_PORT"; do
+        name=${name_port%%:*} port=${name_port##*:}
+        for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+        curl -sf "http://127.0.0.1:$port/" >/dev/null || { echo "bench: $name not answering: $(cat "$WORK/haproxy.out" "$WORK/caddy.out")" >&2; exit 1; }
+        URL[$name]="http://127.0.0.1:$port/"
+    done
+    ORDER+=(haproxy-proxy caddy caddy-proxy)
 fi
 
 echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
