@@ -73,13 +73,17 @@ fn normalized(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 
 /// The request's host, lower-cased: `Host`, else the target's authority (HTTP/2).
 fn host_of(parts: &request::Parts) -> String {
+    raw_host(parts).to_ascii_lowercase()
+}
+
+/// The request's host as sent.
+fn raw_host(parts: &request::Parts) -> &str {
     parts
         .headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or_default()
-        .to_ascii_lowercase()
 }
 
 /// What a request lets the cache do.
@@ -207,7 +211,12 @@ impl Cache {
     /// The cache key: host (lower-cased) + path + query.
     pub fn key(parts: &request::Parts) -> String {
         let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut key = host_of(parts);
+        let host = raw_host(parts);
+        // One allocation of the final size: lower-casing into a new string and then
+        // appending the path grew it once more on every request.
+        let mut key = String::with_capacity(host.len() + pq.len());
+        key.push_str(host);
+        key.make_ascii_lowercase();
         key.push_str(pq);
         key
     }
