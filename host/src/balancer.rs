@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize
 use std::time::{Duration, Instant, SystemTime};
 
 use http::Request;
+use http_body_util::{BodyExt, Limited};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
@@ -24,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
-use crate::proxy::Client;
+use crate::proxy::pool::Connections;
+
+/// The most of a health check's response body that is read to keep its connection.
+const HEALTH_BODY_LIMIT: usize = 64 * 1024;
 
 /// Labels of per-backend metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,8 +44,10 @@ pub struct BackendLabel {
 pub struct Backend {
     /// Its address.
     pub addr: SocketAddr,
-    /// `http://ADDR`, the base of every URI sent to it.
-    pub base: String,
+    /// `ADDR`, the `Host` of requests that name none (health checks, some plugins').
+    pub host: http::HeaderValue,
+    /// Its kept-alive connections.
+    pub connections: Arc<Connections>,
     up: AtomicBool,
     /// Requests in flight to it.
     pub inflight: AtomicI64,
@@ -81,8 +87,6 @@ pub struct Pool {
     epoch: Instant,
     /// Its settings.
     pub config: UpstreamConfig,
-    /// Kept-alive connections to its servers.
-    pub client: Client,
     metrics: Arc<Metrics>,
 }
 
@@ -97,6 +101,8 @@ pub struct BackendInfo {
     pub up: bool,
     /// Requests in flight.
     pub inflight: i64,
+    /// Kept-alive connections idle now.
+    pub idle_connections: usize,
     /// Requests sent.
     pub requests: u64,
     /// Failed requests.
@@ -116,7 +122,9 @@ impl Pool {
             .iter()
             .map(|&addr| Backend {
                 addr,
-                base: format!("http://{addr}"),
+                host: http::HeaderValue::try_from(addr.to_string())
+                    .expect("a socket address is a valid header value"),
+                connections: Connections::new(addr, config.connect_timeout),
                 // Assumed up until a check or a request says otherwise.
                 up: AtomicBool::new(true),
                 inflight: AtomicI64::new(0),
@@ -142,7 +150,6 @@ impl Pool {
             servers,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
-            client: crate::proxy::client(config.connect_timeout),
             config,
             metrics,
         }
@@ -271,16 +278,23 @@ impl Pool {
     /// Checks every server once.
     async fn check_all(&self) {
         let checks = self.servers.iter().map(|b| async move {
-            let uri = format!("{}{}", b.base, self.config.health_path);
-            let req = Request::get(uri)
+            let req = Request::get(self.config.health_path.as_str())
+                .header(http::header::HOST, b.host.clone())
                 .header(http::header::USER_AGENT, "plughost-health-check")
                 .body(crate::body::full(bytes::Bytes::new()))
                 .expect("valid health check request");
             let timeout = self.config.connect_timeout + Duration::from_secs(1);
-            let ok = matches!(
-                tokio::time::timeout(timeout, self.client.request(req)).await,
-                Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection()
-            );
+            let check = async {
+                let resp = b.connections.send(req).await.ok()?;
+                let ok = resp.status().is_success() || resp.status().is_redirection();
+                // Read to its end (what a health page says is not looked at), so that the
+                // connection is kept for the next check or request.
+                let _ = Limited::new(resp.into_body(), HEALTH_BODY_LIMIT)
+                    .collect()
+                    .await;
+                Some(ok)
+            };
+            let ok = matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)));
             self.checked(b, ok);
         });
         futures_util::future::join_all(checks).await;
@@ -322,7 +336,12 @@ impl Pools {
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = every.tick() => pool.check_all().await,
+                        _ = every.tick() => {
+                            pool.check_all().await;
+                            for b in &pool.servers {
+                                b.connections.close_idle();
+                            }
+                        }
                         () = stop.cancelled() => break,
                     }
                 }
@@ -344,6 +363,7 @@ impl Pools {
                         server: b.addr.to_string(),
                         up: b.is_up(),
                         inflight: b.inflight.load(Ordering::Relaxed),
+                        idle_connections: b.connections.idle(),
                         requests: b.requests.load(Ordering::Relaxed),
                         failures: b.failures.load(Ordering::Relaxed),
                         last_check_secs_ago: last

@@ -322,8 +322,14 @@ impl PluginOutbound {
         let waits = self.waits(options);
         let started = Instant::now();
         let result = match &dest {
-            Destination::Upstream(pool) => self.via_pool(pool, request, waits).await,
-            Destination::Origin { .. } => self.direct(request, waits).await,
+            Destination::Upstream(pool) => self
+                .via_pool(pool, request, waits)
+                .await
+                .map(|resp| self.capped(resp, waits, permit)),
+            Destination::Origin { .. } => self
+                .direct(request, waits)
+                .await
+                .map(|resp| self.capped(resp, waits, permit)),
         };
         let label = dest.to_string();
         match result {
@@ -337,17 +343,6 @@ impl PluginOutbound {
                         destination: label,
                     })
                     .observe(started.elapsed().as_secs_f64());
-                let resp = resp.map(|inner| {
-                    Capped {
-                        inner,
-                        left: self.body_cap,
-                        cap: self.body_cap,
-                        between: waits.between_bytes,
-                        idle: Box::pin(tokio::time::sleep(waits.between_bytes)),
-                        _permit: permit,
-                    }
-                    .boxed_unsync()
-                });
                 Ok((resp, Box::new(async { Ok(()) }) as IoFuture))
             }
             Err(e) => {
@@ -355,6 +350,29 @@ impl PluginOutbound {
                 Err(e)
             }
         }
+    }
+
+    /// The guest's view of a response: its body within the plugin's cap and pauses.
+    fn capped<B>(
+        &self,
+        resp: Response<B>,
+        waits: Waits,
+        permit: OwnedSemaphorePermit,
+    ) -> Response<WasiBody>
+    where
+        B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        resp.map(|inner| {
+            Capped {
+                inner,
+                left: self.body_cap,
+                cap: self.body_cap,
+                between: waits.between_bytes,
+                idle: Box::pin(tokio::time::sleep(waits.between_bytes)),
+                _permit: permit,
+            }
+            .boxed_unsync()
+        })
     }
 
     /// To a destination by name or address, through the guarded connector.
@@ -378,7 +396,7 @@ impl PluginOutbound {
         pool: &str,
         request: Request<WasiBody>,
         waits: Waits,
-    ) -> Result<Response<hyper::body::Incoming>, Error> {
+    ) -> Result<Response<crate::proxy::pool::Upstream>, Error> {
         let pool = self
             .shared
             .pools
@@ -483,8 +501,8 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Error {
 
 /// A response body within the plugin's byte cap and the pause allowed between chunks. It
 /// holds the request's in-flight permit until the guest drops it.
-struct Capped {
-    inner: hyper::body::Incoming,
+struct Capped<B> {
+    inner: B,
     left: usize,
     cap: usize,
     between: Duration,
@@ -492,7 +510,10 @@ struct Capped {
     _permit: OwnedSemaphorePermit,
 }
 
-impl http_body::Body for Capped {
+impl<B> http_body::Body for Capped<B>
+where
+    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
     type Data = Bytes;
     type Error = Error;
 

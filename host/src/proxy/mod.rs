@@ -1,5 +1,5 @@
 //! The reverse proxy: forwards a request to a pool's next healthy server over kept-alive
-//! connections (hyper-util's client), streaming both bodies, with hop-by-hop headers removed
+//! connections (`pool`), streaming both bodies, with hop-by-hop headers removed
 //! and `X-Forwarded-*` / `Via` added. Idempotent requests without a body that fail to connect
 //! are retried once on the next server; a request with a body is not (its body is already
 //! being streamed and cannot be replayed).
@@ -12,8 +12,6 @@ use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::balancer::{Backend, BackendLabel, Pool};
 use crate::body::{self, Body};
@@ -21,23 +19,9 @@ use crate::cache::FromUpstream;
 use crate::error::{ClientError, RequestError, UpstreamError};
 use crate::metrics::{BackendErrorLabel, Metrics};
 
-/// The HTTP client of one pool.
-pub type Client = hyper_util::client::legacy::Client<HttpConnector, Body>;
+pub mod pool;
 
-/// Idle connections kept per backend: enough for the 64-connection loads of `make bench`.
-const IDLE_PER_BACKEND: usize = 256;
-
-/// A client with the pool's connect timeout.
-pub fn client(connect_timeout: Duration) -> Client {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    // Request heads are written whole; Nagle would only delay them.
-    http.set_nodelay(true);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(IDLE_PER_BACKEND)
-        .build(http)
-}
+use pool::{SendError, Upstream};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and `Upgrade`.
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -222,9 +206,12 @@ pub async fn exchange(
     body: Body,
     path: &str,
     body_limit: usize,
-) -> Result<Response<hyper::body::Incoming>, RequestError> {
+) -> Result<Response<Upstream>, RequestError> {
     let metrics = pool.metrics();
     let retryable = is_idempotent(method) && http_body::Body::is_end_stream(&body);
+    // Origin-form, as HTTP/1.1 sends it to an origin server (RFC 9112 §3.2.1).
+    let uri =
+        http::Uri::try_from(path).map_err(|_| RequestError::Internal("upstream URI".into()))?;
     let mut body = Some(body);
     let mut failed_on = None;
     loop {
@@ -236,22 +223,24 @@ pub async fn exchange(
                 .unwrap_or_else(|| body::full(bytes::Bytes::new())),
         );
         *req.method_mut() = method.clone();
-        *req.uri_mut() = format!("{}{path}", backend.base)
-            .parse()
-            .map_err(|_| RequestError::Internal("upstream URI".into()))?;
+        *req.uri_mut() = uri.clone();
         // Only a request that may still be retried needs its headers kept for another try.
         *req.headers_mut() = if retryable && failed_on.is_none() {
             headers.clone()
         } else {
             std::mem::take(&mut headers)
         };
+        // A plugin's request may come without one; the proxy's always has the client's.
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, backend.host.clone());
+        }
         backend.inflight.fetch_add(1, Ordering::Relaxed);
         backend.requests.fetch_add(1, Ordering::Relaxed);
         metrics.backend_requests.get_or_create(&backend.label).inc();
         let started = Instant::now();
         let result = {
             let _inflight = InFlight(backend);
-            tokio::time::timeout(pool.config.response_timeout, pool.client.request(req)).await
+            tokio::time::timeout(pool.config.response_timeout, backend.connections.send(req)).await
         };
         let fail = |reason: &'static str| {
             backend.failures.fetch_add(1, Ordering::Relaxed);
@@ -267,9 +256,10 @@ pub async fn exchange(
                 tracing::warn!(pool = %pool.name, server = %backend.addr, timeout = ?pool.config.response_timeout, "backend response timed out");
                 return Err(UpstreamError::Timeout(pool.name.clone()).into());
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(e))) => {
                 fail("connect");
                 pool.connect_failed(backend);
+                tracing::debug!(pool = %pool.name, server = %backend.addr, error = %e, "backend connect failed");
                 if retryable && failed_on.is_none() {
                     failed_on = Some(backend.addr);
                     continue;
@@ -278,10 +268,10 @@ pub async fn exchange(
             }
             // The request body went past its limit while streaming: the sender's fault, 413,
             // and nothing against the backend.
-            Ok(Err(e)) if body_too_large(&e) => {
+            Ok(Err(SendError::Http(e))) if body_too_large(&e) => {
                 return Err(ClientError::BodyTooLarge { limit: body_limit }.into());
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Http(e))) => {
                 fail("io");
                 tracing::warn!(pool = %pool.name, server = %backend.addr, error = %e, "backend request failed");
                 return Err(UpstreamError::Failed(pool.name.clone()).into());

@@ -1,0 +1,245 @@
+//! The reverse proxy's kept-alive connections to a backend, against a raw-socket backend that
+//! counts the connections it accepts and closes them when a test says: reuse, a connection the
+//! backend closes while it is idle, `Connection: close`, a response the client stops reading.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plughost_e2e::Plughost;
+
+/// A backend speaking HTTP/1.1 by hand, so that when it closes a connection is up to the test.
+/// `/then-close` answers and closes without saying so (a keep-alive timeout that ran out just
+/// then); `/conn-close` answers with `Connection: close`; `/big` sends 8 MiB; anything else
+/// answers `ok` and keeps the connection.
+struct RawBackend {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    /// The request line and `Host` of every request.
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+const BIG: usize = 8 << 20;
+
+impl RawBackend {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (a, c, s) = (accepted.clone(), closed.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                a.fetch_add(1, Ordering::SeqCst);
+                let (c, s) = (c.clone(), s.clone());
+                std::thread::spawn(move || {
+                    serve(stream, &s);
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            closed,
+            seen,
+        }
+    }
+}
+
+/// Answers requests on one connection until the client or a script closes it.
+fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let request_line = line.trim_end().to_owned();
+        let mut host = String::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("host:") {
+                host = v.trim().to_owned();
+            }
+        }
+        let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        seen.lock().unwrap().push((request_line, host));
+        match path.as_str() {
+            "/then-close" => {
+                let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                return;
+            }
+            "/conn-close" => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+                return;
+            }
+            "/big" => {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+                if out.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = vec![b'b'; 64 * 1024];
+                for _ in 0..BIG / chunk.len() {
+                    if out.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            }
+            _ => {
+                if out
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A backend, and plughost with one pool over it at `/b`, its start-up health check done and
+/// its connection kept; a client.
+async fn proxied() -> (RawBackend, Plughost, reqwest::Client) {
+    let backend = RawBackend::start();
+    let server = Plughost::start(&format!(
+        "[upstreams.b]\nservers = [\"{}\"]\nhealth_path = \"/healthz\"\nhealth_interval = \"1h\"\n\
+         [[routes]]\nprefix = \"/b\"\nupstream = \"b\"\nstrip_prefix = true\n",
+        backend.addr
+    ));
+    wait_for(&server, |b| {
+        b["last_check_ok"] == true && b["idle_connections"] == 1
+    })
+    .await;
+    (backend, server, reqwest::Client::new())
+}
+
+/// Waits until the backend has seen `n` connections closed.
+async fn wait_closed(backend: &RawBackend, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.closed.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "{n} connections never closed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls `GET /backends` until the only server's entry satisfies `done`.
+async fn wait_for(server: &Plughost, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let backends = server.admin_json("/backends").await;
+        if done(&backends[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend never got there: {backends}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(client: &reqwest::Client, server: &Plughost, path: &str) -> (u16, String) {
+    let r = client.get(server.url(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn requests_in_a_row_share_one_backend_connection_in_origin_form() {
+    let (backend, server, client) = proxied().await;
+    for _ in 0..20 {
+        assert_eq!(
+            get(&client, &server, "/b/keep?x=1").await,
+            (200, "ok".into())
+        );
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+    let seen = backend.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 21, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        ("GET /healthz HTTP/1.1".into(), backend.addr.to_string())
+    );
+    let host = server.addr.to_string();
+    assert_eq!(seen[20], ("GET /keep?x=1 HTTP/1.1".into(), host));
+}
+
+#[tokio::test]
+async fn a_connection_the_backend_closed_while_idle_is_not_used() {
+    let (backend, server, client) = proxied().await;
+    for round in 1..=5 {
+        assert_eq!(
+            get(&client, &server, "/b/then-close").await,
+            (200, "ok".into())
+        );
+        // The backend has closed it: the close is on its way to plughost, not yet read.
+        wait_closed(&backend, round).await;
+        assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 6);
+    let b = &server.admin_json("/backends").await[0];
+    assert_eq!(b["failures"], 0, "{b}");
+    assert_eq!(b["idle_connections"], 1, "{b}");
+}
+
+#[tokio::test]
+async fn connection_close_answers_are_not_kept() {
+    let (backend, server, client) = proxied().await;
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client, &server, "/b/conn-close").await,
+            (200, "ok".into())
+        );
+    }
+    assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+    // The health check's connection, closed by the first answer, then one per request.
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 4);
+    let b = &server.admin_json("/backends").await[0];
+    assert_eq!(b["failures"], 0, "{b}");
+}
+
+#[tokio::test]
+async fn a_response_the_client_stopped_reading_does_not_reach_the_next_request() {
+    let (backend, server, client) = proxied().await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(b"GET /b/big HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut some = vec![0; 256 * 1024];
+        conn.read_exact(&mut some).unwrap();
+        assert!(some.starts_with(b"HTTP/1.1 200"));
+        // Gone with most of the 8 MiB unread.
+    })
+    .await
+    .unwrap();
+    // The connection that carried it is closed, not put back with the rest of the body.
+    wait_closed(&backend, 1).await;
+    for _ in 0..3 {
+        assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
+    wait_for(&server, |b| {
+        b["idle_connections"] == 1 && b["inflight"] == 0
+    })
+    .await;
+}
