@@ -41,8 +41,8 @@ def main():
     print()
     print(
         f"Machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
-        f"{cpu}, Linux {platform.release()}. wrk -t2 -c{conns}, {duration} s per run, "
-        f"{rounds} rounds alternating; medians over the rounds."
+        f"{cpu}, Linux {platform.release()}. wrk -t2 -c{conns} (SYSTEM@t1: -t1), {duration} s "
+        f"per run, {rounds} rounds alternating; medians over the rounds."
     )
     print()
     print("| system | req/s (median) | p50 µs | p99 µs | errors |")
@@ -62,19 +62,26 @@ def main():
             else:
                 print(f"| {label} | {r:.2f}× | - |")
 
-    ratio("plughost-route", "nginx", 1.0, "default route vs nginx `return 200`")
-    ratio("plughost-hit", "hyper-hello", 0.85, "cache hit vs bare hyper")
-    ratio("plughost-filter", "plughost-hit", 0.8, "one wasm filter on a cache hit vs none")
+    # The request-cost ratios (issue 17), with wrk -t2 and again with -t1 (SYSTEM@t1).
+    cost = [
+        ("plughost-route", "nginx", 1.0, "default route vs nginx `return 200`"),
+        ("plughost-hit", "hyper-hello", 0.85, "cache hit vs bare hyper"),
+        ("plughost-filter", "plughost-hit", 0.8, "one wasm filter on a cache hit vs none"),
+        ("plughost-proxy", "nginx-proxy", 1.0, "proxy to 2 backends vs nginx round robin"),
+        ("plughost-proxy", "haproxy-proxy", 1.0, "proxy to 2 backends vs HAProxy round robin (`http-reuse always`)"),
+        ("plughost-proxy", "caddy-proxy", 0.0, "proxy to 2 backends vs Caddy `reverse_proxy` (no target)"),
+        ("plughost-route", "caddy", 0.0, "default route vs Caddy `respond` (no target)"),
+        ("plughost-hit", "caddy", 0.0, "cache hit vs Caddy `respond` (no target)"),
+    ]
+    for a, b, target, label in cost:
+        ratio(a, b, target, label)
+    for a, b, target, label in cost:
+        ratio(a + "@t1", b + "@t1", target, label + ", wrk -t1")
     ratio("plughost-wasm", "plughost-route", 0.6, "wasm responder vs static route")
     ratio("plughost-wasm", "wasmtime-serve", 2.0, "wasm responder vs `wasmtime serve` hello")
     ratio("plughost-wasm-fresh", "plughost-wasm", 0.0, "reuse = fresh vs pooled (no target)")
     ratio("plughost-wasm-max100", "plughost-wasm", 0.0, "max_requests = 100 vs pooled (no target)")
     ratio("plughost-native", "plughost-hit", 0.9, "C observer loaded vs none (cache hit)")
-    ratio("plughost-proxy", "nginx-proxy", 1.0, "proxy to 2 backends vs nginx round robin")
-    ratio("plughost-proxy", "haproxy-proxy", 1.0, "proxy to 2 backends vs HAProxy round robin (`http-reuse always`)")
-    ratio("plughost-proxy", "caddy-proxy", 0.0, "proxy to 2 backends vs Caddy `reverse_proxy` (no target)")
-    ratio("plughost-route", "caddy", 0.0, "default route vs Caddy `respond` (no target)")
-    ratio("plughost-hit", "caddy", 0.0, "cache hit vs Caddy `respond` (no target)")
     ratio("plughost-wasihttp", "wasmtime-serve", 3.0, "wasi:http hello, pooled vs `wasmtime serve` defaults")
     ratio("plughost-wasihttp", "wasmtime-serve-reuse", 1.5, "wasi:http hello, pooled vs `wasmtime serve` reusing instances")
     ratio("plughost-wasihttp-fresh", "wasmtime-serve", 1.0, "wasi:http hello, fresh vs `wasmtime serve` defaults")

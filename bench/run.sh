@@ -2,7 +2,8 @@
 # make bench: plughost against its references, in one run, on loopback only.
 #
 # Systems under test, each driven by wrk (64 connections, 2 threads) in turn, A B C D A B C D ...
-# for BENCH_ROUNDS rounds, so the machine's drift falls on all of them alike:
+# for BENCH_ROUNDS rounds, so the machine's drift falls on all of them alike (then the ones
+# issue 17's request-cost ratios compare, again with one wrk thread):
 #   plughost-route  plughost with the cache off: every request runs the default route
 #   plughost-hit    plughost with the default cache: every request after the first is a hit
 #   nginx           Debian's nginx, `return 200` with the same body, 2 workers, buffered access log
@@ -323,18 +324,29 @@ EOF
     ORDER+=(haproxy-proxy caddy caddy-proxy)
 fi
 
-echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
 RAW="$WORK/raw.tsv"
+# measure ROUND SYSTEM THREADS LABEL: one wrk run, recorded under LABEL.
+measure() {
+    local out rps p50 p99 errs
+    out=$(wrk -t"$3" -c"$CONNS" -d"${DURATION}s" --latency "${URL[$2]}")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$4" "$rps" "$p50" "$p99" "$errs" >>"$RAW"
+    printf '  round %s  %-22s %10s req/s  p50 %-8s p99 %-8s %s\n' "$1" "$4" "$rps" "$p50" "$p99" "$errs"
+}
+echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t2 -c$CONNS, loopback"
 for round in $(seq "$ROUNDS"); do
-    for sys in "${ORDER[@]}"; do
-        out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${URL[$sys]}")
-        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-        p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-        p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-        errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$sys" "$rps" "$p50" "$p99" "$errs" >>"$RAW"
-        printf '  round %s  %-15s %10s req/s  p50 %-8s p99 %-8s %s\n' "$round" "$sys" "$rps" "$p50" "$p99" "$errs"
-    done
+    for sys in "${ORDER[@]}"; do measure "$round" "$sys" 2 "$sys"; done
+done
+# The request-cost ratios again with one wrk thread, which leaves the servers more of the two
+# cores: recorded as SYSTEM@t1.
+T1_ORDER=(plughost-route plughost-hit plughost-filter nginx hyper-hello plughost-proxy nginx-proxy)
+[ "${BENCH_PEERS:-1}" != 0 ] && T1_ORDER+=(haproxy-proxy caddy caddy-proxy)
+echo "bench: $ROUNDS rounds x ${DURATION}s per system, wrk -t1 -c$CONNS"
+for round in $(seq "$ROUNDS"); do
+    for sys in "${T1_ORDER[@]}"; do measure "$round" "$sys" 1 "$sys@t1"; done
 done
 
 mkdir -p "$RESULTS"

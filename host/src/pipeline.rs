@@ -319,7 +319,9 @@ mod tests {
     }
 
     fn x_cache(r: &Response<Body>) -> &str {
-        r.headers().get(X_CACHE).map_or("", |v| v.to_str().unwrap())
+        r.headers()
+            .get(&X_CACHE)
+            .map_or("", |v| v.to_str().unwrap())
     }
 
     #[tokio::test]
