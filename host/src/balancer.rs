@@ -20,6 +20,8 @@ use http::Request;
 use http_body_util::{BodyExt, Limited};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +69,18 @@ pub struct Backend {
     last_check: Mutex<Option<(SystemTime, bool)>>,
     /// Metric labels, built once.
     pub label: BackendLabel,
+    /// Its series of `plughost_backend_requests` and `plughost_backend_duration_seconds`,
+    /// looked up once: a lookup by label (hash, lock, compare) on every proxied request cost
+    /// ~900 instructions (callgrind).
+    pub metered: Metered,
+}
+
+/// A backend's own metric series.
+pub struct Metered {
+    /// Requests sent.
+    pub requests: Counter,
+    /// Time to the response head.
+    pub duration: Histogram,
 }
 
 impl Backend {
@@ -117,6 +131,10 @@ pub struct BackendInfo {
 
 impl Pool {
     fn new(name: String, config: UpstreamConfig, metrics: Arc<Metrics>) -> Self {
+        let label = |addr: SocketAddr| BackendLabel {
+            pool: name.clone(),
+            server: addr.to_string(),
+        };
         let servers = config
             .servers
             .iter()
@@ -136,10 +154,11 @@ impl Pool {
                 checks_ok: AtomicU32::new(0),
                 checks_failed: AtomicU32::new(0),
                 last_check: Mutex::new(None),
-                label: BackendLabel {
-                    pool: name.clone(),
-                    server: addr.to_string(),
+                metered: Metered {
+                    requests: metrics.backend_requests.get_or_create(&label(addr)).clone(),
+                    duration: metrics.backend_duration.get_or_create(&label(addr)).clone(),
                 },
+                label: label(addr),
             })
             .collect::<Vec<_>>();
         for b in &servers {

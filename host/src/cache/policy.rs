@@ -10,6 +10,7 @@
 //! `CDN-Cache-Control`, and clones the request and response header maps into every policy.
 //! The rules themselves are short; what is subtle is listed beside each one.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use http::header::{AGE, CACHE_CONTROL, DATE, ETAG, EXPIRES, LAST_MODIFIED, PRAGMA};
@@ -71,25 +72,37 @@ impl Directives {
                     Some((k, v)) => (k.trim(), Some(unquote(v.trim()))),
                     None => (item.trim(), None),
                 };
-                let key = key.to_ascii_lowercase();
                 let secs = || value.as_deref().and_then(delta_seconds);
-                match key.as_str() {
-                    "max-age" if d.max_age.is_none() => d.max_age = Some(secs()),
-                    "s-maxage" if d.s_maxage.is_none() => d.s_maxage = Some(secs()),
-                    "min-fresh" if d.min_fresh.is_none() => d.min_fresh = secs(),
-                    "max-stale" if d.max_stale.is_none() => d.max_stale = Some(secs()),
-                    "stale-while-revalidate" if d.stale_while_revalidate.is_none() => {
-                        d.stale_while_revalidate = secs()
-                    }
-                    "stale-if-error" if d.stale_if_error.is_none() => d.stale_if_error = secs(),
-                    "no-cache" => d.no_cache = true,
-                    "no-store" => d.no_store = true,
-                    "private" => d.private = true,
-                    "public" => d.public = true,
-                    "must-revalidate" => d.must_revalidate = true,
-                    "proxy-revalidate" => d.proxy_revalidate = true,
-                    "only-if-cached" => d.only_if_cached = true,
-                    _ => {}
+                // Compared in place: lower-casing each name into a String, like the list into
+                // a Vec and each value into a String, were the allocations that made a
+                // parse cost ~1,400 instructions (callgrind).
+                let is = |name: &str| key.eq_ignore_ascii_case(name);
+                if is("max-age") {
+                    d.max_age = d.max_age.or_else(|| Some(secs()));
+                } else if is("s-maxage") {
+                    d.s_maxage = d.s_maxage.or_else(|| Some(secs()));
+                } else if is("min-fresh") {
+                    d.min_fresh = d.min_fresh.or_else(secs);
+                } else if is("max-stale") {
+                    d.max_stale = d.max_stale.or_else(|| Some(secs()));
+                } else if is("stale-while-revalidate") {
+                    d.stale_while_revalidate = d.stale_while_revalidate.or_else(secs);
+                } else if is("stale-if-error") {
+                    d.stale_if_error = d.stale_if_error.or_else(secs);
+                } else if is("no-cache") {
+                    d.no_cache = true;
+                } else if is("no-store") {
+                    d.no_store = true;
+                } else if is("private") {
+                    d.private = true;
+                } else if is("public") {
+                    d.public = true;
+                } else if is("must-revalidate") {
+                    d.must_revalidate = true;
+                } else if is("proxy-revalidate") {
+                    d.proxy_revalidate = true;
+                } else if is("only-if-cached") {
+                    d.only_if_cached = true;
                 }
             }
         }
@@ -97,30 +110,43 @@ impl Directives {
     }
 }
 
-/// Comma-separated list items, commas inside quoted strings kept.
+/// Comma-separated list items, trimmed and non-empty, commas inside quoted strings kept.
 fn split_list(line: &str) -> impl Iterator<Item = &str> {
-    let mut items = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in line.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                items.push(&line[start..i]);
-                start = i + 1;
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        loop {
+            let (item, next) = first_item(rest?);
+            rest = next;
+            let item = item.trim();
+            if !item.is_empty() {
+                return Some(item);
             }
+        }
+    })
+}
+
+/// The first item of a list and what follows its comma, if one does.
+fn first_item(list: &str) -> (&str, Option<&str>) {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, b) in list.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => return (&list[..i], Some(&list[i + 1..])),
             _ => {}
         }
     }
-    items.push(&line[start..]);
-    items.into_iter().map(str::trim).filter(|i| !i.is_empty())
+    (list, None)
 }
 
-fn unquote(v: &str) -> String {
+fn unquote(v: &str) -> Cow<'_, str> {
     match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-        Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
-        None => v.to_owned(),
+        Some(inner) if inner.contains('\\') => {
+            Cow::Owned(inner.replace("\\\"", "\"").replace("\\\\", "\\"))
+        }
+        Some(inner) => Cow::Borrowed(inner),
+        None => Cow::Borrowed(v),
     }
 }
 
@@ -549,6 +575,26 @@ mod tests {
         assert!(!stale_if_error(&old, &none, now));
         let asked = request_directives(&h(&[("cache-control", "stale-if-error=100")]));
         assert!(stale_if_error(&old, &asked, now));
+    }
+
+    #[test]
+    fn directives_are_case_insensitive_first_wins_and_quoted_commas_kept() {
+        let mut h = HeaderMap::new();
+        h.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static("Max-Age=60, max-age=5, no-cache=\"a,public, b\", NO-STORE"),
+        );
+        h.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static("s-maxage=\"30\", min-fresh=abc,, stale-if-error=9"),
+        );
+        let d = Directives::parse(&h, &CACHE_CONTROL).unwrap();
+        assert_eq!(d.max_age, Some(Some(60)));
+        assert_eq!(d.s_maxage, Some(Some(30)));
+        assert_eq!(d.min_fresh, None);
+        assert_eq!(d.stale_if_error, Some(9));
+        assert!(d.no_cache && d.no_store);
+        assert!(!d.public, "a comma inside a quoted string split the list");
     }
 
     #[test]

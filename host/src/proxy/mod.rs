@@ -6,18 +6,18 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 
-use crate::balancer::{Backend, BackendLabel, Pool};
+use crate::balancer::{Backend, Pool};
 use crate::body::{self, Body};
 use crate::cache::FromUpstream;
 use crate::error::{ClientError, RequestError, UpstreamError};
-use crate::metrics::{BackendErrorLabel, Metrics};
+use crate::metrics::BackendErrorLabel;
 
 pub mod pool;
 
@@ -235,7 +235,7 @@ pub async fn exchange(
         }
         backend.inflight.fetch_add(1, Ordering::Relaxed);
         backend.requests.fetch_add(1, Ordering::Relaxed);
-        metrics.backend_requests.get_or_create(&backend.label).inc();
+        backend.metered.requests.inc();
         let started = Instant::now();
         let result = {
             let _inflight = InFlight(backend);
@@ -281,7 +281,10 @@ pub async fn exchange(
                 if status >= 500 {
                     fail("status_5xx");
                 }
-                observe(metrics, &backend.label, started.elapsed());
+                backend
+                    .metered
+                    .duration
+                    .observe(started.elapsed().as_secs_f64());
                 return Ok(resp);
             }
         }
@@ -300,13 +303,6 @@ fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = c.source();
     }
     false
-}
-
-fn observe(metrics: &Metrics, label: &BackendLabel, took: Duration) {
-    metrics
-        .backend_duration
-        .get_or_create(label)
-        .observe(took.as_secs_f64());
 }
 
 #[cfg(test)]
