@@ -89,20 +89,19 @@ impl Directives {
                     d.stale_while_revalidate = d.stale_while_revalidate.or_else(secs);
                 } else if is("stale-if-error") {
                     d.stale_if_error = d.stale_if_error.or_else(secs);
-                } else if is("no-cache") {
-                    d.no_cache = true;
-                } else if is("no-store") {
-                    d.no_store = true;
-                } else if is("private") {
-                    d.private = true;
-                } else if is("public") {
-                    d.public = true;
-                } else if is("must-revalidate") {
-                    d.must_revalidate = true;
-                } else if is("proxy-revalidate") {
-                    d.proxy_revalidate = true;
-                } else if is("only-if-cached") {
-                    d.only_if_cached = true;
+                } else {
+                    let flags = [
+                        ("no-cache", &mut d.no_cache),
+                        ("no-store", &mut d.no_store),
+                        ("private", &mut d.private),
+                        ("public", &mut d.public),
+                        ("must-revalidate", &mut d.must_revalidate),
+                        ("proxy-revalidate", &mut d.proxy_revalidate),
+                        ("only-if-cached", &mut d.only_if_cached),
+                    ];
+                    for (name, flag) in flags {
+                        *flag |= is(name);
+                    }
                 }
             }
         }
