@@ -235,6 +235,9 @@ pub fn access(a: &Access<'_>) {
     }
     thread_local! {
         static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+        // This thread's handle on the log buffer. Cloned for each line, it cost two atomic
+        // increments and decrements on counters every worker shares.
+        static WRITER: std::cell::RefCell<Option<NonBlocking>> = const { std::cell::RefCell::new(None) };
     }
     LINE.with_borrow_mut(|line| {
         line.clear();
@@ -291,7 +294,10 @@ pub fn access(a: &Access<'_>) {
             }
             line.push('\n');
         }
-        let _ = out.writer.clone().write_all(line.as_bytes());
+        WRITER.with_borrow_mut(|writer| {
+            let writer = writer.get_or_insert_with(|| out.writer.clone());
+            let _ = writer.write_all(line.as_bytes());
+        });
     });
 }
 
