@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Instruction profile of plughost's cache-hit and one-filter paths with valgrind's callgrind.
+"""Instruction profile of plughost's request paths with valgrind's callgrind.
 
 callgrind counts instructions, not time, so the figures repeat run after run whatever else the
 machine does: they show what a change saves even on a noisy 2-core machine. For each path the
@@ -36,6 +36,8 @@ PROXY_POOL = ('[upstreams.origin]\nservers = ["ORIGIN", "SECOND"]\nhealth_path =
 # name: (config, request path, request headers)
 PATHS = {
     "cache-hit": ("", "/", {}),
+    # The default route with the cache off: the page is made for every request.
+    "route": ("cache_capacity = 0\n", "/", {}),
     "one-filter": ('[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
                    'config = { response = { name = "x-b", value = "2" } }\n', "/", {}),
     # A hit on a stored variant: the response says Vary: Accept-Encoding.
