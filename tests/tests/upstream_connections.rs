@@ -12,8 +12,9 @@ use plughost_e2e::Plughost;
 
 /// A backend speaking HTTP/1.1 by hand, so that when it closes a connection is up to the test.
 /// `/then-close` answers and closes without saying so (a keep-alive timeout that ran out just
-/// then); `/conn-close` answers with `Connection: close`; `/big` sends 8 MiB; anything else
-/// answers `ok` and keeps the connection.
+/// then); `/conn-close` answers with `Connection: close`; `/big` sends 8 MiB; `/no-content`
+/// is a 204, `/chunked` sends `ok` in two chunks, a HEAD gets a head; anything else answers
+/// `ok` and keeps the connection.
 struct RawBackend {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -78,8 +79,29 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
             }
         }
         let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        let head = request_line.starts_with("HEAD ");
         seen.lock().unwrap().push((request_line, host));
         match path.as_str() {
+            // A head says how long the body would be, and none follows.
+            _ if head => {
+                if out
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            "/no-content" => {
+                if out.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
+                    return;
+                }
+            }
+            "/chunked" => {
+                let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\no\r\n1\r\nk\r\n0\r\n\r\n";
+                if out.write_all(chunked).is_err() {
+                    return;
+                }
+            }
             "/then-close" => {
                 let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
                 return;
@@ -179,6 +201,31 @@ async fn requests_in_a_row_share_one_backend_connection_in_origin_form() {
     );
     let host = server.addr.to_string();
     assert_eq!(seen[20], ("GET /keep?x=1 HTTP/1.1".into(), host));
+}
+
+/// Where a response's body ends is what puts its connection back: a HEAD's and a 204's have
+/// none, a chunked one ends with its last chunk. Each is followed on the same connection by
+/// a request whose answer must be its own.
+#[tokio::test]
+async fn connections_are_kept_after_bodiless_and_chunked_responses() {
+    let (backend, server, client) = proxied().await;
+    for _ in 0..3 {
+        let head = client.head(server.url("/b/keep")).send().await.unwrap();
+        assert_eq!(head.status(), 200);
+        assert_eq!(head.headers()["content-length"], "2");
+        assert_eq!(
+            get(&client, &server, "/b/no-content").await,
+            (204, String::new())
+        );
+        assert_eq!(
+            get(&client, &server, "/b/chunked").await,
+            (200, "ok".into())
+        );
+        assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+    let b = &server.admin_json("/backends").await[0];
+    assert_eq!(b["failures"], 0, "{b}");
 }
 
 #[tokio::test]
