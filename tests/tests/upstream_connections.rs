@@ -152,6 +152,28 @@ async fn proxied() -> (RawBackend, Plughost, reqwest::Client) {
     (backend, server, reqwest::Client::new())
 }
 
+/// Asserts that `path` answers 200 `ok` through plughost.
+async fn assert_ok(client: &reqwest::Client, server: &Plughost, path: &str) {
+    assert_eq!(
+        get(client, server, path).await,
+        (200, "ok".into()),
+        "{path}"
+    );
+}
+
+/// Asserts the backend accepted `n` connections and plughost counted no failure at it;
+/// returns its `GET /backends` entry.
+async fn assert_connections(
+    backend: &RawBackend,
+    server: &Plughost,
+    n: usize,
+) -> serde_json::Value {
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), n);
+    let b = server.admin_json("/backends").await[0].clone();
+    assert_eq!(b["failures"], 0, "{b}");
+    b
+}
+
 /// Waits until the backend has seen `n` connections closed.
 async fn wait_closed(backend: &RawBackend, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -187,12 +209,9 @@ async fn get(client: &reqwest::Client, server: &Plughost, path: &str) -> (u16, S
 async fn requests_in_a_row_share_one_backend_connection_in_origin_form() {
     let (backend, server, client) = proxied().await;
     for _ in 0..20 {
-        assert_eq!(
-            get(&client, &server, "/b/keep?x=1").await,
-            (200, "ok".into())
-        );
+        assert_ok(&client, &server, "/b/keep?x=1").await;
     }
-    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
+    assert_connections(&backend, &server, 1).await;
     let seen = backend.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 21, "{seen:?}");
     assert_eq!(
@@ -217,32 +236,22 @@ async fn connections_are_kept_after_bodiless_and_chunked_responses() {
             get(&client, &server, "/b/no-content").await,
             (204, String::new())
         );
-        assert_eq!(
-            get(&client, &server, "/b/chunked").await,
-            (200, "ok".into())
-        );
-        assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+        assert_ok(&client, &server, "/b/chunked").await;
+        assert_ok(&client, &server, "/b/keep").await;
     }
-    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
-    let b = &server.admin_json("/backends").await[0];
-    assert_eq!(b["failures"], 0, "{b}");
+    assert_connections(&backend, &server, 1).await;
 }
 
 #[tokio::test]
 async fn a_connection_the_backend_closed_while_idle_is_not_used() {
     let (backend, server, client) = proxied().await;
     for round in 1..=5 {
-        assert_eq!(
-            get(&client, &server, "/b/then-close").await,
-            (200, "ok".into())
-        );
+        assert_ok(&client, &server, "/b/then-close").await;
         // The backend has closed it: the close is on its way to plughost, not yet read.
         wait_closed(&backend, round).await;
-        assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+        assert_ok(&client, &server, "/b/keep").await;
     }
-    assert_eq!(backend.accepted.load(Ordering::SeqCst), 6);
-    let b = &server.admin_json("/backends").await[0];
-    assert_eq!(b["failures"], 0, "{b}");
+    let b = assert_connections(&backend, &server, 6).await;
     assert_eq!(b["idle_connections"], 1, "{b}");
 }
 
@@ -250,16 +259,11 @@ async fn a_connection_the_backend_closed_while_idle_is_not_used() {
 async fn connection_close_answers_are_not_kept() {
     let (backend, server, client) = proxied().await;
     for _ in 0..3 {
-        assert_eq!(
-            get(&client, &server, "/b/conn-close").await,
-            (200, "ok".into())
-        );
+        assert_ok(&client, &server, "/b/conn-close").await;
     }
-    assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+    assert_ok(&client, &server, "/b/keep").await;
     // The health check's connection, closed by the first answer, then one per request.
-    assert_eq!(backend.accepted.load(Ordering::SeqCst), 4);
-    let b = &server.admin_json("/backends").await[0];
-    assert_eq!(b["failures"], 0, "{b}");
+    assert_connections(&backend, &server, 4).await;
 }
 
 #[tokio::test]
@@ -282,7 +286,7 @@ async fn a_response_the_client_stopped_reading_does_not_reach_the_next_request()
     // The connection that carried it is closed, not put back with the rest of the body.
     wait_closed(&backend, 1).await;
     for _ in 0..3 {
-        assert_eq!(get(&client, &server, "/b/keep").await, (200, "ok".into()));
+        assert_ok(&client, &server, "/b/keep").await;
     }
     assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
     wait_for(&server, |b| {
