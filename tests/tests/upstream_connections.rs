@@ -12,7 +12,8 @@ use plughost_e2e::Plughost;
 
 /// A backend speaking HTTP/1.1 by hand, so that when it closes a connection is up to the test.
 /// `/then-close` answers and closes without saying so (a keep-alive timeout that ran out just
-/// then); `/conn-close` answers with `Connection: close`; `/big` sends 8 MiB; `/no-content`
+/// then); `/closed-if-kept` closes a connection it has answered on before without answering;
+/// `/conn-close` answers with `Connection: close`; `/big` sends 8 MiB; `/no-content`
 /// is a 204, `/chunked` sends `ok` in two chunks, a HEAD gets a head; anything else answers
 /// `ok` and keeps the connection.
 struct RawBackend {
@@ -59,6 +60,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
         .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
+    let mut requests = 0;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -80,6 +82,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
         }
         let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
         let head = request_line.starts_with("HEAD ");
+        requests += 1;
         seen.lock().unwrap().push((request_line, host));
         match path.as_str() {
             // A head says how long the body would be, and none follows.
@@ -91,6 +94,9 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
                     return;
                 }
             }
+            // Read, then the connection closed with no answer: a keep-alive timeout that ran
+            // out as the request arrived.
+            "/closed-if-kept" if requests > 1 => return,
             "/no-content" => {
                 if out.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").is_err() {
                     return;
@@ -253,6 +259,25 @@ async fn a_connection_the_backend_closed_while_idle_is_not_used() {
     }
     let b = assert_connections(&backend, &server, 6).await;
     assert_eq!(b["idle_connections"], 1, "{b}");
+}
+
+/// A kept-alive connection the backend closes once the request has reached it: a GET is sent
+/// again on a new connection, not failed; a POST, whose body cannot be replayed, gets 502.
+#[tokio::test]
+async fn a_request_a_kept_alive_connection_dropped_is_sent_again_when_it_can_be() {
+    let (backend, server, client) = proxied().await;
+    // It goes out on the health check's connection, which closes; then on a new one.
+    assert_ok(&client, &server, "/b/closed-if-kept").await;
+    assert_connections(&backend, &server, 2).await;
+    let post = client
+        .post(server.url("/b/closed-if-kept"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
+    assert_ok(&client, &server, "/b/keep").await;
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! The reverse proxy: forwards a request to a pool's next healthy server over kept-alive
 //! connections (`pool`), streaming both bodies, with hop-by-hop headers removed
 //! and `X-Forwarded-*` / `Via` added. Idempotent requests without a body that fail to connect
-//! are retried once on the next server; a request with a body is not (its body is already
-//! being streamed and cannot be replayed).
+//! are retried once on the next server, or that a kept-alive connection closed under, once
+//! more; a request with a body is not (its body is already being streamed and cannot be
+//! replayed).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -197,7 +198,8 @@ pub async fn forward(
 /// Sends one request to the next healthy server of `pool` and returns its response head
 /// (the body still streaming), keeping the pool's health and metrics: the reverse proxy's
 /// path, and the one of plugins' outbound requests to `upstream:NAME`. Idempotent requests
-/// without a body that fail to connect are tried once more on another server.
+/// without a body that fail to connect are tried once more on another server, and once more
+/// when a kept-alive connection closes under them.
 pub async fn exchange(
     pool: &Pool,
     method: &Method,
@@ -213,6 +215,8 @@ pub async fn exchange(
         http::Uri::try_from(path).map_err(|_| RequestError::Internal("upstream URI".into()))?;
     let mut body = Some(body);
     let mut failed_on = None;
+    // A request is sent again at most once.
+    let mut again = false;
     loop {
         let Some(backend) = pool.pick(failed_on) else {
             return Err(UpstreamError::NoHealthyServer(pool.name.clone()).into());
@@ -224,7 +228,7 @@ pub async fn exchange(
         *req.method_mut() = method.clone();
         *req.uri_mut() = uri.clone();
         // Only a request that may still be retried needs its headers kept for another try.
-        *req.headers_mut() = if retryable && failed_on.is_none() {
+        *req.headers_mut() = if retryable && !again {
             headers.clone()
         } else {
             std::mem::take(&mut headers)
@@ -259,18 +263,25 @@ pub async fn exchange(
                 fail("connect");
                 pool.connect_failed(backend);
                 tracing::debug!(pool = %pool.name, server = %backend.addr, error = %e, "backend connect failed");
-                if retryable && failed_on.is_none() {
+                if retryable && !again {
+                    again = true;
                     failed_on = Some(backend.addr);
                     continue;
                 }
                 return Err(UpstreamError::Connect(pool.name.clone()).into());
+            }
+            // As nginx's `proxy_next_upstream error` does for such requests; not the
+            // backend's failure.
+            Ok(Err(SendError::Stale(e))) if retryable && !again => {
+                tracing::debug!(pool = %pool.name, server = %backend.addr, error = %e, "kept-alive backend connection closed under a request; sending it again");
+                again = true;
             }
             // The request body went past its limit while streaming: the sender's fault, 413,
             // and nothing against the backend.
             Ok(Err(SendError::Http(e))) if body_too_large(&e) => {
                 return Err(ClientError::BodyTooLarge { limit: body_limit }.into());
             }
-            Ok(Err(SendError::Http(e))) => {
+            Ok(Err(SendError::Http(e) | SendError::Stale(e))) => {
                 fail("io");
                 tracing::warn!(pool = %pool.name, server = %backend.addr, error = %e, "backend request failed");
                 return Err(UpstreamError::Failed(pool.name.clone()).into());

@@ -11,8 +11,10 @@
 //! (callgrind, `bench/profile.py`, path `proxy`).
 //!
 //! What hyper's `client::conn` does not do, and this module does: the idle list (LIFO, bounded, idle connections closed after `IDLE_TIMEOUT`), the
-//! check that an idle connection is still open before it is reused, and a request that a
-//! reused connection refused before sending anything going out again on a new one.
+//! check that an idle connection is still open before it is reused, a request that a
+//! reused connection refused before sending anything going out again on a new one, and
+//! telling the caller when a reused connection closed under a request (`SendError::Stale`)
+//! so that one which can be replayed is sent again.
 
 use std::future::Future;
 use std::io;
@@ -46,6 +48,10 @@ pub enum SendError {
     Connect(io::Error),
     /// The exchange failed on a connection.
     Http(hyper::Error),
+    /// A kept-alive connection was closed by the backend as the request went out (its
+    /// keep-alive timeout ran out just then): no response came, and a request that can be
+    /// replayed may be sent again.
+    Stale(hyper::Error),
 }
 
 /// One connection: the handle requests are sent with, and the state machine that does the IO.
@@ -150,6 +156,7 @@ impl Connections {
         if let Some(conn) = self.checkout().await {
             match self.exchange(conn, req).await {
                 Err(Failed(Some(back), _)) => req = back,
+                Err(Failed(None, e)) if closed_under_us(&e) => return Err(SendError::Stale(e)),
                 Err(Failed(None, e)) => return Err(SendError::Http(e)),
                 Ok(resp) => return Ok(resp),
             }
@@ -186,6 +193,20 @@ impl Connections {
             Err(mut e) => Err(Failed(e.take_message(), e.into_error())),
         }
     }
+}
+
+/// Whether an exchange failed because the backend closed the connection before any response.
+fn closed_under_us(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    e.is_incomplete_message()
+        || e.source()
+            .and_then(|c| c.downcast_ref::<io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                )
+            })
 }
 
 /// A failed exchange, with the request when none of it was sent.
