@@ -379,8 +379,11 @@ fn answer(entry: &Entry, parts: &Parts, now: SystemTime, outcome: Outcome) -> Re
     }
     let mut resp = Response::new(body::full(entry.body.clone()));
     *resp.status_mut() = entry.status;
-    // Its `Age` and `X-Cache` are already there: set below in place, not added.
-    *resp.headers_mut() = entry.served.clone();
+    // A pre-built head with room for `Age` and `X-Cache` per entry (a clone of an exactly
+    // full map grows and rehashes on the first insert) saved ~400 instructions a hit, but
+    // under 10,000 connections RSS then kept growing (248 -> 302 MiB in 60 s, where it
+    // levels off near 285), so the stored map is cloned as it is.
+    *resp.headers_mut() = entry.headers.clone();
     // With If-Range the client wants the range only if its copy is current; the cache does
     // not judge that and sends the whole response, which RFC 9110 §14.2 allows.
     if ok

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AGE, AUTHORIZATION, HOST, VARY};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
+use http::header::{AUTHORIZATION, HOST, VARY};
+use http::{HeaderMap, HeaderName, Method, StatusCode, request};
 use lru::LruCache;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -40,9 +40,6 @@ pub struct Entry {
     pub status: StatusCode,
     /// Its headers as received (hop-by-hop and `Age` removed).
     pub headers: HeaderMap,
-    /// What a hit sends: `headers`, then `Age` and `X-Cache` to be set. A clone of `headers`
-    /// had no room for the two: adding them grew and rehashed the copy on every hit.
-    served: HeaderMap,
     /// Its whole body.
     pub body: Bytes,
     /// When it was received and how long it stays fresh.
@@ -62,17 +59,9 @@ impl Entry {
         vary: Vec<(HeaderName, Option<String>)>,
         size: usize,
     ) -> Self {
-        // Room for one more than it will hold: a map at its capacity grows (rehashing every
-        // header) before any insert, even one that replaces a value. A clone, not a copy
-        // header by header: that hashed every name again (3,300 instructions per store).
-        let mut served = headers.clone();
-        served.reserve(3);
-        served.insert(AGE, HeaderValue::from_static("0"));
-        served.insert(&X_CACHE, HeaderValue::from_static("hit"));
         Self {
             status,
             headers,
-            served,
             body,
             freshness,
             vary,
@@ -351,8 +340,7 @@ impl Cache {
                 (n, value)
             })
             .collect();
-        // A header's bytes are shared by `headers` and `served`; each map has its slot.
-        let slots = 2 * std::mem::size_of::<(HeaderName, http::HeaderValue)>();
+        let slots = std::mem::size_of::<(HeaderName, http::HeaderValue)>();
         let size = body.len()
             + headers
                 .iter()
@@ -600,44 +588,6 @@ mod tests {
             c.admit(StatusCode::OK, &bare, Some(1), (now, now), true)
                 .is_some()
         );
-    }
-
-    #[test]
-    fn a_hit_head_is_the_stored_headers_with_room_to_set_age_and_x_cache() {
-        let freshness = Freshness {
-            lifetime: Duration::from_secs(60),
-            initial_age: Duration::ZERO,
-            received: SystemTime::now(),
-            must_revalidate: false,
-            no_cache: false,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-        };
-        let names = [
-            "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n",
-        ];
-        for n in 0..names.len() {
-            let mut stored = HeaderMap::new();
-            for name in &names[..n] {
-                stored.append(*name, HeaderValue::from_static("v"));
-            }
-            stored.append("x-cache", HeaderValue::from_static("upstream's"));
-            let e = Entry::new(
-                StatusCode::OK,
-                stored,
-                Bytes::new(),
-                freshness.clone(),
-                Vec::new(),
-                0,
-            );
-            let head = e.served.clone();
-            assert!(head.capacity() > head.len(), "{n} headers: a clone is full");
-            let sent: Vec<_> = head.keys().map(HeaderName::as_str).collect();
-            let mut want: Vec<_> = names[..n].to_vec();
-            want.extend(["x-cache", "age"]);
-            assert_eq!(sent, want);
-            assert_eq!(head.get_all(&X_CACHE).iter().count(), 1);
-        }
     }
 
     #[tokio::test]
