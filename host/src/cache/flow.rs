@@ -196,14 +196,14 @@ impl Cache {
                     self.invalidate(&key);
                     let mut freshness = old.freshness.clone();
                     freshness.received = received;
-                    Arc::new(Entry::new(
-                        old.status,
+                    Arc::new(Entry {
+                        status: old.status,
                         headers,
-                        old.body.clone(),
+                        body: old.body.clone(),
                         freshness,
-                        Vec::new(),
-                        0,
-                    ))
+                        vary: Vec::new(),
+                        size: 0,
+                    })
                 }
             };
             let outcome = Outcome::Revalidated;

@@ -51,24 +51,6 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-        freshness: Freshness,
-        vary: Vec<(HeaderName, Option<String>)>,
-        size: usize,
-    ) -> Self {
-        Self {
-            status,
-            headers,
-            body,
-            freshness,
-            vary,
-            size,
-        }
-    }
-
     /// Whether a request with `headers` selects this variant (RFC 9111 §4.1).
     fn selected_by(&self, headers: &HeaderMap) -> bool {
         self.vary
@@ -340,15 +322,21 @@ impl Cache {
                 (n, value)
             })
             .collect();
-        let slots = std::mem::size_of::<(HeaderName, http::HeaderValue)>();
         let size = body.len()
             + headers
                 .iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + slots)
+                .map(|(k, v)| k.as_str().len() + v.len() + 32)
                 .sum::<usize>()
             + key.len()
             + 256;
-        let entry = Arc::new(Entry::new(status, headers, body, freshness, vary, size));
+        let entry = Arc::new(Entry {
+            status,
+            headers,
+            body,
+            freshness,
+            vary,
+            size,
+        });
         let Some(store) = &self.0.store else {
             return entry;
         };

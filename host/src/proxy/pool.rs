@@ -114,7 +114,7 @@ impl Connections {
             let (mut conn, since) = self.idle.lock().pop()?;
             if since.elapsed() >= IDLE_TIMEOUT {
                 // Everything under it has been idle longer still.
-                self.idle.lock().clear();
+                self.close_idle();
                 return None;
             }
             if std::future::poll_fn(|cx| Poll::Ready(conn.reusable(cx))).await {
