@@ -131,34 +131,36 @@ pub struct BackendInfo {
 
 impl Pool {
     fn new(name: String, config: UpstreamConfig, metrics: Arc<Metrics>) -> Self {
-        let label = |addr: SocketAddr| BackendLabel {
-            pool: name.clone(),
-            server: addr.to_string(),
-        };
         let servers = config
             .servers
             .iter()
-            .map(|&addr| Backend {
-                addr,
-                host: http::HeaderValue::try_from(addr.to_string())
-                    .expect("a socket address is a valid header value"),
-                connections: Connections::new(addr, config.connect_timeout),
-                // Assumed up until a check or a request says otherwise.
-                up: AtomicBool::new(true),
-                inflight: AtomicI64::new(0),
-                requests: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
-                consecutive_failures: AtomicU32::new(0),
-                ejected_until: AtomicU64::new(0),
-                ejections: AtomicU32::new(0),
-                checks_ok: AtomicU32::new(0),
-                checks_failed: AtomicU32::new(0),
-                last_check: Mutex::new(None),
-                metered: Metered {
-                    requests: metrics.backend_requests.get_or_create(&label(addr)).clone(),
-                    duration: metrics.backend_duration.get_or_create(&label(addr)).clone(),
-                },
-                label: label(addr),
+            .map(|&addr| {
+                let label = BackendLabel {
+                    pool: name.clone(),
+                    server: addr.to_string(),
+                };
+                Backend {
+                    addr,
+                    host: http::HeaderValue::from_str(&label.server)
+                        .expect("a socket address is a valid header value"),
+                    connections: Connections::new(addr, config.connect_timeout),
+                    // Assumed up until a check or a request says otherwise.
+                    up: AtomicBool::new(true),
+                    inflight: AtomicI64::new(0),
+                    requests: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                    consecutive_failures: AtomicU32::new(0),
+                    ejected_until: AtomicU64::new(0),
+                    ejections: AtomicU32::new(0),
+                    checks_ok: AtomicU32::new(0),
+                    checks_failed: AtomicU32::new(0),
+                    last_check: Mutex::new(None),
+                    metered: Metered {
+                        requests: metrics.backend_requests.get_or_create(&label).clone(),
+                        duration: metrics.backend_duration.get_or_create(&label).clone(),
+                    },
+                    label,
+                }
             })
             .collect::<Vec<_>>();
         for b in &servers {
