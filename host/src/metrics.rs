@@ -55,6 +55,7 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections closed by plughost, by why: `no_request` (no complete request head within
     /// `header_read_timeout` of accept), `idle` (keep-alive past `keepalive_timeout`),
+    /// `slow_head` (an HTTP/1 head not complete `header_read_timeout` after its first byte),
     /// `reclaimed` (idle, closed to make room at `max_connections`).
     pub connections_closed: Family<ReasonLabel, Counter>,
     /// Responses whose body failed or was cut off while being sent.
@@ -297,7 +298,7 @@ impl Metrics {
         );
         registry.register(
             "plughost_connections_closed",
-            "Client connections closed by plughost, by reason (no_request, idle, reclaimed)",
+            "Client connections closed by plughost, by reason (no_request, idle, slow_head, reclaimed)",
             m.connections_closed.clone(),
         );
         registry.register(

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use plughost_e2e::{Plughost, assert_no_leaks, raw, status_of};
+use plughost_e2e::{Plughost, assert_no_leaks, labelled_metric, raw, read_response, status_of};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -66,42 +66,66 @@ async fn malformed_requests_get_400_or_a_closed_connection() {
     assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
 }
 
+/// How long the server keeps a connection open to a client that sends a request head a
+/// byte at a time, after `before` (bytes of complete requests it answers first).
+fn drip_head(addr: std::net::SocketAddr, before: &[u8]) -> Duration {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 512];
+    if !before.is_empty() {
+        s.write_all(before).unwrap();
+        assert_eq!(read_response(&mut s).unwrap().0, 200);
+    }
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .unwrap();
+    // Keep dripping bytes; stop when the server closes the connection.
+    while started.elapsed() < Duration::from_secs(10) {
+        if s.write_all(b"a").is_err() {
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => break, // a 408 or similar, then close
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    started.elapsed()
+}
+
 /// A client that sends its head a byte at a time never finishes it: the connection is closed
-/// at `header_read_timeout`, and requests from others are served meanwhile.
+/// at `header_read_timeout`, and requests from others are served meanwhile. Also when the
+/// slow head follows a request served on the same connection, with a keep-alive limit far
+/// longer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_is_cut_off_at_the_header_read_timeout() {
-    let server = Plughost::start("header_read_timeout = \"1s\"");
+    let server = Plughost::start("header_read_timeout = \"1s\"\nkeepalive_timeout = \"60s\"\n");
     let addr = server.addr;
-    let slow = tokio::task::spawn_blocking(move || {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let started = Instant::now();
-        let head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ";
-        s.write_all(head).unwrap();
-        let mut buf = [0u8; 512];
-        // Keep dripping bytes; stop when the server closes the connection.
-        while started.elapsed() < Duration::from_secs(10) {
-            if s.write_all(b"a").is_err() {
-                break;
-            }
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => break, // a 408 or similar, then close
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(_) => break,
-            }
+    for before in [&b""[..], b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"] {
+        let slow = tokio::task::spawn_blocking(move || drip_head(addr, before));
+        for _ in 0..5 {
+            assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
         }
-        started.elapsed()
-    });
-    for _ in 0..5 {
-        assert_eq!(reqwest::get(server.url("/")).await.unwrap().status(), 200);
+        let held = slow.await.unwrap();
+        assert!(
+            held < Duration::from_secs(3),
+            "slow client held on for {held:?} (after {} bytes)",
+            before.len()
+        );
     }
-    let held = slow.await.unwrap();
-    assert!(
-        held < Duration::from_secs(3),
-        "slow client held on for {held:?}"
+    let m = server.metrics_text().await;
+    assert_eq!(
+        labelled_metric(
+            &m,
+            "plughost_connections_closed_total",
+            "reason=\"slow_head\""
+        ),
+        1.0,
+        "{m}"
     );
     assert_no_leaks(&server, 10.0).await;
 }

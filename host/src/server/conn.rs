@@ -1,36 +1,113 @@
 //! One client connection and the deadlines that keep it from holding a slot for nothing.
 //!
-//! hyper's own `header_read_timeout` starts only once bytes of a head have arrived (and,
-//! behind hyper-util's HTTP/1-or-2 detection, only after that detection has read them), so a
-//! socket that sends nothing, an HTTP/2 connection that sends only its preface, or an idle
-//! keep-alive connection would stay open for ever, and `max_connections` of them lock every
-//! other client out. Each connection therefore has a watchdog here: no request in progress
-//! and nothing completed for `header_read_timeout` since accept (TLS handshake included), or
-//! for `keepalive_timeout` since its last response, and it is closed. When the listener is at
-//! `max_connections`, the connections that have been idle longest are closed to make room
-//! for new clients (nginx does the same with its keep-alive connections); a connection with a
-//! request in progress is never closed this way.
+//! A socket that sends nothing, an HTTP/2 connection that sends only its preface, a head sent
+//! a byte at a time, or an idle keep-alive connection would otherwise stay open for ever, and
+//! `max_connections` of them lock every other client out. A connection with no request in
+//! progress is therefore closed when
+//! - it has had no complete request head for `header_read_timeout` since accept (TLS
+//!   handshake included): `no_request`;
+//! - it has had no request for `keepalive_timeout` since its last response: `idle`;
+//! - an HTTP/1 request head began arriving and is not complete `header_read_timeout` later:
+//!   `slow_head` (slowloris);
+//! - the listener is at `max_connections` and it is the one idle longest, to make room for a
+//!   new client, as nginx does with its keep-alive connections: `reclaimed`.
+//!
+//! A connection with a request in progress is never closed this way.
+//!
+//! One sweeper per listener ([`Tracker::sweep`]) checks every connection a few times per
+//! limit, rather than each connection keeping timers of its own: hyper's per-request head
+//! timer and a per-connection watchdog with its wake-ups cost every request ~1,100
+//! instructions (an allocation, timer-wheel inserts and removals, and polls of three
+//! `select!` branches on every wake of the connection task; callgrind, BENCHMARKS.md). The
+//! connection task itself waits on one flag ([`ConnState::closing`]), and the only per-request
+//! work left is a few atomic stores.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Frame, SizeHint};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The open connections of one listener, so the accept loop can find idle ones.
+/// Why plughost closes a connection, as counted in `plughost_connections_closed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Idle longest when a new client needed the slot.
+    Reclaimed,
+    /// No complete request head within `header_read_timeout` of accept.
+    NoRequest,
+    /// No request within `keepalive_timeout` of the last response.
+    Idle,
+    /// An HTTP/1 head not complete within `header_read_timeout` of its first byte.
+    SlowHead,
+    /// The server is shutting down: idle connections close, open requests finish.
+    Shutdown,
+}
+
+impl Close {
+    const ALL: [Close; 5] = [
+        Close::Reclaimed,
+        Close::NoRequest,
+        Close::Idle,
+        Close::SlowHead,
+        Close::Shutdown,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Close::Reclaimed => "reclaimed",
+            Close::NoRequest => "no_request",
+            Close::Idle => "idle",
+            Close::SlowHead => "slow_head",
+            Close::Shutdown => "shutdown",
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
+    fn of_code(code: u8) -> Option<Close> {
+        Close::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+}
+
+/// The deadlines of a listener's connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// For the first request head from accept, and for any HTTP/1 head from its first byte.
+    pub header_read: Duration,
+    /// For the next request after a response.
+    pub keepalive: Duration,
+}
+
+impl Deadlines {
+    /// How often the sweeper looks: a quarter of the shorter limit, between 10 ms and 1 s, so
+    /// a connection is closed at most that much after its limit (never before).
+    fn tick(self) -> Duration {
+        (self.header_read.min(self.keepalive) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+}
+
+/// The open connections of one listener, so the sweeper and the accept loop can find idle
+/// ones.
 pub struct Tracker {
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     next: AtomicU64,
     epoch: Instant,
 }
 
-/// What the watchdog and the accept loop know of one connection.
+/// What the sweeper and the accept loop know of one connection.
 pub struct ConnState {
     id: u64,
     /// Requests whose response has not been sent whole yet.
@@ -40,8 +117,15 @@ pub struct ConnState {
     /// When the connection last became idle (accept, or its last response sent), in ms since
     /// the tracker's epoch.
     idle_since: AtomicU64,
-    /// Woken when the accept loop wants this connection's slot.
-    reclaim: Notify,
+    /// When bytes of an HTTP/1 request head began arriving while idle, in ms since the
+    /// epoch plus one; 0 when none have.
+    head_since: AtomicU64,
+    /// Its requests are HTTP/2, whose frames (pings, settings) are not request heads.
+    http2: AtomicBool,
+    /// [`Close::code`] of why it must close, 0 while it may stay.
+    closing: AtomicU8,
+    /// The connection task, woken when `closing` is set.
+    waker: AtomicWaker,
     epoch: Instant,
 }
 
@@ -55,6 +139,10 @@ impl Tracker {
         })
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// Registers a connection accepted now.
     pub fn open(self: &Arc<Self>) -> Arc<ConnState> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -62,8 +150,11 @@ impl Tracker {
             id,
             active: AtomicUsize::new(0),
             served: AtomicU64::new(0),
-            idle_since: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
-            reclaim: Notify::new(),
+            idle_since: AtomicU64::new(self.now_ms()),
+            head_since: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            closing: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
             epoch: self.epoch,
         });
         self.conns.lock().insert(id, state.clone());
@@ -81,70 +172,177 @@ impl Tracker {
         let conns = self.conns.lock();
         let oldest = conns
             .values()
-            .filter(|c| c.active.load(Ordering::Relaxed) == 0)
+            .filter(|c| c.active.load(Ordering::Relaxed) == 0 && c.closing().is_none())
             .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
         match oldest {
             Some(c) => {
-                // notify_one keeps the wake-up if the task is not waiting right now.
-                c.reclaim.notify_one();
+                c.close(Close::Reclaimed);
                 true
             }
             None => false,
         }
     }
+
+    /// Asks every connection to finish: idle ones close, open requests may complete.
+    pub fn shut_down(&self) {
+        for c in self.conns.lock().values() {
+            c.close(Close::Shutdown);
+        }
+    }
+
+    /// Closes, every [`Deadlines::tick`], the connections past their deadlines. Runs until
+    /// dropped.
+    pub async fn sweep(&self, deadlines: Deadlines) {
+        let tick = deadlines.tick();
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let now = self.now_ms();
+            for c in self.conns.lock().values() {
+                if let Some(reason) = c.expired(now, deadlines) {
+                    c.close(reason);
+                }
+            }
+        }
+    }
 }
 
 impl ConnState {
-    /// A request has reached the handler; the guard marks it finished when dropped (with the
-    /// response body, so a response still streaming keeps the connection busy).
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    /// A request (of HTTP version 2 when `http2`) has reached the handler; the guard marks it
+    /// finished when dropped (with the response body, so a response still streaming keeps the
+    /// connection busy).
+    pub fn begin(self: &Arc<Self>, http2: bool) -> Busy {
         self.active.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
         Busy(self.clone())
     }
 
-    /// How long the connection has been idle, or `None` while a request is in progress.
-    fn idle_for(&self) -> Option<Duration> {
+    /// Why the connection must close, once it must.
+    fn closing(&self) -> Option<Close> {
+        Close::of_code(self.closing.load(Ordering::Acquire))
+    }
+
+    /// Asks the connection to close for `reason`, unless it already has one.
+    fn close(&self, reason: Close) {
+        if self
+            .closing
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.waker.wake();
+        }
+    }
+
+    /// Waits until the connection is asked to close, and says why.
+    pub async fn closed(&self) -> Close {
+        poll_fn(|cx| {
+            if let Some(reason) = self.closing() {
+                return Poll::Ready(reason);
+            }
+            self.waker.register(cx.waker());
+            match self.closing() {
+                Some(reason) => Poll::Ready(reason),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Why the connection must close at `now` (ms since the epoch), if it must.
+    ///
+    /// The times it compares are exact; a close comes at most one tick after its limit.
+    fn expired(&self, now: u64, deadlines: Deadlines) -> Option<Close> {
         if self.active.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
-        Some(self.epoch.elapsed().saturating_sub(since))
-    }
-
-    /// Whether a request was completed on it.
-    fn has_served(&self) -> bool {
-        self.served.load(Ordering::Relaxed) > 0
-    }
-
-    /// Waits until the accept loop asks for this connection's slot.
-    pub async fn reclaimed(&self) {
-        self.reclaim.notified().await;
-    }
-
-    /// Waits until the connection has been idle past its limit: `first_head` before its first
-    /// request, `keepalive` after. Returns the reason for the close.
-    ///
-    /// It sleeps until the earliest moment the limit could be reached and looks again, rather
-    /// than being woken when a request ends: that wake-up, a new timer and a new `Notified`
-    /// cost every request ~1,300 instructions (callgrind), where this costs a busy connection
-    /// one look per limit. An idle time starts at the end of a request, so the connection is
-    /// still closed when its limit has passed, never earlier.
-    pub async fn idle_expired(&self, first_head: Duration, keepalive: Duration) -> &'static str {
-        loop {
-            let (limit, reason) = if self.has_served() {
-                (keepalive, "idle")
-            } else {
-                (first_head, "no_request")
-            };
-            // A request may begin and end while it sleeps, after which the keep-alive limit
-            // applies: it never sleeps longer than that.
-            let wait = match self.idle_for() {
-                Some(idle) if idle >= limit => return reason,
-                Some(idle) => (limit - idle).min(keepalive),
-                None => limit.min(keepalive),
-            };
-            tokio::time::sleep(wait).await;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let idle = now.saturating_sub(self.idle_since.load(Ordering::Relaxed));
+        let head = self.head_since.load(Ordering::Relaxed);
+        if head > 0 && now.saturating_sub(head - 1) >= ms(deadlines.header_read) {
+            return Some(Close::SlowHead);
         }
+        if self.served.load(Ordering::Relaxed) == 0 {
+            (idle >= ms(deadlines.header_read)).then_some(Close::NoRequest)
+        } else {
+            (idle >= ms(deadlines.keepalive)).then_some(Close::Idle)
+        }
+    }
+
+    /// Bytes arrived: with no request in progress on an HTTP/1 connection that has served
+    /// one, they begin its next head. (Before the first request the limit from accept is the
+    /// earlier one.)
+    fn bytes_arrived(&self) {
+        if self.head_since.load(Ordering::Relaxed) == 0
+            && self.active.load(Ordering::Relaxed) == 0
+            && self.served.load(Ordering::Relaxed) > 0
+            && !self.http2.load(Ordering::Relaxed)
+        {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            self.head_since.store(now + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A connection's socket, telling its [`ConnState`] when bytes arrive, so the sweeper knows
+/// when a head began.
+pub struct Watched<IO> {
+    io: IO,
+    state: Arc<ConnState>,
+}
+
+impl<IO> Watched<IO> {
+    /// `io`, reporting to `state`.
+    pub fn new(io: IO, state: Arc<ConnState>) -> Self {
+        Self { io, state }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.state.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
-use conn::{Tracked, Tracker};
+use conn::{Close, Deadlines, Tracked, Tracker, Watched};
 
 /// A listener that could not be opened, in words that say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +124,9 @@ impl ConnLimits {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
             .keep_alive(true)
-            // A complete head within this time, or the connection closes: stops slowloris.
-            .header_read_timeout(self.header_read_timeout)
+            // No timer: the time a head may take is kept by the listener's sweeper
+            // (`conn::Tracker::sweep`), as is every other connection deadline.
             // Heads larger than the buffer, or with too many headers, get 431 from hyper.
             .max_buf_size(self.max_header_bytes)
             .max_headers(self.max_headers);
@@ -161,6 +160,14 @@ pub async fn serve<H, F>(
 {
     let builder = Arc::new(limits.builder());
     let tracker = Tracker::new();
+    let sweeper = tokio::spawn({
+        let tracker = tracker.clone();
+        let deadlines = Deadlines {
+            header_read: limits.header_read_timeout,
+            keepalive: limits.keepalive_timeout,
+        };
+        async move { tracker.sweep(deadlines).await }
+    });
     // Permits for open connections; one moves into each connection task and drops with it.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
@@ -208,7 +215,7 @@ pub async fn serve<H, F>(
                 if https {
                     req.extensions_mut().insert(crate::proxy::Https);
                 }
-                let busy = state.begin();
+                let busy = state.begin(req.version() == http::Version::HTTP_2);
                 let handler = handler.clone();
                 // The handler's future holds the whole pipeline's state (kilobytes), and hyper
                 // moves a service's future a few times before polling it: each move was a
@@ -220,22 +227,25 @@ pub async fn serve<H, F>(
             })
         };
         let builder = builder.clone();
-        let (metrics, tracker, shutdown) = (metrics.clone(), tracker.clone(), shutdown.clone());
-        let (tls, limits) = (tls.clone(), limits.clone());
+        let (metrics, tracker) = (metrics.clone(), tracker.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             if let Some(m) = &metrics {
                 m.connections.inc();
             }
-            let closed = |reason: &'static str| {
-                tracing::debug!(%client, reason, "connection closed by plughost");
-                if let Some(m) = &metrics {
+            // Closes for a deadline are counted here; reclaims where the accept loop asks.
+            let closed = |reason: Close| {
+                tracing::debug!(%client, reason = reason.as_str(), "connection closed by plughost");
+                if let Some(m) = &metrics
+                    && !matches!(reason, Close::Reclaimed | Close::Shutdown)
+                {
                     m.connections_closed
-                        .get_or_create(&ReasonLabel { reason })
+                        .get_or_create(&ReasonLabel {
+                            reason: reason.as_str(),
+                        })
                         .inc();
                 }
             };
-            let watchdog = state.idle_expired(limits.header_read_timeout, limits.keepalive_timeout);
-            tokio::pin!(watchdog);
             // The TLS handshake counts against the time to the first request head.
             let io = match tls {
                 None => Some(Either::Left(stream)),
@@ -247,37 +257,33 @@ pub async fn serve<H, F>(
                             None
                         }
                     },
-                    reason = &mut watchdog => {
+                    reason = state.closed() => {
                         closed(reason);
                         None
                     }
                 },
             };
             if let Some(io) = io {
-                let conn = builder.serve_connection(TokioIo::new(io), service);
+                let io = TokioIo::new(Watched::new(io, state.clone()));
+                let conn = builder.serve_connection(io, service);
                 tokio::pin!(conn);
-                let mut draining = false;
-                loop {
-                    tokio::select! {
-                        result = conn.as_mut() => {
-                            if let Err(e) = result {
-                                // Client resets, timeouts and protocol errors: the client's
-                                // business.
-                                tracing::debug!(%client, error = %e, "connection ended with an error");
-                            }
-                            break;
-                        }
-                        reason = &mut watchdog, if !draining => {
-                            closed(reason);
-                            break;
-                        }
-                        () = state.reclaimed(), if !draining => break,
-                        () = shutdown.cancelled(), if !draining => {
+                let result = tokio::select! {
+                    biased;
+                    result = conn.as_mut() => Some(result),
+                    reason = state.closed() => {
+                        if reason == Close::Shutdown {
                             // Idle connections close now; open requests may finish.
-                            draining = true;
                             conn.as_mut().graceful_shutdown();
+                            Some(conn.await)
+                        } else {
+                            closed(reason);
+                            None
                         }
                     }
+                };
+                if let Some(Err(e)) = result {
+                    // Client resets and protocol errors: the client's business.
+                    tracing::debug!(%client, error = %e, "connection ended with an error");
                 }
             }
             tracker.close(&state);
@@ -288,6 +294,8 @@ pub async fn serve<H, F>(
         });
     }
     drop(listener);
+    tracker.shut_down();
+    sweeper.abort();
     // Every connection task gives its slot back when it ends.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
