@@ -1,11 +1,10 @@
 //! The async logger: access-log lines and the server's own `tracing` events go through one
 //! bounded buffer of `log_buffer` lines, drained by one dedicated thread to `log_file` (and
-//! stderr when `log_stderr` is on).
-//!
-//! tracing-appender's non-blocking writer does exactly what the C server's 1000-line ring did,
-//! and a little more: `buffered_lines_limit` bounds the buffer, lossy mode drops (and counts)
-//! lines instead of blocking a request when the buffer is full, and dropping its guard at
-//! shutdown writes every line still buffered.
+//! stderr when `log_stderr` is on), as the C server's 1000-line ring was: a full buffer drops
+//! (and counts) lines instead of blocking a request, and at shutdown every line still
+//! buffered is written. The thread and the buffer are in [`writer`].
+
+mod writer;
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -18,8 +17,8 @@ use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Method, StatusCode, Version};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use writer::Writer;
 
 use crate::config::{Config, LogFormat};
 
@@ -28,7 +27,7 @@ pub const ACCESS_TARGET: &str = "access";
 
 /// Keeps the log thread alive; dropping it flushes every buffered line.
 pub struct LogHandle {
-    _guard: WorkerGuard,
+    _guard: writer::Guard,
     drops: LogDrops,
 }
 
@@ -43,20 +42,20 @@ impl LogHandle {
 /// because the file refused them (disk full, I/O error). Cheap to clone.
 #[derive(Clone)]
 pub struct LogDrops {
-    buffer_full: ErrorCounter,
+    buffer_full: Writer,
     write_failed: Arc<AtomicU64>,
 }
 
 impl LogDrops {
     /// Every line missing from the file.
     pub fn total(&self) -> u64 {
-        self.buffer_full.dropped_lines() as u64 + self.write_failed.load(Ordering::Relaxed)
+        self.buffer_full.dropped() + self.write_failed.load(Ordering::Relaxed)
     }
 }
 
-/// Bytes the log thread gathers before a write(2). The worker flushes whenever the buffer of
-/// lines runs empty, so under load lines go out in large writes (as nginx's `buffer=64k`) and
-/// when idle they reach the file at once.
+/// Bytes the log thread gathers before a write(2). The thread flushes whenever nothing more is
+/// waiting, so under load lines go out in large writes (as nginx's `buffer=64k`) and when idle
+/// they reach the file at once (access lines within [`writer::COLLECT_EVERY`]).
 const WRITE_BUFFER: usize = 64 * 1024;
 
 /// The log thread's sink: the log file, and stderr when asked for.
@@ -141,11 +140,9 @@ pub struct LogFileError {
 pub fn init(config: &Config) -> Result<LogHandle, LogFileError> {
     let file = open(&config.log_file)?;
     let lost = Arc::new(AtomicU64::new(0));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(config.log_buffer)
-        .lossy(true)
-        .thread_name("plughost-log")
-        .finish(Sink {
+    let (writer, guard) = Writer::start(
+        config.log_buffer,
+        Sink {
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             path: config.log_file.display().to_string(),
             stderr: config
@@ -153,9 +150,10 @@ pub fn init(config: &Config) -> Result<LogHandle, LogFileError> {
                 .then(|| BufWriter::with_capacity(WRITE_BUFFER, io::stderr())),
             lost: lost.clone(),
             failing: false,
-        });
+        },
+    );
     let drops = LogDrops {
-        buffer_full: writer.error_counter(),
+        buffer_full: writer.clone(),
         write_failed: lost,
     };
     let _ = ACCESS.set(AccessWriter {
@@ -218,7 +216,7 @@ pub struct Access<'a> {
 static ACCESS: OnceLock<AccessWriter> = OnceLock::new();
 
 struct AccessWriter {
-    writer: NonBlocking,
+    writer: Writer,
     json: bool,
 }
 
@@ -235,9 +233,6 @@ pub fn access(a: &Access<'_>) {
     }
     thread_local! {
         static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
-        // This thread's handle on the log buffer. Cloned for each line, it cost two atomic
-        // increments and decrements on counters every worker shares.
-        static WRITER: std::cell::RefCell<Option<NonBlocking>> = const { std::cell::RefCell::new(None) };
     }
     LINE.with_borrow_mut(|line| {
         line.clear();
@@ -294,10 +289,7 @@ pub fn access(a: &Access<'_>) {
             }
             line.push('\n');
         }
-        WRITER.with_borrow_mut(|writer| {
-            let writer = writer.get_or_insert_with(|| out.writer.clone());
-            let _ = writer.write_all(line.as_bytes());
-        });
+        out.writer.push_batched(line.as_bytes());
     });
 }
 
