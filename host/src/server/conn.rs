@@ -391,3 +391,83 @@ impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Tracked<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Deadlines = Deadlines {
+        header_read: Duration::from_secs(10),
+        keepalive: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn every_reason_survives_its_code() {
+        for reason in Close::ALL {
+            assert_eq!(Close::of_code(reason.code()), Some(reason));
+        }
+        assert_eq!(Close::of_code(0), None);
+    }
+
+    /// The limits at their edges, with the connection's times set by hand (ms since the
+    /// tracker's epoch): never closed before a limit, closed at it.
+    #[test]
+    fn each_limit_applies_when_it_should_and_never_early() {
+        let tracker = Tracker::new();
+        let c = tracker.open();
+        c.idle_since.store(1_000, Ordering::Relaxed);
+        assert_eq!(c.expired(10_999, LIMITS), None);
+        assert_eq!(c.expired(11_000, LIMITS), Some(Close::NoRequest));
+
+        // A request in progress is never closed, however long it takes.
+        let busy = c.begin(false);
+        assert_eq!(c.expired(1_000_000, LIMITS), None);
+        drop(busy);
+        c.idle_since.store(20_000, Ordering::Relaxed);
+        assert_eq!(c.expired(79_999, LIMITS), None);
+        assert_eq!(c.expired(80_000, LIMITS), Some(Close::Idle));
+
+        // A head that began arriving at 30 s has until 40 s, keep-alive or not.
+        c.head_since.store(30_000 + 1, Ordering::Relaxed);
+        assert_eq!(c.expired(39_999, LIMITS), None);
+        assert_eq!(c.expired(40_000, LIMITS), Some(Close::SlowHead));
+        // Its request arriving whole clears it.
+        drop(c.begin(false));
+        c.idle_since.store(40_000, Ordering::Relaxed);
+        assert_eq!(c.expired(40_000 + 59_999, LIMITS), None);
+    }
+
+    #[test]
+    fn bytes_begin_a_head_only_between_http1_requests() {
+        let tracker = Tracker::new();
+        let c = tracker.open();
+        c.bytes_arrived();
+        assert_eq!(
+            c.head_since.load(Ordering::Relaxed),
+            0,
+            "before the first request"
+        );
+        let busy = c.begin(false);
+        c.bytes_arrived();
+        assert_eq!(c.head_since.load(Ordering::Relaxed), 0, "during a request");
+        drop(busy);
+        c.bytes_arrived();
+        assert_ne!(c.head_since.load(Ordering::Relaxed), 0, "after a response");
+
+        let h2 = tracker.open();
+        drop(h2.begin(true));
+        h2.bytes_arrived();
+        assert_eq!(h2.head_since.load(Ordering::Relaxed), 0, "HTTP/2 frames");
+    }
+
+    #[test]
+    fn the_first_reason_to_close_is_kept() {
+        let tracker = Tracker::new();
+        let c = tracker.open();
+        assert!(tracker.reclaim_idle());
+        c.close(Close::Shutdown);
+        assert_eq!(c.closing(), Some(Close::Reclaimed));
+        // Already closing: not picked again.
+        assert!(!tracker.reclaim_idle());
+    }
+}
