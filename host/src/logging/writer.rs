@@ -12,7 +12,6 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -56,17 +55,34 @@ struct Shared {
 #[derive(Clone)]
 pub struct Writer(Arc<Shared>);
 
-/// Keeps the log thread running; dropping it writes every line still buffered and waits for
-/// the thread to finish.
+/// Keeps the log thread running; dropping it writes every line still buffered, waiting for
+/// the thread at most [`SHUTDOWN_WAIT`].
 pub struct Guard {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    /// Closed by the log thread when it has written everything.
+    done: Receiver<()>,
+    /// How long to wait for that.
+    wait: Duration,
 }
+
+/// How long shutdown waits for the last lines to be written: a log file on a disk that hangs
+/// must not keep the process from exiting.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 impl Writer {
     /// Starts the log thread writing to `sink`, with room for `limit` lines in flight.
     pub fn start<W: Write + Send + 'static>(limit: usize, sink: W) -> (Writer, Guard) {
+        Self::start_waiting(limit, sink, SHUTDOWN_WAIT)
+    }
+
+    /// [`Writer::start`], the guard waiting at most `wait` at shutdown.
+    fn start_waiting<W: Write + Send + 'static>(
+        limit: usize,
+        sink: W,
+        wait: Duration,
+    ) -> (Writer, Guard) {
         let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel::<()>();
         let limit = limit.max(1);
         let shared = Arc::new(Shared {
             tx,
@@ -77,20 +93,17 @@ impl Writer {
             dropped: AtomicU64::new(0),
             batches: Mutex::new(Vec::new()),
         });
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("plughost-log".into())
             .spawn({
                 let shared = shared.clone();
-                move || run(&shared, &rx, sink)
+                move || {
+                    run(&shared, &rx, sink);
+                    drop(done_tx);
+                }
             })
             .expect("the log thread starts");
-        (
-            Writer(shared.clone()),
-            Guard {
-                shared,
-                thread: Some(thread),
-            },
-        )
+        (Writer(shared.clone()), Guard { shared, done, wait })
     }
 
     /// Lines refused because the buffer was full.
@@ -112,6 +125,14 @@ impl Writer {
             s.in_flight.fetch_sub(lines, Ordering::AcqRel);
             s.dropped.fetch_add(lines as u64, Ordering::Relaxed);
         }
+    }
+
+    /// Adds one access line (ending in `\n`) to the calling thread's batch.
+    pub fn push_batched(&self, line: &[u8]) {
+        thread_local! {
+            static BATCH: std::cell::OnceCell<ThreadBatch> = const { std::cell::OnceCell::new() };
+        }
+        BATCH.with(|b| b.get_or_init(|| self.batch()).push(line));
     }
 
     /// A new batch for the calling thread, collected by the log thread.
@@ -146,17 +167,6 @@ impl ThreadBatch {
     }
 }
 
-thread_local! {
-    static BATCH: std::cell::OnceCell<ThreadBatch> = const { std::cell::OnceCell::new() };
-}
-
-impl Writer {
-    /// Adds one access line to the calling thread's batch.
-    pub fn push_batched(&self, line: &[u8]) {
-        BATCH.with(|b| b.get_or_init(|| self.batch()).push(line));
-    }
-}
-
 /// Each `write` is one formatted `tracing` event, sent as it is: events are rare next to
 /// access lines, and a warning should reach the file at once.
 impl Write for Writer {
@@ -182,8 +192,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Writer {
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.shared.tx.send(Msg::Stop);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Err(RecvTimeoutError::Timeout) = self.done.recv_timeout(self.wait) {
+            eprintln!(
+                "plughost: the log file took longer than {:?} to write the last lines; exiting without them",
+                self.wait
+            );
         }
     }
 }
@@ -321,5 +334,19 @@ mod tests {
             .lines()
             .count() as u64;
         assert_eq!(written + writer.dropped(), 20);
+    }
+
+    #[test]
+    fn a_sink_that_hangs_does_not_hold_up_shutdown() {
+        let never = Arc::new(std::sync::Barrier::new(2));
+        let (mut writer, guard) = Writer::start_waiting(
+            8,
+            Stalled(never, Memory::default()),
+            Duration::from_millis(200),
+        );
+        writer.write_all(b"stuck\n").unwrap();
+        let started = Instant::now();
+        drop(guard);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
