@@ -40,6 +40,10 @@ PATHS = {
     "route": ("cache_capacity = 0\n", "/", {}),
     "one-filter": ('[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
                    'config = { response = { name = "x-b", value = "2" } }\n', "/", {}),
+    # The hello wasm responder on /hello with the cache off, as `make bench`'s plughost-wasm.
+    "responder": ('cache_capacity = 0\n[[plugins]]\nname = "hello"\nfile = "WASM/hello.wasm"\n'
+                  'kind = "responder"\n[[routes]]\nprefix = "/hello"\nplugin = "hello"\n',
+                  "/hello", {}),
     # A hit on a stored variant: the response says Vary: Accept-Encoding.
     "cache-hit-vary": (ORIGIN_POOL, "/o/vary", {"Accept-Encoding": "gzip"}),
     # Every request revalidates (max-age=0 + ETag): a conditional request, a 304, a refresh.

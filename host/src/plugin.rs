@@ -526,7 +526,11 @@ pub fn wit_request(parts: &Parts, body: &Bytes, client: SocketAddr) -> Request {
             })
             .collect(),
         body: body.to_vec(),
-        client: client.to_string(),
+        client: {
+            let mut text = String::with_capacity(21);
+            crate::logging::push_addr(&mut text, client);
+            text
+        },
     }
 }
 

@@ -9,7 +9,7 @@ mod writer;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -327,21 +327,35 @@ fn push_int(line: &mut String, n: impl itoa::Integer) {
     line.push_str(itoa::Buffer::new().format(n));
 }
 
-/// `addr` as its `Display` writes it.
-fn push_addr(line: &mut String, addr: SocketAddr) {
+/// `addr` as its `Display` writes it, without `fmt`'s machinery for the IPv4 case (octet by
+/// octet through a `Formatter`: ~500 instructions, callgrind). Also used where a request
+/// carries its client's address on (a plugin's `client`, `X-Forwarded-For`).
+pub(crate) fn push_addr(line: &mut String, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    line.push('.');
-                }
-                push_int(line, octet);
-            }
+            push_ip(line, IpAddr::V4(*v4.ip()));
             line.push(':');
             push_int(line, v4.port());
         }
         SocketAddr::V6(_) => {
             let _ = write!(line, "{addr}");
+        }
+    }
+}
+
+/// `ip` as its `Display` writes it; see [`push_addr`].
+pub(crate) fn push_ip(line: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    line.push('.');
+                }
+                push_int(line, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(line, "{v6}");
         }
     }
 }
@@ -447,6 +461,9 @@ mod tests {
             let mut text = String::new();
             push_addr(&mut text, addr);
             assert_eq!(text, addr.to_string());
+            let mut ip = String::new();
+            push_ip(&mut ip, addr.ip());
+            assert_eq!(ip, addr.ip().to_string());
         }
         for v in [
             Version::HTTP_09,

@@ -121,11 +121,14 @@ fn upstream_headers(parts: &mut Parts, client: SocketAddr, fwd: &Forwarding) -> 
         }
     }
     let trusted = fwd.trusts(client.ip());
-    let ip = client.ip().to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted => format!("{prev}, {ip}"),
-        _ => ip,
-    };
+    let mut xff = String::with_capacity(15);
+    if let Some(prev) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+        && trusted
+    {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    crate::logging::push_ip(&mut xff, client.ip());
     if let Ok(v) = HeaderValue::try_from(xff) {
         h.insert(&X_FORWARDED_FOR, v);
     }
