@@ -138,7 +138,7 @@ async fn idle_keep_alive_connections_make_room_busy_ones_do_not() {
 }
 
 /// Also when the first request comes after longer than the keep-alive limit (but within the
-/// longer first-request one): the limit that applies changes while the watchdog sleeps.
+/// longer first-request one): the limit that applies changes between two sweeps.
 #[test]
 fn keep_alive_connections_close_after_keepalive_timeout() {
     let server = Plughost::start("keepalive_timeout = \"300ms\"\n");

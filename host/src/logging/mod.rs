@@ -2,7 +2,7 @@
 //! bounded buffer of `log_buffer` lines, drained by one dedicated thread to `log_file` (and
 //! stderr when `log_stderr` is on), as the C server's 1000-line ring was: a full buffer drops
 //! (and counts) lines instead of blocking a request, and at shutdown every line still
-//! buffered is written. The thread and the buffer are in [`writer`].
+//! buffered is written. The thread and the buffer are in `writer.rs`.
 
 mod writer;
 

@@ -135,7 +135,7 @@ impl ConnLimits {
             .timer(TokioTimer::new())
             .max_header_list_size(self.max_header_bytes.try_into().unwrap_or(u32::MAX))
             // Pings find peers that vanished while streams are open; an idle HTTP/2
-            // connection is closed by the connection's watchdog like an HTTP/1 one.
+            // connection is closed by the listener's sweeper like an HTTP/1 one.
             .keep_alive_interval(Some(H2_PING_INTERVAL))
             .keep_alive_timeout(H2_PING_INTERVAL);
         builder
