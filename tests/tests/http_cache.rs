@@ -469,7 +469,15 @@ async fn an_http_1_0_origin_does_not_make_plughost_speak_http_1_0() {
 async fn a_body_over_the_limit_while_streaming_is_413_and_not_the_backends_fault() {
     let origin = Origin::start();
     let server = proxied(&origin, "max_body_bytes = 1000\n");
-    origin.script("/upload", Script::ok(&[], "ok"));
+    // The origin answers only after a while, as one reading the whole upload would: answering
+    // at once raced the body, and a 200 could reach the client before the limit was passed.
+    origin.script(
+        "/upload",
+        Script {
+            delay: Duration::from_secs(3),
+            ..Script::ok(&[], "ok")
+        },
+    );
     // Chunked, so no Content-Length announces the size: it is found while streaming.
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(server.addr).unwrap();

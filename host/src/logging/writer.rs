@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 /// How long an access line may wait in its thread's batch before the log thread writes it.
 pub const COLLECT_EVERY: Duration = Duration::from_millis(100);
 
-/// A batch is sent once it holds this many bytes (or its share of lines, see [`Writer::new`]).
+/// A batch is sent once it holds this many bytes (or its share of lines, see [`Writer::start`]).
 const BATCH_BYTES: usize = 16 * 1024;
 
 /// Lines for the log thread, and how many there are.
@@ -147,14 +147,14 @@ impl Writer {
 }
 
 /// The calling thread's access-line batch.
-pub struct ThreadBatch {
+struct ThreadBatch {
     writer: Writer,
     batch: Arc<Mutex<Batch>>,
 }
 
 impl ThreadBatch {
     /// Adds one line (ending in `\n`), sending the batch when it is full.
-    pub fn push(&self, line: &[u8]) {
+    fn push(&self, line: &[u8]) {
         let mut b = self.batch.lock();
         b.bytes.extend_from_slice(line);
         b.lines += 1;

@@ -130,6 +130,11 @@ pub struct ConnState {
     epoch: Instant,
 }
 
+/// Milliseconds from `epoch` to now: the unit every time of a [`ConnState`] is kept in.
+fn ms_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
 impl Tracker {
     /// An empty tracker.
     pub fn new() -> Arc<Self> {
@@ -140,10 +145,6 @@ impl Tracker {
         })
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     /// Registers a connection accepted now.
     pub fn open(self: &Arc<Self>) -> Arc<ConnState> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -151,7 +152,7 @@ impl Tracker {
             id,
             active: AtomicUsize::new(0),
             served: AtomicU64::new(0),
-            idle_since: AtomicU64::new(self.now_ms()),
+            idle_since: AtomicU64::new(ms_since(self.epoch)),
             head_since: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             closing: AtomicU8::new(0),
@@ -199,7 +200,7 @@ impl Tracker {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let now = self.now_ms();
+            let now = ms_since(self.epoch);
             for c in self.conns.lock().values() {
                 if let Some(reason) = c.expired(now, deadlines) {
                     c.close(reason);
@@ -282,8 +283,8 @@ impl ConnState {
             && self.served.load(Ordering::Relaxed) > 0
             && !self.http2.load(Ordering::Relaxed)
         {
-            let now = self.epoch.elapsed().as_millis() as u64;
-            self.head_since.store(now + 1, Ordering::Relaxed);
+            self.head_since
+                .store(ms_since(self.epoch) + 1, Ordering::Relaxed);
         }
     }
 }
@@ -354,8 +355,7 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let c = &self.0;
         c.served.fetch_add(1, Ordering::Relaxed);
-        c.idle_since
-            .store(c.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        c.idle_since.store(ms_since(c.epoch), Ordering::Relaxed);
         c.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
