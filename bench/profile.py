@@ -40,6 +40,11 @@ PATHS = {
     "route": ("cache_capacity = 0\n", "/", {}),
     "one-filter": ('[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
                    'config = { response = { name = "x-b", value = "2" } }\n', "/", {}),
+    # The same filter given no request headers and no body (`request_headers = []`,
+    # `request_body = false`): what a filter that reads neither costs.
+    "one-filter-lean": ('[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
+                        'request_headers = []\nrequest_body = false\n'
+                        'config = { response = { name = "x-b", value = "2" } }\n', "/", {}),
     # The hello wasm responder on /hello with the cache off, as `make bench`'s plughost-wasm.
     "responder": ('cache_capacity = 0\n[[plugins]]\nname = "hello"\nfile = "WASM/hello.wasm"\n'
                   'kind = "responder"\n[[routes]]\nprefix = "/hello"\nplugin = "hello"\n',

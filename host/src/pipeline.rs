@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
-use crate::plugin::{Decision, Plugins, apply_edits, wit_request};
+use crate::plugin::{Decision, Plugins, apply_edits};
 use crate::routes::{Router, read_body};
 
 /// Everything a request needs, shared by all connections.
@@ -222,9 +222,16 @@ impl Pipeline {
         // A block, not an async fn: see `handle`.
         async move {
             let mut body = body::limited(body, self.max_body_bytes);
-            if live.plugins.need_body() {
-                let bytes = read_body(body, self.max_body_bytes).await?;
-                live.plugins.observe(&parts, &bytes);
+            if live.plugins.any_before_route() {
+                // Read whole only when a plugin sees it; otherwise it streams to the route.
+                let bytes = if live.plugins.need_body() {
+                    let bytes = read_body(body, self.max_body_bytes).await?;
+                    live.plugins.observe(&parts, &bytes);
+                    body = body::full(bytes.clone());
+                    bytes
+                } else {
+                    Bytes::new()
+                };
                 // Boxed like the cache's ways to the origin: the filter calls' future is large,
                 // and inline it would make every request's future that large (see cache::flow).
                 if let Some(resp) = Box::pin(run_filters(
@@ -238,7 +245,6 @@ impl Pipeline {
                 {
                     return Ok((resp, Outcome::Bypass));
                 }
-                body = body::full(bytes);
             }
             let live = live.clone();
             let route = move |req| {
@@ -295,7 +301,7 @@ async fn run_filters(
     extra: &mut HeaderMap,
 ) -> Result<Option<Response<Body>>, RequestError> {
     for filter in &plugins.filters {
-        match filter.run(&wit_request(parts, body, client)).await? {
+        match filter.run(&filter.request(parts, body, client)).await? {
             Some(Decision::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
             Some(Decision::Respond(resp)) => return Ok(Some(resp)),
             None => {}

@@ -16,7 +16,7 @@ use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
 use crate::config::{Config, PluginKind};
 use crate::error::{ClientError, RequestError};
-use crate::plugin::{Decision, LoadedPlugin, Plugins, wit_request};
+use crate::plugin::{Decision, LoadedPlugin, Plugins};
 use crate::proxy;
 
 /// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
@@ -178,8 +178,12 @@ impl Router {
                 .ok_or_else(|| ClientError::NotFound(path).into());
         }
         let (parts, body) = req.into_parts();
-        let body = read_body(body, self.max_body_bytes).await?;
-        match plugin.run(&wit_request(&parts, &body, client)).await? {
+        let body = if plugin.sees_body() {
+            read_body(body, self.max_body_bytes).await?
+        } else {
+            Bytes::new()
+        };
+        match plugin.run(&plugin.request(&parts, &body, client)).await? {
             Some(Decision::Respond(resp)) => Ok(resp),
             Some(Decision::Continue(_)) | None => {
                 Err(ClientError::NotFound(parts.uri.path().to_owned()).into())

@@ -654,6 +654,26 @@ impl Config {
                     ),
                 );
             }
+            if p.kind == PluginKind::WasiHttp && (p.request_headers.is_some() || !p.request_body) {
+                return invalid(
+                    "plugins.request_headers",
+                    format!(
+                        "plugin `{}`: request_headers and request_body apply to filters and responders; a wasi-http component is given the request as it is",
+                        p.name
+                    ),
+                );
+            }
+            if let Some(bad) = p
+                .request_headers
+                .iter()
+                .flatten()
+                .find(|n| http::HeaderName::from_bytes(n.as_bytes()).is_err())
+            {
+                return invalid(
+                    "plugins.request_headers",
+                    format!("plugin `{}`: `{bad}` is not a header name", p.name),
+                );
+            }
             for bucket in &p.keyvalue {
                 if !self.keyvalue.contains_key(bucket) {
                     return invalid(
@@ -1025,5 +1045,29 @@ plugin = "hello"
         let grant = "[[plugins]]\nname = \"p\"\nfile = \"p.wasm\"\nkeyvalue = [\"nope\"]\n";
         let e = parse(grant).unwrap_err().to_string();
         assert!(e.contains("no bucket named `nope`"), "{e}");
+    }
+
+    #[test]
+    fn what_a_plugin_is_given_is_checked() {
+        let plugin = |rest: &str| {
+            parse(&format!(
+                "[[plugins]]\nname = \"p\"\nfile = \"p.wasm\"\n{rest}\n"
+            ))
+        };
+        let p = &plugin("").unwrap().plugins[0];
+        assert_eq!((p.request_headers.as_ref(), p.request_body), (None, true));
+        let p = &plugin("request_headers = [\"Authorization\"]\nrequest_body = false")
+            .unwrap()
+            .plugins[0];
+        assert_eq!(p.request_headers, Some(vec!["Authorization".to_owned()]));
+        assert!(!p.request_body);
+        let e = plugin("request_headers = [\"bad name\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`bad name` is not a header name"), "{e}");
+        let e = plugin("kind = \"wasi-http\"\nrequest_body = false")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("apply to filters and responders"), "{e}");
     }
 }

@@ -29,6 +29,17 @@ pub struct PluginConfig {
     /// Passed to `plugin-init` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
+    /// The request headers a filter or responder is given, by name; the others are left out
+    /// of its `request.headers`. Absent: every header. Each header given is copied into the
+    /// plugin's memory on every call (as Envoy's ext_authz `allowed_headers` limits what its
+    /// service is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<Vec<String>>,
+    /// Whether a filter or responder is given the request body [default: true]. When no
+    /// filter (and no native plugin) reads it, a request body streams to its route instead of
+    /// being read whole first.
+    #[serde(default = "default_request_body")]
+    pub request_body: bool,
     /// Instance reuse: `pooled` (kept across requests) or `fresh` (one instance per request).
     #[serde(default)]
     pub reuse: Reuse,
@@ -98,6 +109,9 @@ pub struct PluginConfig {
     pub backoff: Duration,
 }
 
+fn default_request_body() -> bool {
+    true
+}
 fn default_plugin_timeout() -> Duration {
     DEFAULT_PLUGIN_TIMEOUT
 }
@@ -143,6 +157,8 @@ impl PluginConfig {
             file,
             kind: PluginKind::Filter,
             config: toml::Table::new(),
+            request_headers: None,
+            request_body: true,
             reuse: Reuse::Pooled,
             max_requests: None,
             instances: None,

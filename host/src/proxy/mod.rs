@@ -214,9 +214,8 @@ pub async fn exchange(
     let metrics = pool.metrics();
     let retryable = is_idempotent(method) && http_body::Body::is_end_stream(&body);
     // Origin-form, as HTTP/1.1 sends it to an origin server (RFC 9112 §3.2.1).
-    let parse = || {
-        http::Uri::try_from(path).map_err(|_| RequestError::Internal("upstream URI".into()))
-    };
+    let parse =
+        || http::Uri::try_from(path).map_err(|_| RequestError::Internal("upstream URI".into()));
     // Taken by the first try; a second parses the path again. A clone for every request, in
     // case of a retry, cost 460 instructions: it moves the URI's bytes to a shared buffer.
     let mut uri = Some(parse()?);

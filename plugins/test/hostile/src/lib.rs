@@ -116,6 +116,15 @@ impl Plugin for Hostile {
                 headers: c.headers.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }).collect(),
                 body: c.body.clone().into_bytes(),
             })),
+            // Lets the request go on and tells on the response what it was given: the request
+            // headers' names (`x-seen-headers`) and the body's length (`x-seen-body`).
+            "tell" => {
+                let names: Vec<&str> = req.headers.iter().map(|h| h.name.as_str()).collect();
+                Ok(Edits::default()
+                    .response_header("x-seen-headers", &names.join(","))
+                    .response_header("x-seen-body", &req.body.len().to_string())
+                    .into_action())
+            }
             // Lets the request go on and asks for its config's headers on the response.
             "edit-response" => {
                 let mut edits = Edits::default();
