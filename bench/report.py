@@ -67,6 +67,7 @@ def main():
         ("plughost-route", "nginx", 1.0, "default route vs nginx `return 200`"),
         ("plughost-hit", "hyper-hello", 0.85, "cache hit vs bare hyper"),
         ("plughost-filter", "plughost-hit", 0.8, "one wasm filter on a cache hit vs none"),
+        ("plughost-filter-lean", "plughost-hit", 0.0, "the same filter given no headers and no body (`request_headers = []`, `request_body = false`) vs none (no target)"),
         ("plughost-proxy", "nginx-proxy", 1.0, "proxy to 2 backends vs nginx round robin"),
         ("plughost-proxy", "haproxy-proxy", 1.0, "proxy to 2 backends vs HAProxy round robin (`http-reuse always`)"),
         ("plughost-proxy", "caddy-proxy", 0.0, "proxy to 2 backends vs Caddy `reverse_proxy` (no target)"),

@@ -9,6 +9,8 @@
 #   nginx           Debian's nginx, `return 200` with the same body, 2 workers, buffered access log
 #   hyper-hello     a bare hyper 1.x hello world (bench/src/hyper_hello.rs): the ceiling
 #   plughost-filter plughost-hit plus one wasm filter (plugins/rust/headers) on every request
+#   plughost-filter-lean  the same filter given no request headers and no body
+#                   (`request_headers = []`, `request_body = false`)
 #   plughost-wasm   the hello wasm responder on /hello, cache off (compare with plughost-route);
 #                   -fresh and -max100: the same with reuse = "fresh" and max_requests = 100
 #   plughost-wasihttp  that same wasi:http hello component in plughost (kind = "wasi-http",
@@ -104,6 +106,13 @@ plughost_config plughost-filter "wasm_cache_dir = \"$WORK/cache\"
 name = \"headers\"
 file = \"$WASM_DIR/headers.wasm\"
 config = { request = { name = \"x-a\", value = \"1\" }, response = { name = \"x-b\", value = \"2\" } }"
+plughost_config plughost-filter-lean "wasm_cache_dir = \"$WORK/cache\"
+[[plugins]]
+name = \"headers\"
+file = \"$WASM_DIR/headers.wasm\"
+request_headers = []
+request_body = false
+config = { request = { name = \"x-a\", value = \"1\" }, response = { name = \"x-b\", value = \"2\" } }"
 wasm_responder() { # wasm_responder NAME REUSE_TOML: the hello responder on /hello, cache off
     plughost_config "$1" "cache_capacity = 0
 wasm_cache_dir = \"$WORK/cache\"
@@ -140,6 +149,7 @@ config = { every = 1000000 }"
 ROUTE=$(start plughost-route "plughost listening on" target/release/plughost --config "$WORK/plughost-route.toml")
 HIT=$(start plughost-hit "plughost listening on" target/release/plughost --config "$WORK/plughost-hit.toml")
 FILTER=$(start plughost-filter "plughost listening on" target/release/plughost --config "$WORK/plughost-filter.toml")
+FILTER_LEAN=$(start plughost-filter-lean "plughost listening on" target/release/plughost --config "$WORK/plughost-filter-lean.toml")
 WASM=$(start plughost-wasm "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm.toml")
 WASM_FRESH=$(start plughost-wasm-fresh "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm-fresh.toml")
 WASM_MAX=$(start plughost-wasm-max100 "plughost listening on" target/release/plughost --config "$WORK/plughost-wasm-max100.toml")
@@ -229,6 +239,7 @@ declare -A URL=(
     [nginx]="http://127.0.0.1:$NGINX_PORT/"
     [hyper-hello]="http://$HYPER/"
     [plughost-filter]="http://$FILTER/"
+    [plughost-filter-lean]="http://$FILTER_LEAN/"
     [plughost-wasm]="http://$WASM/hello"
     [plughost-wasm-fresh]="http://$WASM_FRESH/hello"
     [plughost-wasm-max100]="http://$WASM_MAX/hello"
@@ -240,7 +251,7 @@ declare -A URL=(
     [plughost-proxy]="http://$PROXY/"
     [nginx-proxy]="http://127.0.0.1:$NGINX_PROXY_PORT/"
 )
-ORDER=(plughost-route plughost-hit plughost-filter plughost-wasm plughost-wasm-fresh plughost-wasm-max100 plughost-native nginx hyper-hello plughost-proxy nginx-proxy plughost-wasihttp plughost-wasihttp-fresh plughost-proxy1 plughost-outbound)
+ORDER=(plughost-route plughost-hit plughost-filter plughost-filter-lean plughost-wasm plughost-wasm-fresh plughost-wasm-max100 plughost-native nginx hyper-hello plughost-proxy nginx-proxy plughost-wasihttp plughost-wasihttp-fresh plughost-proxy1 plughost-outbound)
 
 # The peer: `wasmtime serve` (same wasmtime major version as plughost) running a wasi:http
 # hello component (bench/peers/wasi-http-hello). Built once into target/bench-peers; BENCH_PEERS=0
