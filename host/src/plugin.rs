@@ -282,7 +282,7 @@ impl LoadedPlugin {
 
     /// The request as this plugin is given it: the headers it asked for (all unless
     /// `request_headers` names some) and the body unless `request_body = false`. Every
-    /// string is copied into the plugin's memory by a call of its allocator, ~830
+    /// string is copied into the plugin's memory by a call of its allocator, ~800
     /// instructions each (callgrind), so what it does not read is not sent.
     pub fn request(&self, parts: &Parts, body: &Bytes, client: SocketAddr) -> Request {
         let sees = &self.sees;
