@@ -113,19 +113,7 @@ impl Pipeline {
 
     /// Answers one request. Never fails: errors, and panics in handlers, become responses.
     /// Its access-log line is written when the response body has been sent or cut off.
-    ///
-    /// This and the layers under it (`process`, `filtered_and_served`, `Cache::serve`,
-    /// `Router::route`) return an `async move` block rather than being `async fn`s: an async
-    /// fn's future holds its arguments twice, as passed and as the body's locals
-    /// (rust-lang/rust#62958), and the request's `Parts` are 224 bytes at each layer. As
-    /// blocks, the request's future fell from 3,104 to 2,008 bytes, and the memcpy moving it
-    /// with it: a cache hit from 19,122 to 18,635 instructions, the default route from 16,629
-    /// to 16,121 (callgrind, `bench/profile.py`).
-    pub fn handle<B>(
-        &self,
-        req: Request<B>,
-        client: SocketAddr,
-    ) -> impl Future<Output = Response<Body>>
+    pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -133,126 +121,116 @@ impl Pipeline {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
         let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
-        async move {
-            let processed = AssertUnwindSafe(self.process(parts, body, client))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    tracing::error!(panic = %what, method = %method, uri = %uri, "request handler panicked");
-                    Err(RequestError::Internal(what))
-                });
-            let (resp, cache) = match processed {
-                Ok(ok) => ok,
-                Err(e) => (self.error_response(e), Outcome::Bypass),
-            };
-            let duration = start.elapsed();
-            self.metrics
-                .observe_request(resp.status().as_u16(), duration.as_secs_f64());
-            let line = access::Line {
-                client,
-                method,
-                uri,
-                version,
-                status: resp.status(),
-                duration,
-                cache: cache.as_str(),
-            };
-            let metrics = self.metrics.clone();
-            resp.map(|body| access::Logged::new(body, line, metrics).boxed())
-        }
+        let processed = AssertUnwindSafe(self.process(parts, body, client))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, method = %method, uri = %uri, "request handler panicked");
+                Err(RequestError::Internal(what))
+            });
+        let (resp, cache) = match processed {
+            Ok(ok) => ok,
+            Err(e) => (self.error_response(e), Outcome::Bypass),
+        };
+        let duration = start.elapsed();
+        self.metrics
+            .observe_request(resp.status().as_u16(), duration.as_secs_f64());
+        let line = access::Line {
+            client,
+            method,
+            uri,
+            version,
+            status: resp.status(),
+            duration,
+            cache: cache.as_str(),
+        };
+        let metrics = self.metrics.clone();
+        resp.map(|body| access::Logged::new(body, line, metrics).boxed())
     }
 
-    #[expect(clippy::manual_async_fn, reason = "a block holds its arguments once")]
-    fn process<B>(
+    async fn process<B>(
         &self,
         parts: Parts,
         body: B,
         client: SocketAddr,
-    ) -> impl Future<Output = Result<(Response<Body>, Outcome), RequestError>>
+    ) -> Result<(Response<Body>, Outcome), RequestError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        // A block, not an async fn: see `handle`.
-        async move {
-            check_request(&parts)?;
-            let _permit = self.limiter.acquire().await?;
-            let live = self.live.load_full();
-            let declared = parts
-                .headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
-                return Err(ClientError::BodyTooLarge {
-                    limit: self.max_body_bytes,
-                }
-                .into());
+        check_request(&parts)?;
+        let _permit = self.limiter.acquire().await?;
+        let live = self.live.load_full();
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(ClientError::BodyTooLarge {
+                limit: self.max_body_bytes,
             }
-            // Headers the filters add to whatever response is finally sent: plughost's own error
-            // responses after the filters included (a security-header filter means every one).
-            let mut extra = HeaderMap::new();
-            let (resp, cache) = self
-                .filtered_and_served(&live, parts, body, client, &mut extra)
-                .await
-                .unwrap_or_else(|e| (self.error_response(e), Outcome::Bypass));
-            Ok((with_headers(resp, extra), cache))
+            .into());
         }
+        // Headers the filters add to whatever response is finally sent: plughost's own error
+        // responses after the filters included (a security-header filter means every one).
+        let mut extra = HeaderMap::new();
+        let (resp, cache) = self
+            .filtered_and_served(&live, parts, body, client, &mut extra)
+            .await
+            .unwrap_or_else(|e| (self.error_response(e), Outcome::Bypass));
+        Ok((with_headers(resp, extra), cache))
     }
 
     /// The filters, then the cache and the route; `extra` gathers the filters' response
     /// headers.
-    #[expect(clippy::manual_async_fn, reason = "a block holds its arguments once")]
-    fn filtered_and_served<B>(
+    async fn filtered_and_served<B>(
         &self,
         live: &Arc<Live>,
         mut parts: Parts,
         body: B,
         client: SocketAddr,
         extra: &mut HeaderMap,
-    ) -> impl Future<Output = Result<(Response<Body>, Outcome), RequestError>>
+    ) -> Result<(Response<Body>, Outcome), RequestError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        // A block, not an async fn: see `handle`.
-        async move {
-            let mut body = body::limited(body, self.max_body_bytes);
-            if live.plugins.any_before_route() {
-                // Read whole only when a plugin sees it; otherwise it streams to the route.
-                let bytes = if live.plugins.need_body() {
-                    let bytes = read_body(body, self.max_body_bytes).await?;
-                    live.plugins.observe(&parts, &bytes);
-                    body = body::full(bytes.clone());
-                    bytes
-                } else {
-                    Bytes::new()
-                };
-                // Boxed like the cache's ways to the origin: the filter calls' future is large,
-                // and inline it would make every request's future that large (see cache::flow).
-                if let Some(resp) = Box::pin(run_filters(
-                    &live.plugins,
-                    &mut parts,
-                    &bytes,
-                    client,
-                    extra,
-                ))
-                .await?
-                {
-                    return Ok((resp, Outcome::Bypass));
-                }
-            }
-            let live = live.clone();
-            let route = move |req| {
-                let live = live.clone();
-                async move { live.router.route(req, client).await }
+        let mut body = body::limited(body, self.max_body_bytes);
+        if live.plugins.any_before_route() {
+            // Read whole only when a plugin sees it; otherwise it streams to the route.
+            let bytes = if live.plugins.need_body() {
+                let bytes = read_body(body, self.max_body_bytes).await?;
+                live.plugins.observe(&parts, &bytes);
+                body = body::full(bytes.clone());
+                bytes
+            } else {
+                Bytes::new()
             };
-            self.cache.serve(parts, body, route).await
+            // Boxed like the cache's ways to the origin: the filter calls' future is large,
+            // and inline it would make every request's future that large (see cache::flow).
+            if let Some(resp) = Box::pin(run_filters(
+                &live.plugins,
+                &mut parts,
+                &bytes,
+                client,
+                extra,
+            ))
+            .await?
+            {
+                return Ok((resp, Outcome::Bypass));
+            }
         }
+        let live = live.clone();
+        let route = move |req| {
+            let live = live.clone();
+            async move { live.router.route(req, client).await }
+        };
+        self.cache.serve(parts, body, route).await
     }
 
     /// The response for an error, logged at the level its cause deserves.

@@ -75,65 +75,61 @@ const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
 impl Cache {
     /// Answers `parts` + `body` from the cache or through `route` (the router: the origin),
     /// storing what may be stored.
-    #[expect(clippy::manual_async_fn, reason = "a block holds its arguments once")]
-    pub fn serve<R, F>(
+    pub async fn serve<R, F>(
         &self,
         parts: Parts,
         body: Body,
         route: R,
-    ) -> impl Future<Output = Result<(Response<Body>, Outcome), RequestError>>
+    ) -> Result<(Response<Body>, Outcome), RequestError>
     where
         R: Fn(Request<Body>) -> F + Send + Sync + 'static,
         F: Future<Output = Result<Response<Body>, RequestError>> + Send + 'static,
     {
-        // A block, not an async fn: see `Pipeline::handle`.
-        async move {
-            // The two ways to the origin (`pass`, `fetch`) are boxed: their futures hold the
-            // route's and the response's settling, 1.4 KB, and inline they made every request's
-            // future that much larger, hits included, which hyper then moves by memcpy.
-            let Some(policy) = self.request_policy(&parts) else {
-                return Box::pin(self.pass(parts, body, route)).await;
-            };
-            let key = Cache::key(&parts);
-            let mut stored = self.lookup(&key, &parts.headers);
-            // Collapse concurrent misses: the first fetches, the others wait and look again.
-            let mut leader = None;
-            if stored.is_none() && policy.store && !policy.directives.only_if_cached {
-                match self.begin_fetch(&key) {
-                    Fetch::Leader(guard) => leader = Some(guard),
-                    Fetch::Follower(rx) => {
-                        self.wait(rx).await;
-                        stored = self.lookup(&key, &parts.headers);
-                    }
+        // The two ways to the origin (`pass`, `fetch`) are boxed: their futures hold the
+        // route's and the settling of its answer, ~1.5 KB, and inline they made every
+        // request's future that much larger, hits included, which hyper then moves by memcpy.
+        let Some(policy) = self.request_policy(&parts) else {
+            return Box::pin(self.pass(parts, body, route)).await;
+        };
+        let key = Cache::key(&parts);
+        let mut stored = self.lookup(&key, &parts.headers);
+        // Collapse concurrent misses: the first fetches, the others wait and look again.
+        let mut leader = None;
+        if stored.is_none() && policy.store && !policy.directives.only_if_cached {
+            match self.begin_fetch(&key) {
+                Fetch::Leader(guard) => leader = Some(guard),
+                Fetch::Follower(rx) => {
+                    self.wait(rx).await;
+                    stored = self.lookup(&key, &parts.headers);
                 }
             }
-            let now = SystemTime::now();
-            if let Some(entry) = &stored {
-                match policy::reuse(&entry.freshness, &policy.directives, now) {
-                    Reuse::Fresh => {
-                        self.count(true);
-                        return Ok((answer(entry, &parts, now, Outcome::Hit), Outcome::Hit));
-                    }
-                    Reuse::StaleWhileRevalidate => {
-                        self.count(true);
-                        self.revalidate_in_background(key, &parts, entry.clone(), &policy, route);
-                        return Ok((answer(entry, &parts, now, Outcome::Stale), Outcome::Stale));
-                    }
-                    Reuse::Validate => {}
-                }
-            }
-            self.count(false);
-            if policy.directives.only_if_cached {
-                let mut resp = Response::new(body::full("not in the cache (only-if-cached)\n"));
-                *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-                return Ok((resp, Outcome::Miss));
-            }
-            let view = request_view(&parts);
-            let req = conditional(parts, body, stored.as_deref());
-            let result = Box::pin(self.fetch(key, &view, req, stored, &policy, &route)).await;
-            drop(leader);
-            result
         }
+        let now = SystemTime::now();
+        if let Some(entry) = &stored {
+            match policy::reuse(&entry.freshness, &policy.directives, now) {
+                Reuse::Fresh => {
+                    self.count(true);
+                    return Ok((answer(entry, &parts, now, Outcome::Hit), Outcome::Hit));
+                }
+                Reuse::StaleWhileRevalidate => {
+                    self.count(true);
+                    self.revalidate_in_background(key, &parts, entry.clone(), &policy, route);
+                    return Ok((answer(entry, &parts, now, Outcome::Stale), Outcome::Stale));
+                }
+                Reuse::Validate => {}
+            }
+        }
+        self.count(false);
+        if policy.directives.only_if_cached {
+            let mut resp = Response::new(body::full("not in the cache (only-if-cached)\n"));
+            *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            return Ok((resp, Outcome::Miss));
+        }
+        let view = request_view(&parts);
+        let req = conditional(parts, body, stored.as_deref());
+        let result = Box::pin(self.fetch(key, &view, req, stored, &policy, &route)).await;
+        drop(leader);
+        result
     }
 
     /// Sends `req` to the origin and settles the answer with the stored entry (validation,
