@@ -167,8 +167,9 @@ impl Router {
         if plugin.kind == PluginKind::WasiHttp {
             let path = req.uri().path().to_owned();
             let https = req.extensions().get::<proxy::Https>().is_some();
-            return plugin
-                .respond_http(req, https)
+            // Boxed: its future (3.3 KB) would double this one's, which every responder
+            // request boxes and copies (`route`).
+            return Box::pin(plugin.respond_http(req, https))
                 .await?
                 .ok_or_else(|| ClientError::NotFound(path).into());
         }
