@@ -177,6 +177,7 @@ impl Router {
         let body = if plugin.sees_body() {
             read_body(body, self.max_body_bytes).await?
         } else {
+            discard_body(body, self.max_body_bytes).await?;
             Bytes::new()
         };
         match plugin.run(&plugin.request(&parts, &body, client)).await? {
@@ -221,10 +222,25 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> 
     }
     match body.collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(match e.downcast_ref::<LengthLimitError>() {
-            Some(_) => ClientError::BodyTooLarge { limit }.into(),
-            None => ClientError::BadBody.into(),
-        }),
+        Err(e) => Err(body_error(&e, limit)),
+    }
+}
+
+/// Reads a request body to its end and drops it chunk by chunk. A responder not given the
+/// body answers once it has arrived, so the connection stays open for the next request: left
+/// unread, it was closed under a client still sending (nginx discards a body it does not need
+/// the same way). An over-limit body is 413, as when read.
+async fn discard_body(mut body: Body, limit: usize) -> Result<(), RequestError> {
+    while let Some(frame) = body.frame().await {
+        frame.map_err(|e| body_error(&e, limit))?;
+    }
+    Ok(())
+}
+
+fn body_error(e: &body::BoxError, limit: usize) -> RequestError {
+    match e.downcast_ref::<LengthLimitError>() {
+        Some(_) => ClientError::BodyTooLarge { limit }.into(),
+        None => ClientError::BadBody.into(),
     }
 }
 

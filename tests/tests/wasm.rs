@@ -1,10 +1,11 @@
 //! WebAssembly plugins end to end: the example plugins, config through `plugin-init`, reuse
 //! policies, the compiled cache, and hostile plugins that must not hurt the server.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{Plughost, assert_no_leaks, plugin, plugin_errors};
+use plughost_e2e::{Plughost, assert_no_leaks, plugin, plugin_errors, read_response};
 
 /// A `[[plugins]]` table for a test plugin file.
 fn entry(name: &str, file: &str, rest: &str) -> String {
@@ -489,5 +490,42 @@ async fn a_filter_is_given_only_the_headers_and_body_it_asks_for() {
     assert!(
         growth_mib < 5.0,
         "peak RSS grew {growth_mib:.1} MiB over idle: the body was read whole"
+    );
+    drop(server);
+
+    // A responder the same. The body it is not given is read and dropped, not left unread:
+    // the connection then takes a second request.
+    let server = Plughost::start(&hostile(
+        "told",
+        "mode = \"tell-respond\"",
+        "request_headers = [\"x-b\"]\nrequest_body = false",
+    ));
+    let addr = server.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let body = vec![b'u'; MIB];
+        let head = format!(
+            "POST /told HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(&body).unwrap();
+        let first = read_response(&mut conn).unwrap();
+        conn.write_all(b"GET /told HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        (first, read_response(&mut conn).map(|(status, _, _)| status))
+    })
+    .await
+    .unwrap();
+    let ((status, head, _), second) = answers;
+    assert_eq!(status, 200);
+    assert!(head.contains("x-seen-headers: x-b\r\n"), "{head}");
+    assert!(head.contains("x-seen-body: 0\r\n"), "{head}");
+    assert_eq!(
+        second.unwrap(),
+        200,
+        "the connection was closed after the first answer"
     );
 }

@@ -37,7 +37,7 @@ pub struct PluginConfig {
     pub request_headers: Option<Vec<String>>,
     /// Whether a filter or responder is given the request body [default: true]. When no
     /// filter (and no native plugin) reads it, a request body streams to its route instead of
-    /// being read whole first.
+    /// being read whole first; a responder's is read and dropped before it answers.
     #[serde(default = "default_request_body")]
     pub request_body: bool,
     /// Instance reuse: `pooled` (kept across requests) or `fresh` (one instance per request).

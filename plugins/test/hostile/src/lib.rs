@@ -118,12 +118,21 @@ impl Plugin for Hostile {
             })),
             // Lets the request go on and tells on the response what it was given: the request
             // headers' names (`x-seen-headers`) and the body's length (`x-seen-body`).
-            "tell" => {
+            // `tell-respond`: a responder's way, the same two headers on a 200 of its own.
+            "tell" | "tell-respond" => {
                 let names: Vec<&str> = req.headers.iter().map(|h| h.name.as_str()).collect();
-                Ok(Edits::default()
-                    .response_header("x-seen-headers", &names.join(","))
-                    .response_header("x-seen-body", &req.body.len().to_string())
-                    .into_action())
+                let (names, body) = (names.join(","), req.body.len().to_string());
+                Ok(if c.mode == "tell" {
+                    Edits::default()
+                        .response_header("x-seen-headers", &names)
+                        .response_header("x-seen-body", &body)
+                        .into_action()
+                } else {
+                    Response::text(200, "told\n")
+                        .with_header("x-seen-headers", &names)
+                        .with_header("x-seen-body", &body)
+                        .into_action()
+                })
             }
             // Lets the request go on and asks for its config's headers on the response.
             "edit-response" => {
