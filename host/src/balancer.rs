@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use http::Request;
 use http_body_util::{BodyExt, Limited};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -27,10 +26,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
+use crate::proxy::h1::Head;
 use crate::proxy::pool::Connections;
 
 /// The most of a health check's response body that is read to keep its connection.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
+
+/// The `User-Agent` of health checks, so backends can tell them in their logs.
+static AGENT: http::HeaderValue = http::HeaderValue::from_static("plughost-health-check");
 
 /// Labels of per-backend metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -299,14 +302,19 @@ impl Pool {
     /// Checks every server once.
     async fn check_all(&self) {
         let checks = self.servers.iter().map(|b| async move {
-            let req = Request::get(self.config.health_path.as_str())
-                .header(http::header::HOST, b.host.clone())
-                .header(http::header::USER_AGENT, "plughost-health-check")
-                .body(crate::body::full(bytes::Bytes::new()))
-                .expect("valid health check request");
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::USER_AGENT, AGENT.clone());
+            let body = crate::body::full(bytes::Bytes::new());
+            let head = Head::encode(
+                &http::Method::GET,
+                &self.config.health_path,
+                &headers,
+                Some(&b.host),
+                &body,
+            );
             let timeout = self.config.connect_timeout + Duration::from_secs(1);
             let check = async {
-                let resp = b.connections.send(req).await.ok()?;
+                let resp = b.connections.send(head.as_ref()?, body).await.ok()?;
                 let ok = resp.status().is_success() || resp.status().is_redirection();
                 // Read to its end (what a health page says is not looked at), so that the
                 // connection is kept for the next check or request.

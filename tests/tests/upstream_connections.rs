@@ -53,6 +53,35 @@ impl RawBackend {
     }
 }
 
+/// Hostile answers by path, and (below) what the client gets from each.
+const HOSTILE: [(&str, fn() -> Vec<u8>); 7] = [
+    ("/two-lengths", || {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok".to_vec()
+    }),
+    ("/garbage", || b"SSH-2.0-OpenSSH_9.6\r\n\r\n".to_vec()),
+    ("/huge-head", || {
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+            "b".repeat(70_000)
+        )
+        .into_bytes()
+    }),
+    ("/many-fields", || {
+        let fields: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
+        format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 2\r\n\r\nok").into_bytes()
+    }),
+    // Chunked wins over the length, which is not passed on.
+    ("/chunked-and-length", || {
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 50\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec()
+    }),
+    ("/short", || {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok".to_vec()
+    }),
+    ("/bad-chunk", || {
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n".to_vec()
+    }),
+];
+
 /// Answers requests on one connection until the client or a script closes it.
 fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
     stream
@@ -68,6 +97,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
         }
         let request_line = line.trim_end().to_owned();
         let mut host = String::new();
+        let mut length = 0;
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).unwrap_or(0) == 0 {
@@ -76,8 +106,12 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
             if header == "\r\n" {
                 break;
             }
-            if let Some(v) = header.to_ascii_lowercase().strip_prefix("host:") {
+            let lower = header.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("host:") {
                 host = v.trim().to_owned();
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
             }
         }
         let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
@@ -107,6 +141,20 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
                 if out.write_all(chunked).is_err() {
                     return;
                 }
+            }
+            // Answers before reading the body, then reads it and closes.
+            "/early" => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!",
+                );
+                let _ = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
+                return;
+            }
+            // Responses no HTTP/1.1 client may take as they are; each closes the connection.
+            p if HOSTILE.iter().any(|(path, _)| *path == p) => {
+                let (_, response) = HOSTILE.iter().find(|(path, _)| *path == p).unwrap();
+                let _ = out.write_all(&response());
+                return;
             }
             "/then-close" => {
                 let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -318,4 +366,72 @@ async fn a_response_the_client_stopped_reading_does_not_reach_the_next_request()
         b["idle_connections"] == 1 && b["inflight"] == 0
     })
     .await;
+}
+
+/// A backend's response plughost cannot frame is a 502 and counts against the backend; one
+/// that breaks off in its body breaks off the client's; one framed twice is read as chunked and
+/// its length dropped. After each, plughost keeps serving, and a good connection keeps working.
+#[tokio::test]
+async fn malformed_backend_responses_are_502_or_cut_short_and_plughost_keeps_serving() {
+    let (backend, server, client) = proxied().await;
+    for path in ["/two-lengths", "/garbage", "/huge-head", "/many-fields"] {
+        assert_eq!(
+            get(&client, &server, &format!("/b{path}")).await.0,
+            502,
+            "{path}"
+        );
+        assert_ok(&client, &server, "/b/keep").await;
+    }
+    let r = client
+        .get(server.url("/b/chunked-and-length"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("content-length").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(r.text().await.unwrap(), "ok");
+    // The head may or may not have gone out before the body broke off.
+    for path in ["/short", "/bad-chunk"] {
+        let cut = match client.get(server.url(&format!("/b{path}"))).send().await {
+            Err(_) => true,
+            Ok(r) => r.bytes().await.is_err(),
+        };
+        assert!(cut, "{path}: a cut body reached the client as whole");
+    }
+    assert_ok(&client, &server, "/b/keep").await;
+    let b = server.admin_json("/backends").await[0].clone();
+    assert_eq!(b["failures"], 4, "{b}");
+    assert!(backend.accepted.load(Ordering::SeqCst) >= 8);
+}
+
+/// A backend that answers an upload before reading it (a 413, say) is heard: the client gets
+/// that answer while it is still sending, not a 502 or a wait for a body it may never finish.
+#[tokio::test]
+async fn an_answer_before_the_request_body_is_read_reaches_the_client() {
+    let (_backend, server, client) = proxied().await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // 64 KiB of the 4 MiB it announces, and then nothing more.
+        let head = format!(
+            "POST /b/early HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            4 << 20
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        conn.write_all(&[b'x'; 64 * 1024]).unwrap();
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.ends_with("big!"), "{answer}");
+    })
+    .await
+    .unwrap();
+    assert_ok(&client, &server, "/b/keep").await;
 }

@@ -766,10 +766,12 @@ impl Config {
                     format!("pool `{name}`: must be at most 100"),
                 );
             }
-            if !u.health_path.starts_with('/') {
+            if !crate::proxy::h1::valid_target(&u.health_path) {
                 return invalid(
                     "upstreams.health_path",
-                    format!("pool `{name}`: must start with /"),
+                    format!(
+                        "pool `{name}`: must start with / and hold only visible ASCII (percent-encode the rest)"
+                    ),
                 );
             }
         }

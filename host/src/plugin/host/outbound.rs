@@ -57,6 +57,7 @@ use crate::balancer::Pools;
 use crate::body;
 use crate::config::{Destination, OutboundConfig, PluginConfig, UPSTREAM_HOST_SUFFIX};
 use crate::error::{ClientError, RequestError, UpstreamError};
+use crate::proxy::h1;
 
 /// Adds `wasi:http/outgoing-handler` and `wasi:http/types` to the linker.
 pub fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
@@ -360,7 +361,8 @@ impl PluginOutbound {
         permit: OwnedSemaphorePermit,
     ) -> Response<WasiBody>
     where
-        B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Error>,
     {
         resp.map(|inner| {
             Capped {
@@ -512,7 +514,8 @@ struct Capped<B> {
 
 impl<B> http_body::Body for Capped<B>
 where
-    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Error>,
 {
     type Data = Bytes;
     type Error = Error;
@@ -528,7 +531,7 @@ where
                 Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, Bytes::len);
                 if len > this.left {
@@ -551,6 +554,17 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The interface's error for a body from `[upstreams.NAME]` that failed while it was read.
+impl From<h1::Error> for Error {
+    fn from(e: h1::Error) -> Self {
+        match e {
+            h1::Error::Io(_) | h1::Error::Closed => Error::ConnectionTerminated,
+            h1::Error::Truncated(_) => Error::HttpResponseIncomplete,
+            h1::Error::Malformed(_) | h1::Error::Body(_) => Error::HttpProtocolError,
+        }
     }
 }
 
