@@ -311,6 +311,7 @@ impl Pool {
                 &headers,
                 Some(&b.host),
                 &body,
+                None,
             );
             let timeout = self.config.connect_timeout + Duration::from_secs(1);
             let check = async {

@@ -84,17 +84,43 @@ pub fn valid_target(target: &str) -> bool {
     (target.starts_with('/') || target == "*") && target.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Changes to a request's own fields on their way out (the reverse proxy's forwarding headers).
+pub trait Rewrite: Sync {
+    /// Whether the request's own field `name` is left out.
+    fn drops(&self, name: &HeaderName) -> bool;
+    /// Writes the fields that follow the request's own.
+    fn add(&self, out: &mut Fields<'_>);
+}
+
+/// Where a [`Rewrite`] writes its fields. Their values must come from `HeaderValue`s or be
+/// built from them and from addresses: nothing here checks them for line breaks.
+pub struct Fields<'a>(&'a mut BytesMut);
+
+impl Fields<'_> {
+    /// One `name: value` line.
+    pub fn field(&mut self, name: &str, value: &[u8]) {
+        field(self.0, name, value);
+    }
+}
+
 impl Head {
+    /// The head as it goes on the wire.
+    #[cfg(test)]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The request line, `Host` (first, as RFC 9112 §3.2 asks: `host` when given, else the one in
-    /// `headers`), every other header but the framing ones, and the framing `body` needs: none,
-    /// `Content-Length` when its length is known, else chunked. `None` for a target that cannot
-    /// be sent as it is.
+    /// `headers`), every other header but the framing ones and those `rewrite` drops, the ones it
+    /// adds, and the framing `body` needs: none, `Content-Length` when its length is known, else
+    /// chunked. `None` for a target that cannot be sent as it is.
     pub fn encode(
         method: &Method,
         target: &str,
         headers: &HeaderMap,
         host: Option<&HeaderValue>,
         body: &Body,
+        rewrite: Option<&dyn Rewrite>,
     ) -> Option<Self> {
         if !valid_target(target) {
             return None;
@@ -116,9 +142,16 @@ impl Head {
             field(&mut out, HOST.as_str(), host.as_bytes());
         }
         for (name, value) in headers {
-            if name != HOST && name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            if name != HOST
+                && name != CONTENT_LENGTH
+                && name != TRANSFER_ENCODING
+                && !rewrite.is_some_and(|r| r.drops(name))
+            {
                 field(&mut out, name.as_str(), value.as_bytes());
             }
+        }
+        if let Some(r) = rewrite {
+            r.add(&mut Fields(&mut out));
         }
         match sends {
             Sends::Nothing => {}
@@ -942,7 +975,7 @@ mod tests {
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
         headers.insert(HOST, HeaderValue::from_static("client.example"));
         let empty = crate::body::full(Bytes::new());
-        let get = Head::encode(&Method::GET, "/p?q=1", &headers, None, &empty).unwrap();
+        let get = Head::encode(&Method::GET, "/p?q=1", &headers, None, &empty, None).unwrap();
         assert_eq!(
             &get.bytes[..],
             b"GET /p?q=1 HTTP/1.1\r\nhost: client.example\r\nx-a: 1\r\n\r\n"
@@ -954,6 +987,7 @@ mod tests {
             &headers,
             Some(&backend),
             &crate::body::full("abc"),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -962,7 +996,7 @@ mod tests {
         );
         for bad in ["", "p", "/a b", "/a\r\nx: y", "/\u{e9}"] {
             assert!(
-                Head::encode(&Method::GET, bad, &headers, None, &empty).is_none(),
+                Head::encode(&Method::GET, bad, &headers, None, &empty, None).is_none(),
                 "{bad:?}"
             );
         }

@@ -417,10 +417,11 @@ impl PluginOutbound {
         let exchange = crate::proxy::exchange(
             &pool,
             &parts.method,
-            parts.headers,
+            &parts.headers,
             body::full(bytes),
             path,
             cap,
+            None,
         );
         match tokio::time::timeout(waits.first_byte, exchange).await {
             Err(_) => Err(Error::ConnectionReadTimeout),
