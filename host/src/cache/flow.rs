@@ -318,14 +318,14 @@ impl Cache {
 
 /// The method, target and headers of a request, for answering it later.
 fn request_view(parts: &Parts) -> Parts {
-    let mut b = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(h) = b.headers_mut() {
-        *h = parts.headers.clone();
-    }
-    b.body(()).expect("parts of a valid request").into_parts().0
+    // Field by field: through `Request::builder` each step moved the whole builder (~250
+    // instructions of memcpy a miss, callgrind).
+    let mut view = Request::new(()).into_parts().0;
+    view.method = parts.method.clone();
+    view.uri = parts.uri.clone();
+    view.version = parts.version;
+    view.headers = parts.headers.clone();
+    view
 }
 
 /// The request to send: with the stored response's validators when there is one to validate
