@@ -203,6 +203,9 @@ pub struct Response {
 pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// How much of a partial head in `buf` is known to hold no blank line, so that a head
+    /// arriving a byte at a time is searched once, not parsed again from its start per byte.
+    scanned: usize,
 }
 
 impl Conn {
@@ -211,6 +214,7 @@ impl Conn {
         Self {
             io,
             buf: BytesMut::new(),
+            scanned: 0,
         }
     }
 
@@ -297,12 +301,17 @@ impl Conn {
         head_request: bool,
     ) -> Poll<Result<Response, Error>> {
         loop {
-            // Not parsed while empty: a head is awaited with nothing read most of the time.
-            if !self.buf.is_empty()
-                && let Some(resp) = parse_head(&mut self.buf, head_request)?
-            {
-                return Poll::Ready(Ok(resp));
+            // Parsed when its first bytes come (what is not HTTP is refused at once), then
+            // only once a blank line has come: a head may come in many pieces, and parsing it
+            // again from its start for each would cost the square of its length.
+            let first = self.scanned == 0 && !self.buf.is_empty();
+            if first || has_blank_line(&self.buf, self.scanned) {
+                self.scanned = 0;
+                if let Some(resp) = parse_head(&mut self.buf, head_request)? {
+                    return Poll::Ready(Ok(resp));
+                }
             }
+            self.scanned = self.buf.len();
             if self.buf.len() >= MAX_HEAD {
                 return Poll::Ready(Err(Error::Malformed("response head larger than 64 KiB")));
             }
@@ -468,6 +477,19 @@ impl Framing {
             _ => None,
         }
     }
+}
+
+/// Whether `buf` holds an empty line (the end of a head: LF LF, or LF CR LF) that ends past
+/// `scanned`, the part already searched.
+fn has_blank_line(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    buf.get(from..).is_some_and(|rest| {
+        rest.iter().enumerate().any(|(i, b)| {
+            *b == b'\n'
+                && (rest.get(i + 1) == Some(&b'\n')
+                    || (rest.get(i + 1) == Some(&b'\r') && rest.get(i + 2) == Some(&b'\n')))
+        })
+    })
 }
 
 /// Parses a final response head off the front of `buf`, dropping interim ones before it;
@@ -686,9 +708,13 @@ impl Chunked {
                     *self = Self::Size;
                 }
                 Self::Trailers(seen) => {
+                    // Each line is bounded like a chunk-size line, so that one arriving in
+                    // pieces is searched a bounded number of times.
                     let Some((text, used)) = line(buf) else {
-                        return if *seen + buf.len() > MAX_HEAD {
-                            Err(Error::Malformed("trailers larger than 64 KiB"))
+                        return if buf.len() > MAX_CHUNK_LINE || *seen + buf.len() > MAX_HEAD {
+                            Err(Error::Malformed(
+                                "trailer line over 4 KiB or trailers over 64 KiB",
+                            ))
                         } else {
                             Ok(Decoded::NeedMore)
                         };
@@ -725,6 +751,18 @@ mod tests {
         assert!(matches!(resp.body, Framing::Length(5)));
         assert!(resp.keep_alive);
         assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_pieces() {
+        let head = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n";
+        for cut in 0..head.len() {
+            // Searched up to `cut` with nothing found, then the rest arrives.
+            assert!(!has_blank_line(&head[..cut], 0) || cut == head.len());
+            assert!(has_blank_line(head, cut), "cut at {cut}");
+        }
+        assert!(has_blank_line(b"HTTP/1.0 204 x\n\n", 0));
+        assert!(!has_blank_line(b"HTTP/1.1 200 OK\r\nA: b\r\n", 0));
     }
 
     #[test]
