@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DEFAULT_KV_COMMAND_TIMEOUT, DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_MAX_BYTES,
+    ConfigError, DEFAULT_KV_COMMAND_TIMEOUT, DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_MAX_BYTES,
     DEFAULT_KV_MAX_KEYS,
 };
 
@@ -67,6 +67,32 @@ impl KeyValueConfig {
             connect_timeout: DEFAULT_KV_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_KV_COMMAND_TIMEOUT,
         }
+    }
+}
+
+impl KeyValueConfig {
+    /// Checks the bucket `name`: a Redis one needs a Redis URL.
+    pub(super) fn check(&self, name: &str) -> Result<(), ConfigError> {
+        if self.backend != KvBackend::Redis {
+            return Ok(());
+        }
+        let invalid = |reason: String| {
+            Err(ConfigError::Invalid {
+                key: "keyvalue.url",
+                reason,
+            })
+        };
+        let Some(url) = &self.url else {
+            return invalid(format!(
+                "bucket `{name}`: backend = \"redis\" needs url = \"redis://127.0.0.1:6379/0\""
+            ));
+        };
+        if redis::Client::open(url.as_str()).is_err() {
+            return invalid(format!(
+                "bucket `{name}`: `{url}` is not a Redis URL like redis://127.0.0.1:6379/0"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -718,62 +718,10 @@ impl Config {
             }
         }
         for (name, kv) in &self.keyvalue {
-            if kv.backend != KvBackend::Redis {
-                continue;
-            }
-            let Some(url) = &kv.url else {
-                return invalid(
-                    "keyvalue.url",
-                    format!(
-                        "bucket `{name}`: backend = \"redis\" needs url = \"redis://127.0.0.1:6379/0\""
-                    ),
-                );
-            };
-            if redis::Client::open(url.as_str()).is_err() {
-                return invalid(
-                    "keyvalue.url",
-                    format!(
-                        "bucket `{name}`: `{url}` is not a Redis URL like redis://127.0.0.1:6379/0"
-                    ),
-                );
-            }
+            kv.check(name)?;
         }
         for (name, u) in &self.upstreams {
-            if u.servers.is_empty() {
-                return invalid("upstreams.servers", format!("pool `{name}` has no servers"));
-            }
-            if u.servers.len() > self.max_backends {
-                return invalid(
-                    "upstreams.servers",
-                    format!(
-                        "pool `{name}` has {} servers; max_backends is {}",
-                        u.servers.len(),
-                        self.max_backends
-                    ),
-                );
-            }
-            if u.fall == 0 || u.rise == 0 || u.max_fails == 0 || u.health_interval.is_zero() {
-                return invalid(
-                    "upstreams",
-                    format!(
-                        "pool `{name}`: fall, rise, max_fails and health_interval must be above 0"
-                    ),
-                );
-            }
-            if u.max_ejected_percent > 100 {
-                return invalid(
-                    "upstreams.max_ejected_percent",
-                    format!("pool `{name}`: must be at most 100"),
-                );
-            }
-            if !crate::proxy::h1::valid_target(&u.health_path) {
-                return invalid(
-                    "upstreams.health_path",
-                    format!(
-                        "pool `{name}`: must start with / and hold only visible ASCII (percent-encode the rest)"
-                    ),
-                );
-            }
+            u.check(name, self.max_backends)?;
         }
         for r in &self.routes {
             if !r.prefix.starts_with('/') {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_RESPONSE_TIMEOUT};
+use super::{
+    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_RESPONSE_TIMEOUT,
+};
 
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +69,47 @@ pub struct UpstreamConfig {
     /// Time for a backend's response head [default: 30s]; past it the client gets 504.
     #[serde(default = "default_response_timeout", with = "humantime_serde")]
     pub response_timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// Checks the pool `name`, which may have at most `max_backends` servers.
+    pub(super) fn check(&self, name: &str, max_backends: usize) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.servers.is_empty() {
+            return invalid("upstreams.servers", format!("pool `{name}` has no servers"));
+        }
+        if self.servers.len() > max_backends {
+            return invalid(
+                "upstreams.servers",
+                format!(
+                    "pool `{name}` has {} servers; max_backends is {max_backends}",
+                    self.servers.len(),
+                ),
+            );
+        }
+        if self.fall == 0 || self.rise == 0 || self.max_fails == 0 || self.health_interval.is_zero()
+        {
+            return invalid(
+                "upstreams",
+                format!("pool `{name}`: fall, rise, max_fails and health_interval must be above 0"),
+            );
+        }
+        if self.max_ejected_percent > 100 {
+            return invalid(
+                "upstreams.max_ejected_percent",
+                format!("pool `{name}`: must be at most 100"),
+            );
+        }
+        if !crate::proxy::h1::valid_target(&self.health_path) {
+            return invalid(
+                "upstreams.health_path",
+                format!(
+                    "pool `{name}`: must start with / and hold only visible ASCII (percent-encode the rest)"
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 fn default_health_path() -> String {
