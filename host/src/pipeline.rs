@@ -24,7 +24,7 @@ use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::plugin::{Decision, Plugins, apply_edits};
-use crate::routes::{Router, read_body};
+use crate::routes::{self, Router, read_body};
 
 /// Everything a request needs, shared by all connections.
 pub struct Pipeline {
@@ -213,15 +213,19 @@ impl Pipeline {
             };
             // Boxed like the cache's ways to the origin: the filter calls' future is large,
             // and inline it would make every request's future that large (see cache::flow).
-            if let Some(resp) = Box::pin(run_filters(
-                &live.plugins,
-                &mut parts,
-                &bytes,
-                client,
-                extra,
-            ))
-            .await?
-            {
+            let max_body_bytes = self.max_body_bytes;
+            let answer = Box::pin(async {
+                let answer = run_filters(&live.plugins, &mut parts, &bytes, client, extra).await?;
+                if answer.is_some() {
+                    // A filter's answer needs no body: the one no filter read is dropped first,
+                    // as the router does for its own errors, so the connection stays open.
+                    let unread = std::mem::replace(&mut body, body::full(Bytes::new()));
+                    let _ = routes::discard_body(unread, max_body_bytes).await;
+                }
+                Ok::<_, RequestError>(answer)
+            })
+            .await?;
+            if let Some(resp) = answer {
                 return Ok((resp, Outcome::Bypass));
             }
         }

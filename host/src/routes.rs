@@ -125,10 +125,10 @@ impl Router {
             return Box::pin(self.debug(req)).await;
         }
         let method = req.method();
-        if !STANDARD_METHODS.contains(&method.as_str()) {
-            return Err(ClientError::NotImplemented.into());
-        }
-        match path {
+        let answer = match path {
+            _ if !STANDARD_METHODS.contains(&method.as_str()) => {
+                Err(ClientError::NotImplemented.into())
+            }
             "/" if method == Method::GET || method == Method::HEAD => {
                 Ok(text(StatusCode::OK, self.index.clone()))
             }
@@ -142,7 +142,15 @@ impl Router {
                 Ok(resp)
             }
             _ => Err(ClientError::NotFound(path.to_owned()).into()),
+        };
+        // None of these reads a body: one sent to an error is dropped before the answer, so
+        // the connection stays open for the next request (hyper closes one whose body was
+        // left unread). One past `max_body_bytes` is left: the answer stays the one above,
+        // and the connection closes after it. Boxed, so the default page's future stays small.
+        if answer.is_err() && !http_body::Body::is_end_stream(req.body()) {
+            let _ = Box::pin(discard_body(req.into_body(), self.max_body_bytes)).await;
         }
+        answer
     }
 }
 
@@ -227,10 +235,13 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> 
 }
 
 /// Reads a request body to its end and drops it chunk by chunk. A responder not given the
-/// body answers once it has arrived, so the connection stays open for the next request: left
-/// unread, it was closed under a client still sending (nginx discards a body it does not need
-/// the same way). An over-limit body is 413, as when read.
-async fn discard_body(mut body: Body, limit: usize) -> Result<(), RequestError> {
+/// body, or an answer that needs none, goes out once it has arrived, so the connection stays
+/// open for the next request: left unread, it was closed under a client still sending (nginx
+/// discards a body it does not need the same way). An over-limit body is 413, as when read.
+pub async fn discard_body(mut body: Body, limit: usize) -> Result<(), RequestError> {
+    if http_body::Body::is_end_stream(&body) {
+        return Ok(());
+    }
     while let Some(frame) = body.frame().await {
         frame.map_err(|e| body_error(&e, limit))?;
     }

@@ -41,6 +41,42 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     }
 }
 
+/// A body sent to what does not read bodies (a 404, the default page's 405, a method plughost
+/// does not implement) is read and dropped before the answer, as nginx does, so the
+/// connection takes the next request: left unread, it was closed after the answer, and the
+/// request pipelined behind the body was lost.
+#[test]
+fn a_body_nobody_reads_does_not_cost_the_connection() {
+    let server = Plughost::start("");
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = vec![b'x'; 256 * 1024];
+    for (method, path, status) in [
+        ("POST", "/nothing", 404),
+        ("PUT", "/", 405),
+        ("BREW", "/", 501),
+    ] {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        // The next request follows the body in the same write.
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        conn.write_all(&bytes).unwrap();
+        let (got, head, _) = read_response(&mut conn).unwrap();
+        assert_eq!(got, status, "{method} {path}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        let (got, head, body) = read_response(&mut conn).unwrap();
+        assert_eq!(got, 200, "after {method} {path}: {head}");
+        assert!(body.starts_with(b"plughost "));
+    }
+}
+
 #[tokio::test]
 async fn h2c_with_prior_knowledge_is_served() {
     let server = Plughost::start("");

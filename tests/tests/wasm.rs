@@ -73,6 +73,43 @@ async fn headers_filter_edits_request_and_response() {
     assert_eq!(hit.headers()["x-added"], "1");
 }
 
+/// A filter that answers (here a 401) before anything has read the body, which it is not
+/// given: the body is read and dropped first, so the request behind it on the connection is
+/// served. Left unread, the connection closed after the 401 and took that request with it.
+#[tokio::test]
+async fn a_filters_answer_does_not_cost_the_connection_its_next_request() {
+    let server = Plughost::start(&entry(
+        "auth",
+        "auth",
+        "config = { keys = [\"s3cret\"] }\nrequest_headers = [\"x-api-key\"]\nrequest_body = false",
+    ));
+    let addr = server.addr;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let body = vec![b'u'; 256 * 1024];
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\nX-Api-Key: s3cret\r\n\r\n");
+        conn.write_all(&bytes).unwrap();
+        let first = read_response(&mut conn).unwrap().0;
+        (first, read_response(&mut conn).map(|(status, _, _)| status))
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers.0, 401);
+    assert_eq!(
+        answers.1.unwrap(),
+        200,
+        "the connection closed after the 401"
+    );
+}
+
 #[tokio::test]
 async fn auth_filter_refuses_unknown_keys_with_401() {
     let server = Plughost::start(&entry("auth", "auth", "config = { keys = [\"s3cret\"] }"));
