@@ -461,6 +461,29 @@ pub async fn assert_no_leaks(server: &Plughost, slots: f64) {
     );
 }
 
+/// The answers to two requests on one connection: the first, `head` (request line and fields,
+/// each line ending in CRLF) with a body of `body_len` bytes, and `next` written right behind
+/// it in the same write, so the second answer fails if the connection closed after the first.
+pub type Answer = std::io::Result<(u16, String, Vec<u8>)>;
+
+/// Sends them on a new connection to `addr` and reads both answers (see [`Answer`]).
+pub fn body_then_request(
+    addr: SocketAddr,
+    head: &str,
+    body_len: usize,
+    next: &str,
+) -> (Answer, Answer) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut bytes = format!("{head}Content-Length: {body_len}\r\n\r\n").into_bytes();
+    bytes.resize(bytes.len() + body_len, b'x');
+    bytes.extend_from_slice(next.as_bytes());
+    conn.write_all(&bytes).unwrap();
+    let first = read_response(&mut conn);
+    (first, read_response(&mut conn))
+}
+
 /// Reads one HTTP/1.1 response with a `content-length` from `stream`: (status, head, body).
 pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut head = Vec::new();

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use plughost_e2e::{Plughost, read_response};
+use plughost_e2e::{Plughost, body_then_request, read_response};
 
 #[tokio::test]
 async fn default_route_names_server_and_version() {
@@ -48,30 +48,25 @@ fn keep_alive_serves_several_requests_on_one_connection() {
 #[test]
 fn a_body_nobody_reads_does_not_cost_the_connection() {
     let server = Plughost::start("");
-    let mut conn = TcpStream::connect(server.addr).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let body = vec![b'x'; 256 * 1024];
     for (method, path, status) in [
         ("POST", "/nothing", 404),
         ("PUT", "/", 405),
         ("BREW", "/", 501),
     ] {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            body.len()
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+        let (first, second) = body_then_request(
+            server.addr,
+            &head,
+            256 * 1024,
+            "GET / HTTP/1.1\r\nHost: t\r\n\r\n",
         );
-        // The next request follows the body in the same write.
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&body);
-        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-        conn.write_all(&bytes).unwrap();
-        let (got, head, _) = read_response(&mut conn).unwrap();
+        let (got, head, _) = first.unwrap();
         assert_eq!(got, status, "{method} {path}: {head}");
         assert!(
             !head.to_ascii_lowercase().contains("connection: close"),
             "{head}"
         );
-        let (got, head, body) = read_response(&mut conn).unwrap();
+        let (got, head, body) = second.unwrap();
         assert_eq!(got, 200, "after {method} {path}: {head}");
         assert!(body.starts_with(b"plughost "));
     }

@@ -1,11 +1,10 @@
 //! WebAssembly plugins end to end: the example plugins, config through `plugin-init`, reuse
 //! policies, the compiled cache, and hostile plugins that must not hurt the server.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{Plughost, assert_no_leaks, plugin, plugin_errors, read_response};
+use plughost_e2e::{Plughost, assert_no_leaks, body_then_request, plugin, plugin_errors};
 
 /// A `[[plugins]]` table for a test plugin file.
 fn entry(name: &str, file: &str, rest: &str) -> String {
@@ -84,27 +83,15 @@ async fn a_filters_answer_does_not_cost_the_connection_its_next_request() {
         "config = { keys = [\"s3cret\"] }\nrequest_headers = [\"x-api-key\"]\nrequest_body = false",
     ));
     let addr = server.addr;
-    let answers = tokio::task::spawn_blocking(move || {
-        let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let body = vec![b'u'; 256 * 1024];
-        let head = format!(
-            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&body);
-        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: t\r\nX-Api-Key: s3cret\r\n\r\n");
-        conn.write_all(&bytes).unwrap();
-        let first = read_response(&mut conn).unwrap().0;
-        (first, read_response(&mut conn).map(|(status, _, _)| status))
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let next = "GET / HTTP/1.1\r\nHost: t\r\nX-Api-Key: s3cret\r\n\r\n";
+        body_then_request(addr, "POST / HTTP/1.1\r\nHost: t\r\n", 256 * 1024, next)
     })
     .await
     .unwrap();
-    assert_eq!(answers.0, 401);
+    assert_eq!(first.unwrap().0, 401);
     assert_eq!(
-        answers.1.unwrap(),
+        second.unwrap().0,
         200,
         "the connection closed after the 401"
     );
@@ -538,30 +525,18 @@ async fn a_filter_is_given_only_the_headers_and_body_it_asks_for() {
         "request_headers = [\"x-b\"]\nrequest_body = false",
     ));
     let addr = server.addr;
-    let answers = tokio::task::spawn_blocking(move || {
-        let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let body = vec![b'u'; MIB];
-        let head = format!(
-            "POST /told HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        conn.write_all(head.as_bytes()).unwrap();
-        conn.write_all(&body).unwrap();
-        let first = read_response(&mut conn).unwrap();
-        conn.write_all(b"GET /told HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        (first, read_response(&mut conn).map(|(status, _, _)| status))
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        let head = "POST /told HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nX-B: 2\r\n";
+        body_then_request(addr, head, MIB, "GET /told HTTP/1.1\r\nHost: t\r\n\r\n")
     })
     .await
     .unwrap();
-    let ((status, head, _), second) = answers;
+    let (status, head, _) = first.unwrap();
     assert_eq!(status, 200);
     assert!(head.contains("x-seen-headers: x-b\r\n"), "{head}");
     assert!(head.contains("x-seen-body: 0\r\n"), "{head}");
     assert_eq!(
-        second.unwrap(),
+        second.unwrap().0,
         200,
         "the connection was closed after the first answer"
     );
