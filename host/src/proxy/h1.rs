@@ -574,8 +574,7 @@ fn framing(
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .map(<[u8]>::trim_ascii)
-            .filter(|c| !c.is_empty())
-            .last()
+            .rfind(|c| !c.is_empty())
             .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         // Both framings at once may be an attempt to desynchronize the connection (§6.3 ¶3):
         // the body is read as chunked, its length is not passed on, and the connection is
