@@ -461,12 +461,13 @@ pub async fn assert_no_leaks(server: &Plughost, slots: f64) {
     );
 }
 
-/// The answers to two requests on one connection: the first, `head` (request line and fields,
-/// each line ending in CRLF) with a body of `body_len` bytes, and `next` written right behind
-/// it in the same write, so the second answer fails if the connection closed after the first.
+/// One answer as [`read_response`] reads it.
 pub type Answer = std::io::Result<(u16, String, Vec<u8>)>;
 
-/// Sends them on a new connection to `addr` and reads both answers (see [`Answer`]).
+/// Sends two requests on a new connection to `addr` and reads both answers: `head` (request
+/// line and fields, each line ending in CRLF) with a body of `body_len` bytes, and `next`
+/// right behind it in the same write, so the second answer fails if the connection closed
+/// after the first.
 pub fn body_then_request(
     addr: SocketAddr,
     head: &str,
@@ -485,7 +486,7 @@ pub fn body_then_request(
 }
 
 /// Reads one HTTP/1.1 response with a `content-length` from `stream`: (status, head, body).
-pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String, Vec<u8>)> {
+pub fn read_response(stream: &mut TcpStream) -> Answer {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -53,8 +53,11 @@ impl RawBackend {
     }
 }
 
+/// Writes a hostile answer's bytes.
+type Hostile = fn() -> Vec<u8>;
+
 /// Hostile answers by path, and (below) what the client gets from each.
-const HOSTILE: [(&str, fn() -> Vec<u8>); 7] = [
+const HOSTILE: [(&str, Hostile); 7] = [
     ("/two-lengths", || {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok".to_vec()
     }),
@@ -118,6 +121,11 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
         let head = request_line.starts_with("HEAD ");
         requests += 1;
         seen.lock().unwrap().push((request_line, host));
+        // Responses no HTTP/1.1 client may take as they are; each closes the connection.
+        if let Some((_, hostile)) = HOSTILE.iter().find(|(p, _)| *p == path) {
+            let _ = out.write_all(&hostile());
+            return;
+        }
         match path.as_str() {
             // A head says how long the body would be, and none follows.
             _ if head => {
@@ -148,12 +156,6 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
                     b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!",
                 );
                 let _ = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
-                return;
-            }
-            // Responses no HTTP/1.1 client may take as they are; each closes the connection.
-            p if HOSTILE.iter().any(|(path, _)| *path == p) => {
-                let (_, response) = HOSTILE.iter().find(|(path, _)| *path == p).unwrap();
-                let _ = out.write_all(&response());
                 return;
             }
             "/then-close" => {

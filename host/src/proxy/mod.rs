@@ -51,16 +51,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    for n in connection_named(headers).iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(n);
+    }
+}
+
+/// The fields a message's `Connection` names, hop-by-hop like the standard ones.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(n);
-    }
+        .collect()
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -128,13 +132,7 @@ impl Outgoing {
             h.insert(header::HOST, v);
         }
         let host = h.get(header::HOST).cloned();
-        let named = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
+        let named = connection_named(h);
         let cookie = h.get_all(header::COOKIE).iter().nth(1).is_some().then(|| {
             let crumbs: Vec<&[u8]> = h
                 .get_all(header::COOKIE)
