@@ -205,6 +205,9 @@ pub struct PluginInfo {
     pub peak_memory_bytes: usize,
     /// Time the last instantiation with `plugin-init` took, in µs.
     pub last_instantiation_us: u64,
+    /// Times its calls were paused at an epoch tick (every `1 ms` of a call's time) so that
+    /// other requests could run: it grows with the time its calls take (wasm plugins).
+    pub yields: u64,
     /// 99th percentile of call time since it was loaded, in ms (wasm plugins).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p99_ms: Option<f64>,
@@ -458,6 +461,7 @@ impl LoadedPlugin {
             in_backoff: self.backoff_until.load(Ordering::Relaxed) != 0,
             peak_memory_bytes: stats.peak_memory,
             last_instantiation_us: stats.last_instantiation.as_micros() as u64,
+            yields: stats.yields,
             p99_ms: Latency::quantile(&self.latency.snapshot(), 0.99).map(|s| s * 1e3),
             keyvalue: self.source.0.keyvalue.clone(),
         }
@@ -540,6 +544,7 @@ impl Plugins {
             in_backoff: false,
             peak_memory_bytes: 0,
             last_instantiation_us: 0,
+            yields: 0,
             p99_ms: None,
             keyvalue: Vec::new(),
         });

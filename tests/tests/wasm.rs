@@ -72,6 +72,38 @@ async fn headers_filter_edits_request_and_response() {
     assert_eq!(hit.headers()["x-added"], "1");
 }
 
+/// A call yields to other requests at the epoch ticks it runs through, and only then. An
+/// instance that waited in the pool used to keep its last call's deadline, long passed, so
+/// every call after a quiet millisecond yielded at its first instruction.
+#[tokio::test]
+async fn a_call_yields_at_the_ticks_it_runs_through_not_for_the_time_it_sat_idle() {
+    let config = entry(
+        "headers",
+        "headers",
+        "config = { response = { name = \"x-added\", value = \"1\" } }",
+    ) + &hostile("busy", "mode = \"busy\", amount = 50", "");
+    let server = Plughost::start(&config);
+    let client = reqwest::Client::new();
+    for _ in 0..20 {
+        // Not a wait for anything: the idle time between calls is what is tested. Three
+        // ticks of the epoch (1 ms each) pass while the filter's instance sits in the pool.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let r = client.get(server.url("/")).send().await.unwrap();
+        assert_eq!(r.headers()["x-added"], "1");
+    }
+    assert_eq!(get(&server, "/busy").await, (200, "done\n".into()));
+    let plugins = server.admin_json("/plugins").await;
+    let yields = |name: &str| {
+        let all = plugins.as_array().unwrap();
+        let p = all.iter().find(|p| p["name"] == name).unwrap();
+        p["yields"].as_u64().unwrap()
+    };
+    // The filter ran 21 short calls: a tick rarely lands inside one. Before, 21 yields.
+    assert!(yields("headers") < 10, "{plugins}");
+    // 50 ms of guest code spans ~50 ticks.
+    assert!(yields("busy") >= 10, "{plugins}");
+}
+
 /// A filter that answers (here a 401) before anything has read the body, which it is not
 /// given: the body is read and dropped first, so the request behind it on the connection is
 /// served. Left unread, the connection closed after the 401 and took that request with it.
