@@ -16,7 +16,7 @@ use plughost::plugin::host::keyvalue::Stores;
 use plughost::plugin::host::{Capabilities, PluginLog};
 use plughost::plugin::native::{self, NativePlugin};
 use plughost::plugin::wasm::{Runtime, WasmPlugin};
-use plughost::plugin::wit_request;
+use plughost::plugin::Given;
 
 fn plugin_file(name: &str) -> PathBuf {
     built(&format!("wasm32-wasip2/release/{name}.wasm"))
@@ -85,7 +85,10 @@ fn keyvalue(c: &mut Criterion) {
         .unwrap();
     let runtime = Runtime::new(None, 16).unwrap();
     let (parts, ()) = Request::get("/").body(()).unwrap().into_parts();
-    let req = wit_request(&parts, &Bytes::new(), "127.0.0.1:1".parse().unwrap());
+    let body = Bytes::new();
+    let given = Given::whole(&parts, &body, "127.0.0.1:1".parse().unwrap());
+    let headers = given.headers();
+    let req = given.request(&headers);
     let (none, thousand) = (
         incrementer(&rt, &runtime, 0),
         incrementer(&rt, &runtime, 1000),
@@ -96,10 +99,10 @@ fn keyvalue(c: &mut Criterion) {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
                     let start = Instant::now();
-                    thousand.process(&req).await.result.expect("call");
+                    thousand.process(req.clone()).await.result.expect("call");
                     let with = start.elapsed();
                     let start = Instant::now();
-                    none.process(&req).await.result.expect("call");
+                    none.process(req.clone()).await.result.expect("call");
                     spent += with.saturating_sub(start.elapsed()) / 1000;
                 }
                 spent
@@ -125,13 +128,16 @@ fn calls(c: &mut Criterion) {
             .body(())
             .unwrap()
             .into_parts();
-        let req = wit_request(&parts, &Bytes::from(vec![b'a'; size]), client);
+        let body = Bytes::from(vec![b'a'; size]);
+        let given = Given::whole(&parts, &body, client);
+        let headers = given.headers();
+        let req = given.request(&headers);
         // `iters` calls in one block_on, so the runtime's entry cost is not in the figure.
         let timed = |plugin: &WasmPlugin, iters: u64| {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    plugin.process(&req).await.result.expect("call");
+                    plugin.process(req.clone()).await.result.expect("call");
                 }
                 start.elapsed()
             })

@@ -285,7 +285,7 @@ async fn run_filters(
     extra: &mut HeaderMap,
 ) -> Result<Option<Response<Body>>, RequestError> {
     for filter in &plugins.filters {
-        match filter.run(&filter.request(parts, body, client)).await? {
+        match filter.run(&filter.given(parts, body, client)).await? {
             Some(Decision::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
             Some(Decision::Respond(resp)) => return Ok(Some(resp)),
             None => {}

@@ -188,7 +188,7 @@ impl Router {
             discard_body(body, self.max_body_bytes).await?;
             Bytes::new()
         };
-        match plugin.run(&plugin.request(&parts, &body, client)).await? {
+        match plugin.run(&plugin.given(&parts, &body, client)).await? {
             Some(Decision::Respond(resp)) => Ok(resp),
             Some(Decision::Continue(_)) | None => {
                 Err(ClientError::NotFound(parts.uri.path().to_owned()).into())

@@ -11,7 +11,7 @@ use super::host::keyvalue::Stores;
 use super::host::outbound::Outbound;
 use super::host::{Backends, PluginLog};
 use super::output::{self, Dropped, OutputLimits};
-use super::wasm::{Action, Header, Request, Runtime, WasmPlugin};
+use super::wasm::{Action, HeaderParam, Request, Runtime, WasmPlugin};
 use crate::body;
 use crate::config::{Destination, Grant, OutboundConfig, PluginConfig, PluginKind, Reuse};
 
@@ -136,10 +136,7 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
             let (name, value) = h
                 .split_once(':')
                 .with_context(|| format!("--header {h}: expected NAME:VALUE"))?;
-            Ok(Header {
-                name: name.trim().to_ascii_lowercase(),
-                value: value.trim().to_owned(),
-            })
+            Ok((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let runtime = Runtime::new(o.cache.clone(), 1)?;
@@ -179,10 +176,10 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
             let mut req = http::Request::builder()
                 .method(o.method.as_str())
                 .uri(o.uri.as_str());
-            for h in &headers {
-                req = req.header(h.name.as_str(), h.value.as_str());
+            for (name, value) in &headers {
+                req = req.header(name, value);
             }
-            if !headers.iter().any(|h| h.name == "host") {
+            if !headers.iter().any(|(name, _)| name == "host") {
                 req = req.header("host", "localhost");
             }
             let req = req
@@ -206,16 +203,20 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
             out = describe_http(&head, &bytes);
         }
     } else {
+        let headers: Vec<_> = headers
+            .iter()
+            .map(|(name, value)| HeaderParam { name, value })
+            .collect();
         let req = Request {
-            method: o.method,
-            uri: o.uri,
-            headers,
-            body: o.body,
-            client: "127.0.0.1:0".into(),
+            method: &o.method,
+            uri: &o.uri,
+            headers: &headers,
+            body: &o.body,
+            client: "127.0.0.1:0",
         };
         for _ in 0..repeat {
             let started = Instant::now();
-            let outcome = wasm.process(&req).await;
+            let outcome = wasm.process(req.clone()).await;
             times.push(started.elapsed());
             match outcome.result {
                 Ok(action) => {

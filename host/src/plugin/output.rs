@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use parking_lot::Mutex;
 
-use super::wasm::{Action, Header};
+use super::wasm::{Action, HeaderResult};
 use crate::body::{self, Body};
 use crate::config::PluginConfig;
 
@@ -198,7 +198,7 @@ pub fn check_head(
     Ok(())
 }
 
-fn header_bytes(headers: &[Header]) -> usize {
+fn header_bytes(headers: &[HeaderResult]) -> usize {
     headers.iter().map(|h| h.name.len() + h.value.len()).sum()
 }
 
@@ -219,7 +219,7 @@ fn within(count: usize, bytes: usize, limits: OutputLimits) -> Result<(), String
 }
 
 /// The headers that are valid HTTP and not framing ones, in order.
-fn valid(headers: &[Header], plugin: &str, dropped: &Dropped) -> Vec<(HeaderName, HeaderValue)> {
+fn valid(headers: &[HeaderResult], plugin: &str, dropped: &Dropped) -> Vec<(HeaderName, HeaderValue)> {
     headers
         .iter()
         .filter_map(|h| {
@@ -270,14 +270,14 @@ mod tests {
         body_bytes: 10,
     };
 
-    fn h(name: &str, value: &str) -> Header {
-        Header {
+    fn h(name: &str, value: &str) -> HeaderResult {
+        HeaderResult {
             name: name.into(),
             value: value.into(),
         }
     }
 
-    fn respond(status: u16, headers: Vec<Header>, body: &[u8]) -> Result<Decision, String> {
+    fn respond(status: u16, headers: Vec<HeaderResult>, body: &[u8]) -> Result<Decision, String> {
         let action = Action::Respond(WitResponse {
             status,
             headers,

@@ -41,10 +41,13 @@ pub mod bindings {
         path: "../wit",
         world: "plugin",
         exports: { default: async },
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
-pub use bindings::plughost::plugin::types::{Action, Edits, Header, Request, Response};
+pub use bindings::plughost::plugin::types::{
+    Action, Edits, HeaderParam, HeaderResult, Request, Response,
+};
 use bindings::{Plugin, PluginPre};
 
 /// The export that makes a component a standard `wasi:http/proxy` one (any 0.2.x).
@@ -545,7 +548,7 @@ impl WasmPlugin {
     /// Calls `plugin-process` on a pooled or fresh instance, per the reuse policy. A failed
     /// instance is dropped with its store; the next call gets a new one from the same
     /// prepared component (never a recompile).
-    pub async fn process(&self, req: &Request) -> CallOutcome {
+    pub async fn process(&self, req: Request<'_>) -> CallOutcome {
         let _slot = self.slots.acquire().await.expect("never closed");
         let (mut instance, instantiated) = match self.checkout().await {
             Ok(i) => i,
