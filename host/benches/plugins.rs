@@ -12,11 +12,11 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use plughost::config::{PluginConfig, PluginKind, Reuse};
+use plughost::plugin::Given;
 use plughost::plugin::host::keyvalue::Stores;
 use plughost::plugin::host::{Capabilities, PluginLog};
 use plughost::plugin::native::{self, NativePlugin};
 use plughost::plugin::wasm::{Runtime, WasmPlugin};
-use plughost::plugin::Given;
 
 fn plugin_file(name: &str) -> PathBuf {
     built(&format!("wasm32-wasip2/release/{name}.wasm"))

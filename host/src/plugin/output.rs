@@ -219,7 +219,11 @@ fn within(count: usize, bytes: usize, limits: OutputLimits) -> Result<(), String
 }
 
 /// The headers that are valid HTTP and not framing ones, in order.
-fn valid(headers: &[HeaderResult], plugin: &str, dropped: &Dropped) -> Vec<(HeaderName, HeaderValue)> {
+fn valid(
+    headers: &[HeaderResult],
+    plugin: &str,
+    dropped: &Dropped,
+) -> Vec<(HeaderName, HeaderValue)> {
     headers
         .iter()
         .filter_map(|h| {
