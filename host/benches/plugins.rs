@@ -4,13 +4,13 @@
 //! bucket, from a guest; and what a request pays for a native plugin (rendering `data` and
 //! handing it to the plugin's thread). Needs `make plugins`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
+use plughost::client::Client;
 use plughost::config::{PluginConfig, PluginKind, Reuse};
 use plughost::plugin::Given;
 use plughost::plugin::host::keyvalue::Stores;
@@ -86,7 +86,8 @@ fn keyvalue(c: &mut Criterion) {
     let runtime = Runtime::new(None, 16).unwrap();
     let (parts, ()) = Request::get("/").body(()).unwrap().into_parts();
     let body = Bytes::new();
-    let given = Given::whole(&parts, &body, "127.0.0.1:1".parse().unwrap());
+    let client = Client::new("127.0.0.1:1".parse().unwrap());
+    let given = Given::whole(&parts, &body, &client);
     let headers = given.headers();
     let req = given.request(&headers);
     let (none, thousand) = (
@@ -117,7 +118,7 @@ fn calls(c: &mut Criterion) {
         .build()
         .unwrap();
     let runtime = Runtime::new(None, 16).unwrap();
-    let client: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+    let client = Client::new("127.0.0.1:5000".parse().unwrap());
     let pooled = load(&rt, &runtime, Reuse::Pooled);
     let fresh = load(&rt, &runtime, Reuse::Fresh);
     let mut group = c.benchmark_group("wasm_plugin_call");
@@ -129,7 +130,7 @@ fn calls(c: &mut Criterion) {
             .unwrap()
             .into_parts();
         let body = Bytes::from(vec![b'a'; size]);
-        let given = Given::whole(&parts, &body, client);
+        let given = Given::whole(&parts, &body, &client);
         let headers = given.headers();
         let req = given.request(&headers);
         // `iters` calls in one block_on, so the runtime's entry cost is not in the figure.

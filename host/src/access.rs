@@ -3,7 +3,6 @@
 //! died, a client that went away) is logged with `aborted=true` and counted, never as a plain
 //! success, and `bytes` is what was really sent.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,6 +13,7 @@ use http::{Method, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
+use crate::client::Client;
 use crate::logging::{self, Access};
 use crate::metrics::Metrics;
 
@@ -31,7 +31,7 @@ pub struct Logged {
 /// The access-log fields known when the response head is ready.
 pub struct Line {
     /// The client's address.
-    pub client: SocketAddr,
+    pub client: Client,
     /// Request method.
     pub method: Method,
     /// Request target.
@@ -104,7 +104,7 @@ impl Drop for Logged {
         }
         let l = &self.line;
         logging::access(&Access {
-            client: l.client,
+            client: l.client.as_str(),
             method: &l.method,
             target: l.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             version: l.version,

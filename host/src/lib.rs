@@ -12,6 +12,7 @@ pub mod admin;
 pub mod balancer;
 pub mod body;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod limiter;

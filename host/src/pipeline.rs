@@ -2,7 +2,6 @@
 //! plugins → cache → route (default page, responder plugin or upstream pool) → response →
 //! access log and metrics. Callable without a socket, so it is tested directly.
 
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +18,7 @@ use crate::access;
 use crate::balancer::Pools;
 use crate::body::{self, Body, BoxError};
 use crate::cache::{Cache, Limits, Outcome, Settings};
+use crate::client::Client;
 use crate::config::Config;
 use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
@@ -113,7 +113,7 @@ impl Pipeline {
 
     /// Answers one request. Never fails: errors, and panics in handlers, become responses.
     /// Its access-log line is written when the response body has been sent or cut off.
-    pub async fn handle<B>(&self, req: Request<B>, client: SocketAddr) -> Response<Body>
+    pub async fn handle<B>(&self, req: Request<B>, client: Client) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -121,7 +121,7 @@ impl Pipeline {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
         let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
-        let processed = AssertUnwindSafe(self.process(parts, body, client))
+        let processed = AssertUnwindSafe(self.process(parts, body, &client))
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -157,7 +157,7 @@ impl Pipeline {
         &self,
         parts: Parts,
         body: B,
-        client: SocketAddr,
+        client: &Client,
     ) -> Result<(Response<Body>, Outcome), RequestError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -193,7 +193,7 @@ impl Pipeline {
         live: &Arc<Live>,
         mut parts: Parts,
         body: B,
-        client: SocketAddr,
+        client: &Client,
         extra: &mut HeaderMap,
     ) -> Result<(Response<Body>, Outcome), RequestError>
     where
@@ -231,10 +231,10 @@ impl Pipeline {
                 return Ok((resp, Outcome::Bypass));
             }
         }
-        let live = live.clone();
+        let (live, client) = (live.clone(), client.clone());
         let route = move |req| {
-            let live = live.clone();
-            async move { live.router.route(req, client).await }
+            let (live, client) = (live.clone(), client.clone());
+            async move { live.router.route(req, &client).await }
         };
         self.cache.serve(parts, body, route).await
     }
@@ -281,7 +281,7 @@ async fn run_filters(
     plugins: &Plugins,
     parts: &mut Parts,
     body: &Bytes,
-    client: SocketAddr,
+    client: &Client,
     extra: &mut HeaderMap,
 ) -> Result<Option<Response<Body>>, RequestError> {
     for filter in &plugins.filters {
@@ -318,8 +318,8 @@ mod tests {
         Pipeline::new(&config, Arc::new(Metrics::new()), Arc::default())
     }
 
-    fn client() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+    fn client() -> Client {
+        Client::new("127.0.0.1:1".parse().unwrap())
     }
 
     async fn get(p: &Pipeline, uri: &str) -> Response<Body> {

@@ -11,7 +11,6 @@ pub mod scaffold;
 pub mod wasm;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +25,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
+use crate::client::Client;
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
 use crate::error::RequestError;
 use crate::metrics::{Latency, Metrics};
@@ -288,7 +288,7 @@ impl LoadedPlugin {
     /// `request_headers` names some) and the body unless `request_body = false`. Every
     /// string is copied into the plugin's memory by a call of its allocator, ~800
     /// instructions each (callgrind), so what it does not read is not sent.
-    pub fn given<'a>(&self, parts: &'a Parts, body: &'a Bytes, client: SocketAddr) -> Given<'a> {
+    pub fn given<'a>(&self, parts: &'a Parts, body: &'a Bytes, client: &'a Client) -> Given<'a> {
         let sees = &self.sees;
         let wanted = |name: &HeaderName| sees.headers.as_ref().is_none_or(|h| h.contains(name));
         Given::new(parts, sees.body.then_some(body), client, wanted)
@@ -564,12 +564,12 @@ pub struct Given<'a> {
     /// Names and values; a value that is not UTF-8 is converted lossily, as the WIT says.
     headers: Vec<(&'a str, Cow<'a, str>)>,
     body: &'a [u8],
-    client: String,
+    client: &'a str,
 }
 
 impl<'a> Given<'a> {
     /// The whole request: every header and the body.
-    pub fn whole(parts: &'a Parts, body: &'a Bytes, client: SocketAddr) -> Self {
+    pub fn whole(parts: &'a Parts, body: &'a Bytes, client: &'a Client) -> Self {
         Self::new(parts, Some(body), client, |_| true)
     }
 
@@ -577,7 +577,7 @@ impl<'a> Given<'a> {
     fn new(
         parts: &'a Parts,
         body: Option<&'a Bytes>,
-        client: SocketAddr,
+        client: &'a Client,
         wanted: impl Fn(&HeaderName) -> bool,
     ) -> Self {
         Self {
@@ -590,11 +590,7 @@ impl<'a> Given<'a> {
                 .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes())))
                 .collect(),
             body: body.map_or(&[], |b| b),
-            client: {
-                let mut text = String::with_capacity(21);
-                crate::logging::push_addr(&mut text, client);
-                text
-            },
+            client: client.as_str(),
         }
     }
 
@@ -613,7 +609,7 @@ impl<'a> Given<'a> {
             uri: self.uri,
             headers,
             body: self.body,
-            client: &self.client,
+            client: self.client,
         }
     }
 }

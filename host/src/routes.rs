@@ -3,7 +3,6 @@
 //! default page, or the `/_debug/*` routes the tests drive when `debug_routes = true` (off by
 //! default: they sleep, flood the log and panic on request).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError};
 
 use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
+use crate::client::Client;
 use crate::config::{Config, PluginKind};
 use crate::error::{ClientError, RequestError};
 use crate::plugin::{Decision, LoadedPlugin, Plugins};
@@ -102,7 +102,7 @@ impl Router {
     pub async fn route(
         &self,
         req: Request<Body>,
-        client: SocketAddr,
+        client: &Client,
     ) -> Result<Response<Body>, RequestError> {
         let path = req.uri().path();
         if let Some((prefix, target)) = self.matching(path) {
@@ -170,7 +170,7 @@ impl Router {
         &self,
         plugin: &Arc<LoadedPlugin>,
         req: Request<Body>,
-        client: SocketAddr,
+        client: &Client,
     ) -> Result<Response<Body>, RequestError> {
         if plugin.kind == PluginKind::WasiHttp {
             let path = req.uri().path().to_owned();

@@ -5,7 +5,6 @@
 //! more; a request with a body is not (its body is already being streamed and cannot be
 //! replayed).
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -17,6 +16,7 @@ use http_body_util::BodyExt;
 use crate::balancer::{Backend, Pool};
 use crate::body::{self, Body};
 use crate::cache::FromUpstream;
+use crate::client::Client;
 use crate::error::{ClientError, RequestError, UpstreamError};
 use crate::metrics::BackendErrorLabel;
 
@@ -123,7 +123,7 @@ struct Outgoing {
 impl Outgoing {
     /// The changes for `parts` from `client`. An HTTP/2 request names its host in
     /// `:authority`: it becomes the `Host` field of `parts`, which the head starts with.
-    fn new(parts: &mut Parts, client: SocketAddr, fwd: &Forwarding) -> Self {
+    fn new(parts: &mut Parts, client: &Client, fwd: &Forwarding) -> Self {
         let h = &mut parts.headers;
         if !h.contains_key(header::HOST)
             && let Some(authority) = parts.uri.authority()
@@ -141,20 +141,20 @@ impl Outgoing {
                 .collect();
             crumbs.join(&b"; "[..])
         });
-        let trusted = fwd.trusts(client.ip());
+        let trusted = fwd.trusts(client.addr().ip());
         let mut x_forwarded_for = String::with_capacity(15);
         if trusted && let Some(prev) = h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             x_forwarded_for.push_str(prev);
             x_forwarded_for.push_str(", ");
         }
-        crate::logging::push_ip(&mut x_forwarded_for, client.ip());
+        x_forwarded_for.push_str(client.ip_str());
         let proto = if parts.extensions.get::<Https>().is_some() {
             "https"
         } else {
             "http"
         };
         let forwarded = fwd.forwarded.then(|| {
-            let node = match client.ip() {
+            let node = match client.addr().ip() {
                 std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
                 v4 => v4.to_string(),
             };
@@ -226,7 +226,7 @@ impl Drop for InFlight<'_> {
 pub async fn forward(
     pool: &Pool,
     (mut parts, body): (Parts, Body),
-    client: SocketAddr,
+    client: &Client,
     fwd: &Forwarding,
     path: &str,
 ) -> Result<Response<Body>, RequestError> {
@@ -379,7 +379,7 @@ mod tests {
 
     /// The fields of the head the proxy sends for `parts` from `client`, in order.
     fn sent(parts: &mut Parts, client: &str, fwd: &Forwarding) -> Vec<(String, String)> {
-        let outgoing = Outgoing::new(parts, client.parse().unwrap(), fwd);
+        let outgoing = Outgoing::new(parts, &Client::new(client.parse().unwrap()), fwd);
         let body = body::full(bytes::Bytes::new());
         let head = Head::encode(
             &parts.method,

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::body::Body;
+use crate::client::Client;
 use crate::config::Config;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
@@ -155,7 +156,7 @@ pub async fn serve<H, F>(
     handler: H,
     shutdown: CancellationToken,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = Arc::new(limits.builder());
@@ -176,7 +177,7 @@ pub async fn serve<H, F>(
             () = shutdown.cancelled() => break,
         };
         let (stream, client) = match accepted {
-            Ok(accepted) => accepted,
+            Ok((stream, addr)) => (stream, Client::new(addr)),
             Err(e) => {
                 // Out of file descriptors or a connection reset before accept: the listener
                 // itself is fine, so wait a little and go on.
@@ -210,13 +211,13 @@ pub async fn serve<H, F>(
         let state = tracker.open();
         let https = tls.is_some();
         let service = {
-            let (handler, state) = (handler.clone(), state.clone());
+            let (handler, state, client) = (handler.clone(), state.clone(), client.clone());
             service_fn(move |mut req: Request<Incoming>| {
                 if https {
                     req.extensions_mut().insert(crate::proxy::Https);
                 }
                 let busy = state.begin(req.version() == http::Version::HTTP_2);
-                let handler = handler.clone();
+                let (handler, client) = (handler.clone(), client.clone());
                 // The handler's future holds the whole pipeline's state (kilobytes), and hyper
                 // moves a service's future a few times before polling it: each move was a
                 // memcpy of that size, 8,900 instructions of a 39,600-instruction cache hit
