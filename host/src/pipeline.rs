@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 
 use crate::access;
@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::error::{ClientError, RequestError};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
-use crate::plugin::{Decision, Plugins, apply_edits};
+use crate::plugin::{Decision, Plugins, ResponseHeaders, apply_edits};
 use crate::routes::{self, Router, read_body};
 
 /// Everything a request needs, shared by all connections.
@@ -178,7 +178,7 @@ impl Pipeline {
         }
         // Headers the filters add to whatever response is finally sent: plughost's own error
         // responses after the filters included (a security-header filter means every one).
-        let mut extra = HeaderMap::new();
+        let mut extra = ResponseHeaders::new();
         let (resp, cache) = self
             .filtered_and_served(&live, parts, body, client, &mut extra)
             .await
@@ -194,7 +194,7 @@ impl Pipeline {
         mut parts: Parts,
         body: B,
         client: &Client,
-        extra: &mut HeaderMap,
+        extra: &mut ResponseHeaders,
     ) -> Result<(Response<Body>, Outcome), RequestError>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
@@ -282,7 +282,7 @@ async fn run_filters(
     parts: &mut Parts,
     body: &Bytes,
     client: &Client,
-    extra: &mut HeaderMap,
+    extra: &mut ResponseHeaders,
 ) -> Result<Option<Response<Body>>, RequestError> {
     for filter in &plugins.filters {
         match filter.run(&filter.given(parts, body, client)).await? {
@@ -294,10 +294,19 @@ async fn run_filters(
     Ok(None)
 }
 
-/// Adds the filters' response headers.
-fn with_headers(mut resp: Response<Body>, extra: HeaderMap) -> Response<Body> {
-    if !extra.is_empty() {
-        resp.headers_mut().extend(extra);
+/// Adds the filters' response headers to `resp`. A name the filters set replaces the
+/// response's own fields of that name (a security-header filter's `X-Frame-Options` wins over
+/// the backend's); several filters setting one name add up. Gathered in a `Vec` rather than a
+/// `HeaderMap`: a map made, hashed into and merged for a header or two cost a filtered
+/// request ~450 instructions more (callgrind, 39,158 -> 38,710).
+fn with_headers(mut resp: Response<Body>, extra: ResponseHeaders) -> Response<Body> {
+    let headers = resp.headers_mut();
+    for (i, (name, value)) in extra.iter().enumerate() {
+        if extra[..i].iter().any(|(earlier, _)| earlier == name) {
+            headers.append(name, value.clone());
+        } else {
+            headers.insert(name, value.clone());
+        }
     }
     resp
 }
@@ -306,6 +315,7 @@ fn with_headers(mut resp: Response<Body>, extra: HeaderMap) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::cache::X_CACHE;
+    use http::{HeaderName, HeaderValue};
     use http_body_util::Empty;
     use std::time::Duration;
 
@@ -316,6 +326,31 @@ mod tests {
         };
         edit(&mut config);
         Pipeline::new(&config, Arc::new(Metrics::new()), Arc::default())
+    }
+
+    /// A filter's response header replaces the response's own of that name; a second filter's
+    /// of the same name is added beside it.
+    #[test]
+    fn filter_response_headers_replace_then_add_up() {
+        let mut resp = Response::new(body::full(Bytes::new()));
+        resp.headers_mut()
+            .insert("x-frame-options", HeaderValue::from_static("ALLOW"));
+        resp.headers_mut()
+            .insert("server", HeaderValue::from_static("backend"));
+        let name = |n: &'static str| HeaderName::from_static(n);
+        let extra = vec![
+            (name("x-frame-options"), HeaderValue::from_static("DENY")),
+            (name("x-added"), HeaderValue::from_static("1")),
+            (name("x-added"), HeaderValue::from_static("2")),
+        ];
+        let resp = with_headers(resp, extra);
+        let all = |n: &str| -> Vec<&str> {
+            let values = resp.headers().get_all(n).iter();
+            values.map(|v| v.to_str().unwrap()).collect()
+        };
+        assert_eq!(all("x-frame-options"), ["DENY"]);
+        assert_eq!(all("x-added"), ["1", "2"]);
+        assert_eq!(all("server"), ["backend"]);
     }
 
     fn client() -> Client {

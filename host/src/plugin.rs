@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -614,15 +614,20 @@ impl<'a> Given<'a> {
     }
 }
 
+/// Response headers the filters add, in the order they were added.
+pub type ResponseHeaders = Vec<(HeaderName, HeaderValue)>;
+
 /// Applies a filter's edits to the request headers and gathers its response headers.
-pub fn apply_edits(edits: Edits, headers: &mut HeaderMap, response_headers: &mut HeaderMap) {
+pub fn apply_edits(edits: Edits, headers: &mut HeaderMap, response_headers: &mut ResponseHeaders) {
     for name in &edits.remove {
         headers.remove(name);
     }
     for (k, v) in edits.set {
         headers.insert(k, v);
     }
-    for (k, v) in edits.response {
-        response_headers.append(k, v);
+    if response_headers.is_empty() {
+        *response_headers = edits.response;
+    } else {
+        response_headers.extend(edits.response);
     }
 }
