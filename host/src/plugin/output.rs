@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use parking_lot::Mutex;
 
@@ -128,9 +129,9 @@ pub fn check(
                 .filter_map(|n| HeaderName::try_from(n.as_str()).ok())
                 .collect();
             Ok(Decision::Continue(Edits {
-                set: valid(&e.set_headers, plugin, dropped),
+                set: valid(e.set_headers, plugin, dropped),
                 remove,
-                response: valid(&e.response_headers, plugin, dropped),
+                response: valid(e.response_headers, plugin, dropped),
             }))
         }
         Action::Respond(r) => {
@@ -157,7 +158,7 @@ pub fn check(
             *resp.status_mut() = status;
             let headers = resp.headers_mut();
             headers.reserve(r.headers.len());
-            for (k, v) in valid(&r.headers, plugin, dropped) {
+            for (k, v) in valid(r.headers, plugin, dropped) {
                 headers.append(k, v);
             }
             Ok(Decision::Respond(resp))
@@ -220,12 +221,12 @@ fn within(count: usize, bytes: usize, limits: OutputLimits) -> Result<(), String
 
 /// The headers that are valid HTTP and not framing ones, in order.
 fn valid(
-    headers: &[HeaderResult],
+    headers: Vec<HeaderResult>,
     plugin: &str,
     dropped: &Dropped,
 ) -> Vec<(HeaderName, HeaderValue)> {
     headers
-        .iter()
+        .into_iter()
         .filter_map(|h| {
             let Ok(name) = HeaderName::try_from(h.name.as_str()) else {
                 dropped.warn(plugin, &h.name, "not a valid header name");
@@ -239,7 +240,8 @@ fn valid(
                 );
                 return None;
             }
-            match HeaderValue::try_from(h.value.as_str()) {
+            // The guest's string becomes the value's bytes: checked, not copied.
+            match HeaderValue::from_maybe_shared(Bytes::from(h.value)) {
                 Ok(value) => Some((name, value)),
                 Err(_) => {
                     dropped.warn(plugin, name.as_str(), "not a valid header value");
