@@ -27,17 +27,24 @@ use h1::Head;
 use pool::{SendError, Upstream};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and `Upgrade`.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// Compared as text: the lengths mostly differ, so a name is told apart from all nine in a
+/// few instructions, where nine `HeaderName` comparisons cost a proxied request ~400
+/// (callgrind).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -48,11 +55,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // name for each of the nine (parse, hash, probe) cost 2,600 instructions a message,
     // twice per proxied request (callgrind). `Connection` is itself hop-by-hop, so a
     // message naming others takes the slow path too.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.keys().any(hop_by_hop) {
         return;
     }
-    for n in connection_named(headers).iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(n);
+    for name in connection_named(headers) {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -188,7 +198,7 @@ impl Outgoing {
 
 impl h1::Rewrite for Outgoing {
     fn drops(&self, name: &HeaderName) -> bool {
-        HOP_BY_HOP.contains(name)
+        hop_by_hop(name)
             || *name == X_FORWARDED_FOR
             || *name == X_FORWARDED_HOST
             || *name == X_FORWARDED_PROTO
@@ -436,7 +446,7 @@ mod tests {
 
     #[test]
     fn each_hop_by_hop_header_goes_even_without_connection_naming_it() {
-        for name in &HOP_BY_HOP {
+        for name in HOP_BY_HOP {
             let mut h = HeaderMap::new();
             h.insert(name, HeaderValue::from_static("x"));
             h.insert("x-kept", HeaderValue::from_static("yes"));
