@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 
-use super::{Cache, Entry, Fetch, RequestPolicy, Reuse, policy};
+use super::{Cache, Entry, Fetch, Present, RequestPolicy, Reuse, policy};
 use crate::body::{self, Body, BoxError};
 use crate::error::RequestError;
 
@@ -109,12 +109,18 @@ impl Cache {
             match policy::reuse(&entry.freshness, &policy.directives, now) {
                 Reuse::Fresh => {
                     self.count(true);
-                    return Ok((answer(entry, &parts, now, Outcome::Hit), Outcome::Hit));
+                    return Ok((
+                        answer(entry, &parts, policy.present, now, Outcome::Hit),
+                        Outcome::Hit,
+                    ));
                 }
                 Reuse::StaleWhileRevalidate => {
                     self.count(true);
                     self.revalidate_in_background(key, &parts, entry.clone(), &policy, route);
-                    return Ok((answer(entry, &parts, now, Outcome::Stale), Outcome::Stale));
+                    return Ok((
+                        answer(entry, &parts, policy.present, now, Outcome::Stale),
+                        Outcome::Stale,
+                    ));
                 }
                 Reuse::Validate => {}
             }
@@ -161,12 +167,18 @@ impl Cache {
         let resp = match routed {
             Err(e) if stale_ok(matches!(e, RequestError::Upstream(_))) => {
                 let s = stale.as_ref().expect("checked");
-                return Ok((answer(s, parts, received, Outcome::Stale), Outcome::Stale));
+                return Ok((
+                    answer(s, parts, policy.present, received, Outcome::Stale),
+                    Outcome::Stale,
+                ));
             }
             Err(e) => return Err(e),
             Ok(resp) if stale_ok(resp.status().is_server_error()) => {
                 let s = stale.as_ref().expect("checked");
-                return Ok((answer(s, parts, received, Outcome::Stale), Outcome::Stale));
+                return Ok((
+                    answer(s, parts, policy.present, received, Outcome::Stale),
+                    Outcome::Stale,
+                ));
             }
             Ok(resp) => resp,
         };
@@ -207,7 +219,10 @@ impl Cache {
                 }
             };
             let outcome = Outcome::Revalidated;
-            return Ok((answer(&entry, parts, received, outcome), outcome));
+            return Ok((
+                answer(&entry, parts, policy.present, received, outcome),
+                outcome,
+            ));
         }
         let mut resp = resp;
         if policy.store
@@ -232,7 +247,7 @@ impl Cache {
                         freshness,
                     );
                     // The client may have asked for a range of it, or sent a validator.
-                    let mut r = answer(&entry, parts, received, Outcome::Miss);
+                    let mut r = answer(&entry, parts, policy.present, received, Outcome::Miss);
                     r.headers_mut().remove(AGE);
                     return Ok((r, Outcome::Miss));
                 }
@@ -361,11 +376,20 @@ fn same_host_key(host: &str, target: &str) -> Option<String> {
 
 /// A response from a stored entry for the request `parts`: 304 when its conditional matches,
 /// 206 or 416 for a single byte range of a stored 200, else the whole stored response.
-fn answer(entry: &Entry, parts: &Parts, now: SystemTime, outcome: Outcome) -> Response<Body> {
+fn answer(
+    entry: &Entry,
+    parts: &Parts,
+    present: Present,
+    now: SystemTime,
+    outcome: Outcome,
+) -> Response<Body> {
     let age = age_value(entry.freshness.age(now).as_secs());
     let label = HeaderValue::from_static(outcome.as_str());
     let ok = entry.status == StatusCode::OK;
-    if ok && policy::not_modified(&parts.headers, &entry.headers) {
+    if ok
+        && present.has(Present::CONDITIONAL)
+        && policy::not_modified(&parts.headers, &entry.headers)
+    {
         let mut resp = Response::new(body::full(Bytes::new()));
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         for name in NOT_MODIFIED_HEADERS {
@@ -387,8 +411,9 @@ fn answer(entry: &Entry, parts: &Parts, now: SystemTime, outcome: Outcome) -> Re
     // With If-Range the client wants the range only if its copy is current; the cache does
     // not judge that and sends the whole response, which RFC 9110 §14.2 allows.
     if ok
+        && present.has(Present::RANGE)
+        && !present.has(Present::IF_RANGE)
         && parts.method == Method::GET
-        && !parts.headers.contains_key(http::header::IF_RANGE)
         && let Some(range) = parts.headers.get(RANGE).and_then(|r| r.to_str().ok())
         && let Some(range) = byte_range(range, entry.body.len() as u64)
     {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, VARY};
+use http::header::{HOST, VARY};
 use http::{HeaderMap, HeaderName, Method, StatusCode, request};
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 pub use flow::{FromUpstream, Outcome, X_CACHE};
-pub use policy::{Directives, Freshness, Reuse, Settings};
+pub use policy::{Directives, Freshness, Present, Reuse, Settings};
 
 /// Responses kept per URL that differ by their `Vary` headers.
 pub const MAX_VARIANTS: usize = 8;
@@ -92,6 +92,8 @@ pub struct RequestPolicy {
     pub directives: Directives,
     /// Its response may be stored (a GET without `no-store`).
     pub store: bool,
+    /// Which of the fields the cache reads it carries.
+    pub present: Present,
 }
 
 /// Counts for `GET /cache` on the admin API.
@@ -202,16 +204,19 @@ impl Cache {
     /// other than GET and HEAD; requests with `Authorization`, whose answers belong to one
     /// user; the cache off).
     pub fn request_policy(&self, parts: &request::Parts) -> Option<RequestPolicy> {
-        if self.0.store.is_none()
-            || !(parts.method == Method::GET || parts.method == Method::HEAD)
-            || parts.headers.contains_key(AUTHORIZATION)
+        if self.0.store.is_none() || !(parts.method == Method::GET || parts.method == Method::HEAD)
         {
             return None;
         }
-        let directives = policy::request_directives(&parts.headers);
+        let present = Present::of(&parts.headers);
+        if present.has(Present::AUTHORIZATION) {
+            return None;
+        }
+        let directives = policy::request_directives(&parts.headers, present);
         Some(RequestPolicy {
             store: parts.method == Method::GET && !directives.no_store,
             directives,
+            present,
         })
     }
 
