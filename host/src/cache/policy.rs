@@ -366,8 +366,8 @@ impl Present {
     /// `If-Range`.
     pub const IF_RANGE: u8 = 1 << 5;
 
-    /// The fields among these that `headers` has. Names are matched as text: one branch on
-    /// the length and a comparison, where comparing each with six `HeaderName`s cost more.
+    /// The fields among these that `headers` has. Names are matched as text: a branch on the
+    /// length and a comparison per name.
     pub fn of(headers: &HeaderMap) -> Self {
         let mut bits = 0;
         for name in headers.keys() {
