@@ -11,10 +11,9 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use plughost::client::Client;
-use plughost::config::{PluginConfig, PluginKind, Reuse};
+use plughost::config::{Config, KeyValueConfig, PluginConfig, PluginKind, Reuse};
 use plughost::plugin::Given;
-use plughost::plugin::host::keyvalue::Stores;
-use plughost::plugin::host::{Capabilities, PluginLog};
+use plughost::plugin::host::Backends;
 use plughost::plugin::native::{self, NativePlugin};
 use plughost::plugin::wasm::{Runtime, WasmPlugin};
 
@@ -34,47 +33,47 @@ fn built(path: &str) -> PathBuf {
     p
 }
 
-fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPlugin {
-    let file = plugin_file("headers");
-    let (component, _) = runtime.compile(&file).expect("compile");
+/// Loads `config`'s component with what `server` declares, through the server's own path.
+fn load_as(
+    rt: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    mut config: PluginConfig,
+    server: &Config,
+) -> WasmPlugin {
+    let (component, _) = runtime.compile(&config.file).expect("compile");
     let pre = runtime
         .prepare(&component, PluginKind::Filter)
         .expect("prepare");
-    let mut config = PluginConfig::filter("headers".into(), file);
+    config.log_bytes_per_sec = usize::MAX;
+    let caps = Backends::new(server, Vec::new(), &mut Default::default())
+        .expect("backends")
+        .capabilities(&config)
+        .expect("grants");
+    rt.block_on(WasmPlugin::load(pre, config, 1, caps))
+        .expect("load")
+}
+
+fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPlugin {
+    let mut config = PluginConfig::filter("headers".into(), plugin_file("headers"));
     config.reuse = reuse;
     config.config = toml::from_str(
         "request = { name = \"x-a\", value = \"1\" }\nresponse = { name = \"x-b\", value = \"2\" }",
     )
     .unwrap();
-    let log = PluginLog::new("bench", usize::MAX, Default::default(), Default::default());
-    let caps = Capabilities {
-        log: std::sync::Arc::new(log),
-        keyvalue: Default::default(),
-        outbound: Default::default(),
-    };
-    rt.block_on(WasmPlugin::load(pre, config, 1, caps))
-        .expect("load")
+    load_as(rt, runtime, config, &Config::default())
 }
 
 /// The hostile test plugin doing `n` key-value increments per call on a memory bucket.
 fn incrementer(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: u64) -> WasmPlugin {
-    let file = plugin_file("hostile");
-    let (component, _) = runtime.compile(&file).expect("compile");
-    let pre = runtime
-        .prepare(&component, PluginKind::Filter)
-        .expect("prepare");
-    let mut config = PluginConfig::filter("kv".into(), file);
+    let mut config = PluginConfig::filter("kv".into(), plugin_file("hostile"));
     config.config = toml::from_str(&format!("mode = \"kv-increment\"\namount = {n}")).unwrap();
     config.timeout = Duration::from_secs(10);
-    let buckets = vec!["bench".to_owned()];
-    let log = PluginLog::new("bench", usize::MAX, Default::default(), Default::default());
-    let caps = Capabilities {
-        log: std::sync::Arc::new(log),
-        keyvalue: Stores::standalone(&buckets, None).grants(&buckets),
-        outbound: Default::default(),
-    };
-    rt.block_on(WasmPlugin::load(pre, config, 1, caps))
-        .expect("load")
+    config.keyvalue = vec!["bench".to_owned()];
+    let mut server = Config::default();
+    server
+        .keyvalue
+        .insert("bench".to_owned(), KeyValueConfig::memory());
+    load_as(rt, runtime, config, &server)
 }
 
 /// One increment's cost: a call doing 1,000 of them, minus a call doing none, over 1,000.

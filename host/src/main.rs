@@ -14,8 +14,6 @@ use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
 use plughost::plugin::authoring;
 use plughost::plugin::host::Backends;
-use plughost::plugin::host::keyvalue::Stores;
-use plughost::plugin::host::outbound::Outbound;
 use plughost::reload::Reloader;
 use plughost::status::Status;
 use plughost::{logging, plugin, server, shutdown, tls};
@@ -182,10 +180,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             .flatten()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let backends = Backends {
-            keyvalue: Stores::new(&config.keyvalue, metrics.registry_mut()),
-            outbound: Outbound::new(&config.outbound, own, metrics.registry_mut())?,
-        };
+        let backends = Backends::new(&config, own, metrics.registry_mut())?;
         let metrics = Arc::new(metrics);
         let (plugins, _) = plugin::loader::load(&config, metrics.clone(), &backends, None).await;
         let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), Arc::new(plugins)));

@@ -76,10 +76,6 @@ pub struct Metrics {
     pub plugin_peak_memory: Family<PluginLabel, Gauge>,
     /// Times a plugin was put in backoff.
     pub plugin_backoffs: Family<PluginLabel, Counter>,
-    /// Plugin log lines dropped by the plugin's `log_bytes_per_sec`.
-    pub plugin_log_dropped: Family<PluginLabel, Counter>,
-    /// Plugin log lines cut to the longest line plughost logs.
-    pub plugin_log_truncated: Family<PluginLabel, Counter>,
     /// Reloads, by outcome: `ok`, `refused` (a plugin's new version was refused) or
     /// `config_error` (the config file was not usable; nothing changed).
     pub reloads: Family<OutcomeLabel, Counter>,
@@ -230,8 +226,6 @@ impl Metrics {
             plugin_reuses: Family::default(),
             plugin_peak_memory: Family::default(),
             plugin_backoffs: Family::default(),
-            plugin_log_dropped: Family::default(),
-            plugin_log_truncated: Family::default(),
             reloads: Family::default(),
             backend_up: Family::default(),
             backend_requests: Family::default(),
@@ -305,16 +299,6 @@ impl Metrics {
             "plughost_responses_aborted",
             "Responses whose body failed or was cut off while being sent",
             m.responses_aborted.clone(),
-        );
-        registry.register(
-            "plughost_plugin_log_dropped",
-            "Plugin log lines dropped past the plugin's log_bytes_per_sec",
-            m.plugin_log_dropped.clone(),
-        );
-        registry.register(
-            "plughost_plugin_log_truncated",
-            "Plugin log lines cut to the longest line plughost logs",
-            m.plugin_log_truncated.clone(),
         );
         registry.register(
             "plughost_backend_ejections",

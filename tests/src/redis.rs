@@ -56,6 +56,19 @@ impl Redis {
         command(self.port, line)
     }
 
+    /// A field of `INFO` (e.g. `used_memory`).
+    pub fn info(&self, field: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "INFO\r\n").ok()?;
+        let prefix = format!("{field}:");
+        BufReader::new(s)
+            .lines()
+            .map_while(Result::ok)
+            .take(400)
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    }
+
     /// Kills it (every connection drops).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -135,6 +135,40 @@ async fn outbound_requests_go_only_where_allowed() {
         outbound_requests(&metrics, "fetch", &named, "refused_address"),
         1.0
     );
+    // Each refused destination is logged once, with the entry it would need.
+    let log = server.wait_log(&format!("needed=http://127.0.0.1:{}", other.addr.port()));
+    assert_eq!(
+        log.matches("outbound request denied").count(),
+        5,
+        "one line per destination:\n{log}"
+    );
+    fetch(&server, &format!("http://{}/again", other.addr)).await;
+    assert_eq!(
+        server.log().matches("outbound request denied").count(),
+        5,
+        "a destination's second refusal is only counted"
+    );
+}
+
+/// Userinfo in the authority: the listed host before or after the `@` is no way in, and
+/// nothing is connected to.
+#[tokio::test]
+async fn an_outbound_url_with_userinfo_is_refused() {
+    let allowed = TestBackend::start("allowed");
+    let other = TestBackend::start("other");
+    let rest = format!("allowed_outbound = [\"http://{}\"]", allowed.addr);
+    let server = Plughost::start(&fetcher("fetch", 0, &rest));
+    let denied = "error: destination not allowed (add it to the plugin's allowed_outbound)\n";
+    for url in [
+        format!("http://{}@{}/x", other.addr, allowed.addr),
+        format!("http://user:pw@{}/x", allowed.addr),
+        format!("http://{}@{}/x", allowed.addr, other.addr),
+    ] {
+        assert_eq!(fetch(&server, &url).await, (200, denied.into()), "{url}");
+    }
+    assert_eq!(allowed.hits.load(Ordering::Relaxed), 0);
+    assert_eq!(other.hits.load(Ordering::Relaxed), 0);
+    server.wait_log("carries userinfo");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ConfigError, DEFAULT_KV_COMMAND_TIMEOUT, DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_MAX_BYTES,
-    DEFAULT_KV_MAX_KEYS,
+    DEFAULT_KV_MAX_KEYS, DEFAULT_KV_PREFIX,
 };
 
 /// One bucket.
@@ -29,12 +29,18 @@ pub struct KeyValueConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub ttl: Option<Duration>,
-    /// With `memory`: most keys; writes of new keys past it fail [default: 100000].
+    /// Most keys; a write of new keys past it is refused whole [default: 100000]. Held on
+    /// both backends (on Redis by the script that writes).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
-    /// With `memory`: most bytes of keys and values; writes past it fail [default: 64 MiB].
+    /// Most bytes of keys and values; a write past it is refused whole [default: 64 MiB].
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
+    /// With `redis`: what every Redis key of this bucket starts with, as
+    /// `PREFIX:LEN:BUCKET:KEY` [default: plughost]. Letters, digits, `_`, `-` and `.`. Give
+    /// each deployment sharing one Redis its own prefix; every plughost of one fleet the same.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
     /// With `redis`: time to connect [default: 1s].
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -64,6 +70,7 @@ impl KeyValueConfig {
             ttl: None,
             max_keys: DEFAULT_KV_MAX_KEYS,
             max_bytes: DEFAULT_KV_MAX_BYTES,
+            prefix: DEFAULT_KV_PREFIX.to_owned(),
             connect_timeout: DEFAULT_KV_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_KV_COMMAND_TIMEOUT,
         }
@@ -71,10 +78,24 @@ impl KeyValueConfig {
 }
 
 impl KeyValueConfig {
-    /// Checks the bucket `name`: a Redis one needs a Redis URL.
+    /// Checks the bucket `name`: a Redis one needs a Redis URL and a prefix without `:`.
     pub(super) fn check(&self, name: &str) -> Result<(), ConfigError> {
         if self.backend != KvBackend::Redis {
             return Ok(());
+        }
+        let prefix_ok = !self.prefix.is_empty()
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !prefix_ok {
+            return Err(ConfigError::Invalid {
+                key: "keyvalue.prefix",
+                reason: format!(
+                    "bucket `{name}`: `{}` must be letters, digits, `_`, `-` or `.`, like \"shop-prod\"",
+                    self.prefix
+                ),
+            });
         }
         let invalid = |reason: String| {
             Err(ConfigError::Invalid {
@@ -101,6 +122,9 @@ fn default_max_keys() -> usize {
 }
 fn default_max_bytes() -> usize {
     DEFAULT_KV_MAX_BYTES
+}
+fn default_prefix() -> String {
+    DEFAULT_KV_PREFIX.to_owned()
 }
 fn default_connect_timeout() -> Duration {
     DEFAULT_KV_CONNECT_TIMEOUT

@@ -42,6 +42,10 @@ pub const DEFAULT_CACHE_HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600)
 pub const DEFAULT_KV_MAX_KEYS: usize = 100_000;
 /// Bytes of keys and values a memory key-value bucket holds.
 pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// What a Redis bucket's keys start with.
+pub const DEFAULT_KV_PREFIX: &str = "plughost";
+/// Bytes one host call (a key-value answer, a page of keys) may hand a plugin.
+pub const DEFAULT_PLUGIN_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// Time to connect to a Redis key-value backend.
 pub const DEFAULT_KV_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time for one Redis command's answer.

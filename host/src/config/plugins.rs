@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DEFAULT_PLUGIN_BACKOFF, DEFAULT_PLUGIN_FAILURE_THRESHOLD, DEFAULT_PLUGIN_FAILURE_WINDOW,
+    DEFAULT_PLUGIN_ANSWER_BYTES, DEFAULT_PLUGIN_BACKOFF, DEFAULT_PLUGIN_FAILURE_THRESHOLD, DEFAULT_PLUGIN_FAILURE_WINDOW,
     DEFAULT_PLUGIN_INIT_TIMEOUT, DEFAULT_PLUGIN_LOG_BYTES_PER_SEC, DEFAULT_PLUGIN_MEMORY_BYTES,
     DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES, DEFAULT_PLUGIN_OUTBOUND_REQUESTS,
     DEFAULT_PLUGIN_RESPONSE_BODY_BYTES, DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES,
@@ -80,6 +80,11 @@ pub struct PluginConfig {
     /// Directories the plugin may open. None by default.
     #[serde(default)]
     pub grants: Vec<Grant>,
+    /// Bytes one host call may hand the plugin back: a key-value value, batch or page of
+    /// keys, counted before it is gathered; past it the call fails with an error naming this
+    /// key [default: 8 MiB].
+    #[serde(default = "default_answer_bytes")]
+    pub max_answer_bytes: usize,
     /// `[keyvalue.NAME]` buckets the plugin may open. None by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keyvalue: Vec<String>,
@@ -133,6 +138,9 @@ fn default_response_body_bytes() -> usize {
 fn default_log_bytes_per_sec() -> usize {
     DEFAULT_PLUGIN_LOG_BYTES_PER_SEC
 }
+fn default_answer_bytes() -> usize {
+    DEFAULT_PLUGIN_ANSWER_BYTES
+}
 fn default_outbound_requests() -> usize {
     DEFAULT_PLUGIN_OUTBOUND_REQUESTS
 }
@@ -171,6 +179,7 @@ impl PluginConfig {
             log_bytes_per_sec: DEFAULT_PLUGIN_LOG_BYTES_PER_SEC,
             on_error: OnError::Fail,
             grants: Vec::new(),
+            max_answer_bytes: DEFAULT_PLUGIN_ANSWER_BYTES,
             keyvalue: Vec::new(),
             allowed_outbound: Vec::new(),
             max_outbound_requests: DEFAULT_PLUGIN_OUTBOUND_REQUESTS,

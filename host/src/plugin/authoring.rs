@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 
-use super::host::keyvalue::Stores;
-use super::host::outbound::Outbound;
-use super::host::{Backends, PluginLog};
+use super::host::Backends;
 use super::output::{self, Dropped, OutputLimits};
 use super::wasm::{Action, HeaderParam, Request, Runtime, WasmPlugin};
 use crate::body;
-use crate::config::{Destination, Grant, OutboundConfig, PluginConfig, PluginKind, Reuse};
+use crate::config::{
+    Config, Destination, Grant, KeyValueConfig, KvBackend, PluginConfig, PluginKind, Reuse,
+};
 
 /// What `plugin check` found; `Err` from [`check`] is the one-line reason it would not load.
 pub struct CheckReport {
@@ -143,27 +143,21 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     let (component, _) = runtime.compile(file)?;
     let pre = runtime.prepare(&component, PluginKind::Responder)?;
     let limits = OutputLimits::of(&plugin);
-    let log = PluginLog::new(
-        &plugin.name,
-        plugin.log_bytes_per_sec,
-        Default::default(),
-        Default::default(),
-    );
-    if let Some(url) = &o.kv_url {
-        redis::Client::open(url.as_str()).with_context(|| {
-            format!("--kv-url {url}: not a Redis URL like redis://127.0.0.1:6379/0")
-        })?;
-    }
     plugin.keyvalue = o.keyvalue.clone();
-    let backends = Backends {
-        keyvalue: Stores::standalone(&o.keyvalue, o.kv_url.as_deref()),
-        outbound: Outbound::new(
-            &OutboundConfig::default(),
-            Vec::new(),
-            &mut Default::default(),
-        )?,
-    };
-    let caps = backends.capabilities(&plugin, std::sync::Arc::new(log))?;
+    let mut server = Config::default();
+    for bucket in &o.keyvalue {
+        let mut c = KeyValueConfig::memory();
+        if let Some(url) = &o.kv_url {
+            redis::Client::open(url.as_str()).with_context(|| {
+                format!("--kv-url {url}: not a Redis URL like redis://127.0.0.1:6379/0")
+            })?;
+            c.backend = KvBackend::Redis;
+            c.url = Some(url.clone());
+        }
+        server.keyvalue.insert(bucket.clone(), c);
+    }
+    let backends = Backends::new(&server, Vec::new(), &mut Default::default())?;
+    let caps = backends.capabilities(&plugin)?;
     let name = plugin.name.clone();
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
     let dropped = Dropped::default();

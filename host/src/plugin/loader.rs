@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::host::{Backends, Capabilities, PluginLog};
+use super::host::{Backends, Capabilities};
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
 use super::{LoadedPlugin, PluginError, PluginLabel, Plugins};
@@ -182,7 +182,7 @@ pub async fn load(
             }
             Ok((bytes, digest)) => match engine().await {
                 Err(e) => Err(PluginError::Load(e)),
-                Ok(runtime) => match capabilities(p, &metrics, backends) {
+                Ok(runtime) => match backends.capabilities(p).map_err(|e| PluginError::Load(e.to_string())) {
                     Ok(caps) => load_one(runtime, p, bytes, digest, config.max_concurrency, caps)
                         .await
                         .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest)),
@@ -349,25 +349,4 @@ async fn load_one(
     let pre = runtime.prepare(&component, p.kind)?;
     let wasm = WasmPlugin::load(pre, p.clone(), default_instances, caps).await?;
     Ok((wasm, from_cache))
-}
-
-/// What plugin `p` may use of the host: its log (counted in its metric series) and what its
-/// entry grants of the shared backends.
-fn capabilities(
-    p: &PluginConfig,
-    metrics: &Metrics,
-    backends: &Backends,
-) -> Result<Capabilities, PluginError> {
-    let label = PluginLabel {
-        plugin: p.name.clone(),
-    };
-    let log = Arc::new(PluginLog::new(
-        &p.name,
-        p.log_bytes_per_sec,
-        metrics.plugin_log_dropped.get_or_create(&label).clone(),
-        metrics.plugin_log_truncated.get_or_create(&label).clone(),
-    ));
-    backends
-        .capabilities(p, log)
-        .map_err(|e| PluginError::Load(e.to_string()))
 }

@@ -520,11 +520,11 @@ impl WasmPlugin {
     }
 
     /// Puts an instance back after a call, or drops it with its store: after a failed call
-    /// (a trap poisons the store), under the fresh policy, past `max_requests`, or when a
+    /// (a trap poisons the store), under the fresh policy, past `max_requests`, when a
     /// wasi:http guest left resources in its table after `handle` (a leak that would grow
-    /// with every request, or an outbound request still in flight). A plughost plugin may
-    /// keep resources between calls on purpose (an open bucket), so its table is not
-    /// checked.
+    /// with every request, or an outbound request still in flight), or when a plughost
+    /// plugin holds more handles than one keeps between calls on purpose (an open bucket):
+    /// a plugin leaking them would otherwise fail on a later call with a full table.
     fn checkin(&self, mut instance: Instance, ok: bool) {
         instance.served += 1;
         let peak = instance.store.data().limiter.peak;
@@ -538,8 +538,10 @@ impl WasmPlugin {
                 .config
                 .max_requests
                 .is_none_or(|max| instance.served < max)
-            && (matches!(instance.bindings, Bindings::Plugin(_))
-                || instance.store.data().table_is_empty());
+            && match instance.bindings {
+                Bindings::Plugin(_) => !instance.store.data_mut().holds_too_many_handles(),
+                Bindings::WasiHttp(_) => instance.store.data().table_is_empty(),
+            };
         if keep {
             self.idle.lock().push(instance);
         }

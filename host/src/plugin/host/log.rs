@@ -5,13 +5,20 @@
 //! [`PLUGIN_LOG_LINE_MAX`] and the plugin's lines together to `log_bytes_per_sec`, so a plugin
 //! can neither fill the disk nor crowd the server's own lines out of the log buffer. One
 //! [`PluginLog`] is shared by all instances of a plugin, so the caps hold for the plugin.
+//!
+//! - shared backend ([`Logs`]): the metrics `plughost_plugin_log_dropped_total{plugin}` and
+//!   `plughost_plugin_log_truncated_total{plugin}`.
+//! - per-plugin state ([`PluginLog`]): its window of bytes and its two series.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
@@ -29,6 +36,50 @@ pub fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
 impl Host for State {
     fn log(&mut self, level: Level, message: String) {
         self.log.write(level, None, &message);
+    }
+}
+
+/// The label of this capability's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+/// This capability's metrics, registered by itself.
+#[derive(Clone, Default)]
+pub struct Logs {
+    dropped: Family<PluginLabel, Counter>,
+    truncated: Family<PluginLabel, Counter>,
+}
+
+impl Logs {
+    /// The log families, counted in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let logs = Self::default();
+        registry.register(
+            "plughost_plugin_log_dropped",
+            "Plugin log lines dropped past the plugin's log_bytes_per_sec",
+            logs.dropped.clone(),
+        );
+        registry.register(
+            "plughost_plugin_log_truncated",
+            "Plugin log lines cut to the longest line plughost logs",
+            logs.truncated.clone(),
+        );
+        logs
+    }
+
+    /// The log of `plugin`, within `bytes_per_sec`.
+    pub fn plugin(&self, plugin: &str, bytes_per_sec: usize) -> PluginLog {
+        let label = PluginLabel {
+            plugin: plugin.to_owned(),
+        };
+        PluginLog::new(
+            plugin,
+            bytes_per_sec,
+            self.dropped.get_or_create(&label).clone(),
+            self.truncated.get_or_create(&label).clone(),
+        )
     }
 }
 
@@ -51,7 +102,7 @@ pub struct PluginLog {
 
 impl PluginLog {
     /// The log of `plugin`, counting dropped and cut lines in the given counters.
-    pub fn new(plugin: &str, bytes_per_sec: usize, dropped: Counter, truncated: Counter) -> Self {
+    fn new(plugin: &str, bytes_per_sec: usize, dropped: Counter, truncated: Counter) -> Self {
         Self {
             plugin: Arc::from(plugin),
             bytes_per_sec,

@@ -4,24 +4,27 @@
 //!
 //! Every capability has the same parts (spin's "factors" are the model): `link` adds its
 //! imports to the linker once per engine; a shared backend is built once per server from its
-//! config section and owns its metrics; the per-instance state is built from the plugin's
-//! grants and lives in [`State`]. Adding one means one new module, one line in
-//! [`link_all`] and one field in [`State`] / [`Capabilities`]. Every host call a capability
-//! makes waits inside the plugin's wall-clock deadline (the call is raced against it) and
-//! copies no more out of the guest than its hostcall fuel allows.
+//! config section and registers its own metrics; the per-plugin grants are built from the
+//! plugin's entry and kept in [`Capabilities`]; the per-instance state lives in [`State`].
+//! [`Backends::new`] is the one place they are built from a [`Config`]: the server, `plugin
+//! run` and the benches all call it. Every host call a capability makes waits inside the
+//! plugin's wall-clock deadline (the call is raced against it), copies no more out of the
+//! guest than its hostcall fuel allows, and hands back no more than [`budget::Answer`] allows.
 
+pub mod budget;
 pub mod keyvalue;
 pub mod log;
 pub mod outbound;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use prometheus_client::registry::Registry;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::config::PluginConfig;
+use crate::config::{Config, PluginConfig};
 use log::GuestOutput;
 pub use log::PluginLog;
 
@@ -38,6 +41,8 @@ pub fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
 /// sections and kept across reloads.
 #[derive(Clone)]
 pub struct Backends {
+    /// The plugins' log series.
+    pub log: log::Logs,
     /// The declared key-value buckets.
     pub keyvalue: keyvalue::Stores,
     /// The outbound HTTP client, address policy and pools.
@@ -45,16 +50,29 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// What plugin `config` may use of the host: `log`, and what its entry grants of these
+    /// Every capability's backend for `config`, counted in `registry`; `own` are plughost's
+    /// listeners, which plugins may not call by name. Fails when `[outbound] ca_file` cannot
+    /// be used.
+    pub fn new(
+        config: &Config,
+        own: Vec<SocketAddr>,
+        registry: &mut Registry,
+    ) -> Result<Self, outbound::CaFileError> {
+        Ok(Self {
+            log: log::Logs::new(registry),
+            keyvalue: keyvalue::Stores::new(&config.keyvalue, registry),
+            outbound: outbound::Outbound::new(&config.outbound, own, registry)?,
+        })
+    }
+
+    /// What plugin `config` may use of the host: its log, and what its entry grants of these
     /// backends.
-    pub fn capabilities(
-        &self,
-        config: &PluginConfig,
-        log: Arc<PluginLog>,
-    ) -> Result<Capabilities, outbound::CaFileError> {
+    pub fn capabilities(&self, config: &PluginConfig) -> Result<Capabilities, outbound::CaFileError> {
         Ok(Capabilities {
-            log,
-            keyvalue: self.keyvalue.grants(&config.keyvalue),
+            log: Arc::new(self.log.plugin(&config.name, config.log_bytes_per_sec)),
+            keyvalue: self
+                .keyvalue
+                .grants(&config.keyvalue, config.max_answer_bytes),
             outbound: self.outbound.grants(config)?,
         })
     }
@@ -82,10 +100,8 @@ pub struct State {
     log: Arc<PluginLog>,
     /// The buckets it may open.
     keyvalue: keyvalue::Grants,
-    /// wasi:http's own state (the largest header section it accepts).
-    http: WasiHttpCtx,
-    /// Where its HTTP requests may go.
-    outbound: outbound::Hooks,
+    /// wasi:http's state and where its HTTP requests may go.
+    outbound: outbound::Instance,
 }
 
 impl State {
@@ -108,9 +124,6 @@ impl State {
             };
             wasi.preopened_dir(&g.host, &g.guest, perms)?;
         }
-        let mut http = WasiHttpCtx::new();
-        // A header section a guest builds or receives is copied within its header cap.
-        http.set_field_size_limit(config.max_response_header_bytes);
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         Ok(Self {
@@ -119,8 +132,7 @@ impl State {
             limiter: MemoryCap::new(config.max_memory_bytes),
             log,
             keyvalue: caps.keyvalue.clone(),
-            http,
-            outbound: outbound::Hooks::new(&caps.outbound),
+            outbound: outbound::Instance::new(&caps.outbound, config),
         })
     }
 }
@@ -130,27 +142,27 @@ impl State {
     pub fn table_is_empty(&self) -> bool {
         self.table.is_empty()
     }
+
+    /// Whether the guest holds more handles than a plugin keeps between calls on purpose (an
+    /// open bucket or two): one that leaks them would fail once the table is full, so its
+    /// instance is retired instead and the next call starts clean.
+    pub fn holds_too_many_handles(&mut self) -> bool {
+        self.table.iter_mut().nth(HANDLES_KEPT_MAX).is_some()
+    }
 }
 
 /// Most resources (handles: streams, requests, buckets…) one instance may hold at once: a
 /// guest creating them in a loop gets an error, not the host's memory.
 const MAX_RESOURCES: usize = 1 << 16;
 
+/// Most handles an instance may still hold after a call and be kept for the next one.
+const HANDLES_KEPT_MAX: usize = 64;
+
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for State {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.outbound,
         }
     }
 }

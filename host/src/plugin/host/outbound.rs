@@ -10,6 +10,18 @@
 //!   `plughost_outbound_duration_seconds{plugin,destination}`.
 //! - per-plugin state ([`Grants`]): the destinations of its `allowed_outbound`, its in-flight
 //!   cap and its body cap; with none listed every request is `http-request-denied`.
+//! - per-instance state ([`Instance`]): wasi:http's context (the largest header section it
+//!   accepts: the plugin's `max_response_header_bytes`) and the hooks every request passes.
+//!
+//! What a request hands back is bounded before it is built: the response head by hyper's read
+//! buffer (about 400 KiB, 100 headers) and then wasi:http's field limit (the plugin's
+//! `max_response_header_bytes`), the body by `max_outbound_body_bytes` as it streams, error
+//! strings by [`super::budget::error_text`].
+//!
+//! A URL whose authority carries userinfo (`http://user@host/`) is refused whatever its host:
+//! the allow-list names hosts, and userinfo would be forwarded in `Host`. A refused request is
+//! logged once per plugin and destination (up to [`DENIALS_LOGGED`] destinations a plugin),
+//! naming the `allowed_outbound` entry it would need.
 //!
 //! The decision is made before anything is spawned or resolved: a request to a destination
 //! not listed, or past the plugin's in-flight cap, fails at once. A destination given by
@@ -33,6 +45,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::Frame;
@@ -50,11 +63,14 @@ use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{
+    Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+};
 
 use super::State;
 use crate::balancer::Pools;
 use crate::body;
+use super::budget::error_text;
 use crate::config::{Destination, OutboundConfig, PluginConfig, UPSTREAM_HOST_SUFFIX};
 use crate::error::{ClientError, RequestError, UpstreamError};
 use crate::proxy::h1;
@@ -174,6 +190,7 @@ impl Outbound {
             permits: Arc::new(Semaphore::new(p.max_outbound_requests)),
             body_cap: p.max_outbound_body_bytes,
             deadline: p.timeout,
+            denials: Mutex::new(HashSet::new()),
         }))))
     }
 }
@@ -232,17 +249,44 @@ struct PluginOutbound {
     body_cap: usize,
     /// The plugin's own deadline: no phase of a request waits longer.
     deadline: Duration,
+    /// The destinations whose refusal was logged.
+    denials: Mutex<HashSet<String>>,
+}
+
+/// Destinations a plugin's refusals are logged for; past them refusals are only counted.
+pub const DENIALS_LOGGED: usize = 32;
+
+/// One instance's wasi:http state.
+pub struct Instance {
+    ctx: WasiHttpCtx,
+    hooks: Hooks,
+}
+
+impl Instance {
+    /// The state of an instance of plugin `config` with `grants`.
+    pub fn new(grants: &Grants, config: &PluginConfig) -> Self {
+        let mut ctx = WasiHttpCtx::new();
+        // A header section a guest builds or receives is copied within its header cap.
+        ctx.set_field_size_limit(config.max_response_header_bytes);
+        Self {
+            ctx,
+            hooks: Hooks(grants.clone()),
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.outbound.ctx,
+            table: &mut self.table,
+            hooks: &mut self.outbound.hooks,
+        }
+    }
 }
 
 /// The `wasi:http` hooks of one instance: every outgoing request passes here.
-pub struct Hooks(Grants);
-
-impl Hooks {
-    /// The hooks of an instance of a plugin with `grants`.
-    pub fn new(grants: &Grants) -> Self {
-        Self(grants.clone())
-    }
-}
+struct Hooks(Grants);
 
 impl WasiHttpHooks for Hooks {
     fn send_request(
@@ -256,7 +300,7 @@ impl WasiHttpHooks for Hooks {
         };
         let Some(dest) = p.destination(request.uri()) else {
             p.count("(denied)", "denied");
-            tracing::debug!(plugin = %p.plugin, uri = %truncated_uri(request.uri()), "outbound request denied: not in allowed_outbound");
+            p.log_denial(request.uri());
             return Box::new(std::future::ready(Err(Error::HttpRequestDenied)));
         };
         // Taken now rather than awaited: a guest looping over `handle` gets an error per
@@ -269,10 +313,6 @@ impl WasiHttpHooks for Hooks {
     }
 }
 
-/// A URI for the log, cut short: it comes from the guest.
-fn truncated_uri(uri: &Uri) -> String {
-    crate::plugin::output::truncated(&uri.to_string(), 200).into_owned()
-}
 
 /// The waits of one request, the guest's options clamped to the host's.
 #[derive(Clone, Copy)]
@@ -282,8 +322,11 @@ struct Waits {
 }
 
 impl PluginOutbound {
-    /// The allowed destination `uri` goes to, if any.
+    /// The allowed destination `uri` goes to, if any. An authority with userinfo has none.
     fn destination(&self, uri: &Uri) -> Option<Destination> {
+        if uri.authority()?.as_str().contains('@') {
+            return None;
+        }
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -299,6 +342,35 @@ impl PluginOutbound {
             },
         };
         self.allowed.contains(&dest).then_some(dest)
+    }
+
+    /// Logs a refusal once per destination (the first [`DENIALS_LOGGED`] of them), with the
+    /// `allowed_outbound` entry it would need. The URL is the guest's: only its scheme and
+    /// authority are logged, cut short.
+    fn log_denial(&self, uri: &Uri) {
+        let scheme = uri.scheme_str().unwrap_or("(none)");
+        let authority = uri.authority().map_or("(none)", |a| a.as_str());
+        let destination = error_text(format!("{scheme}://{authority}"));
+        let mut logged = self.denials.lock();
+        if logged.len() > DENIALS_LOGGED || logged.contains(&destination) {
+            return;
+        }
+        if logged.len() == DENIALS_LOGGED {
+            logged.insert(String::new());
+            tracing::warn!(plugin = %self.plugin, "outbound requests denied to {DENIALS_LOGGED} destinations; further ones are only counted in plughost_outbound_requests_total");
+            return;
+        }
+        if authority.contains('@') {
+            tracing::warn!(plugin = %self.plugin, destination = %destination, "outbound request denied: its URL carries userinfo (user@host), which plughost never sends; put credentials in a header");
+        } else {
+            let port = uri
+                .port_u16()
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            let needed = format!("{scheme}://{}{port}", uri.host().unwrap_or("(none)"));
+            tracing::warn!(plugin = %self.plugin, destination = %destination, needed = %error_text(needed), "outbound request denied: not in the plugin's allowed_outbound; add the needed entry to it if the plugin should reach this destination");
+        }
+        logged.insert(destination);
     }
 
     fn waits(&self, options: Option<RequestOptions>) -> Waits {
@@ -700,7 +772,7 @@ async fn connect(policy: &AddressPolicy, uri: &Uri) -> io::Result<TokioIo<TcpStr
         Err(_) => {
             let found = tokio::net::lookup_host((host, port))
                 .await
-                .map_err(|e| io::Error::other(Lookup(format!("{host}: {e}"))))?;
+                .map_err(|e| io::Error::other(Lookup(error_text(format!("{host}: {e}")))))?;
             (found.collect(), true)
         }
     };
@@ -847,6 +919,10 @@ mod tests {
         assert!(!allowed("http://localhost:8081/"));
         assert!(!allowed("http://other.upstream.internal/"));
         assert!(!allowed("http://169.254.169.254/latest/meta-data"));
+        // Userinfo: the listed host after `@`, or before it, is no way in.
+        assert!(!allowed("http://127.0.0.1:9@127.0.0.1:8081/"));
+        assert!(!allowed("http://user@127.0.0.1:8081/"));
+        assert!(!allowed("http://127.0.0.1:8081@evil.example/"));
     }
 
     /// A name allowed by the list that resolves to loopback is refused before any

@@ -217,11 +217,115 @@ impl Plugin for Hostile {
                 let url = req.header("x-fetch").unwrap_or(&c.path).to_owned();
                 Ok(Response::text(200, burst(&url, c.amount)).into_action())
             }
+            // Runs the key-value steps in the request body (JSON, see `KvStep`), a line each.
+            "kv" => {
+                let steps: Vec<KvStep> =
+                    plughost_plugin_sdk::serde_json::from_slice(&req.body).map_err(|e| format!("bad steps: {e}"))?;
+                let out: String = steps.into_iter().map(|s| kv_step(s) + "\n").collect();
+                Ok(Response::text(200, out).into_action())
+            }
             // An error whose message is `amount` MiB.
             "big-error" => Err("E".repeat((c.amount as usize) << 20)),
             other => Err(format!("unknown mode {other}")),
         }
     }
+}
+
+/// One key-value step of the `kv` mode; each answers `ok`, `value=…` or `error: …`.
+#[derive(serde::Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+enum KvStep {
+    /// `value`, or `size` bytes of `v` when `size` is given.
+    Set { bucket: String, key: String, #[serde(default)] value: String, #[serde(default)] size: usize },
+    Get { bucket: String, key: String },
+    /// A get-many naming `key` `times` times.
+    GetMany { bucket: String, key: String, times: usize },
+    /// `n` keys `PREFIX0…` of `size` bytes each, in set-many calls of `chunk` pairs.
+    SetMany { bucket: String, prefix: String, n: usize, size: usize, chunk: usize },
+    Increment { bucket: String, key: String, delta: u64 },
+    Exists { bucket: String, key: String },
+    /// Every page of `list-keys`: `keys=N pages=P p99_page_us=… total_ms=…`, then the keys
+    /// when there are at most 20.
+    List { bucket: String },
+    /// Opens `n` handles and never drops them.
+    Leak { bucket: String, n: usize },
+}
+
+fn kv_step(step: KvStep) -> String {
+    use plughost_plugin_sdk::kv::describe;
+    use plughost_plugin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
+    let open = |name: &str| store::open(name).map_err(|e| describe(&e));
+    let run = || -> Result<String, String> {
+        Ok(match step {
+            KvStep::Set { bucket, key, value, size } => {
+                let value = if size > 0 { vec![b'v'; size] } else { value.into_bytes() };
+                open(&bucket)?.set(&key, &value).map_err(|e| describe(&e))?;
+                "ok".into()
+            }
+            KvStep::Get { bucket, key } => match open(&bucket)?.get(&key).map_err(|e| describe(&e))? {
+                None => "none".into(),
+                Some(v) if v.len() <= 64 => format!("value={}", String::from_utf8_lossy(&v)),
+                Some(v) => format!("len={}", v.len()),
+            },
+            KvStep::GetMany { bucket, key, times } => {
+                let keys = vec![key; times];
+                let found = batch::get_many(&open(&bucket)?, &keys).map_err(|e| describe(&e))?;
+                let bytes: usize = found.iter().flatten().map(|(_, v)| v.len()).sum();
+                format!("got={} bytes={bytes}", found.len())
+            }
+            KvStep::SetMany { bucket, prefix, n, size, chunk } => {
+                let b = open(&bucket)?;
+                let value = vec![b'v'; size];
+                let mut i = 0;
+                while i < n {
+                    let end = (i + chunk.max(1)).min(n);
+                    let pairs: Vec<(String, Vec<u8>)> =
+                        (i..end).map(|j| (format!("{prefix}{j}"), value.clone())).collect();
+                    batch::set_many(&b, &pairs).map_err(|e| describe(&e))?;
+                    i = end;
+                }
+                "ok".into()
+            }
+            KvStep::Increment { bucket, key, delta } => {
+                let n = atomics::increment(&open(&bucket)?, &key, delta).map_err(|e| describe(&e))?;
+                format!("value={n}")
+            }
+            KvStep::Exists { bucket, key } => {
+                format!("{}", open(&bucket)?.exists(&key).map_err(|e| describe(&e))?)
+            }
+            KvStep::List { bucket } => {
+                let b = open(&bucket)?;
+                let (mut keys, mut pages, mut cursor) = (Vec::new(), Vec::new(), None);
+                let started = std::time::Instant::now();
+                loop {
+                    let t = std::time::Instant::now();
+                    let page = b.list_keys(cursor).map_err(|e| describe(&e))?;
+                    pages.push(t.elapsed().as_micros());
+                    keys.extend(page.keys);
+                    cursor = page.cursor;
+                    if cursor.is_none() {
+                        break;
+                    }
+                }
+                let total = started.elapsed().as_millis();
+                pages.sort();
+                let p99 = pages[(pages.len() * 99 / 100).min(pages.len() - 1)];
+                let mut line = format!("keys={} pages={} p99_page_us={p99} total_ms={total}", keys.len(), pages.len());
+                if keys.len() <= 20 {
+                    keys.sort();
+                    line += &format!(" {}", keys.join(","));
+                }
+                line
+            }
+            KvStep::Leak { bucket, n } => {
+                for _ in 0..n {
+                    std::mem::forget(open(&bucket)?);
+                }
+                format!("leaked {n}")
+            }
+        })
+    };
+    run().unwrap_or_else(|e| format!("error: {e}"))
 }
 
 /// Sends `n` GETs of `url` before awaiting any, then counts how each ended.

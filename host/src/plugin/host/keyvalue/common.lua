@@ -1,0 +1,71 @@
+-- The layout of one bucket in Redis, shared by every script (each starts with this file).
+-- KEYS[1] is the bucket's base name, `PREFIX:LEN:BUCKET` (LEN: the bucket name's length in
+-- bytes, so no bucket's keys can be named through another bucket). A key K is stored at
+-- `BASE:K`; the bucket's books are `BASE|sizes` (K -> bytes of K and its value: the bucket's
+-- keys, counted and listed from here), `BASE|bytes` (their sum) and, with a ttl,
+-- `BASE|expiry` (K -> the millisecond it expires, when its size leaves the books).
+local base = KEYS[1]
+local sizes, total, expiry = base .. '|sizes', base .. '|bytes', base .. '|expiry'
+
+local function data(k)
+  return base .. ':' .. k
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Takes up to `limit` keys whose time has passed off the books; returns how many.
+local function purge(now, limit)
+  local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, limit)
+  for _, k in ipairs(gone) do
+    local n = redis.call('HGET', sizes, k)
+    if n then
+      redis.call('DECRBY', total, n)
+      redis.call('HDEL', sizes, k)
+    end
+    redis.call('ZREM', expiry, k)
+    redis.call('DEL', data(k))
+  end
+  return #gone
+end
+
+-- Whether writing keys `ks` with sizes `ns` keeps the bucket within its quota.
+local function fits(ks, ns, max_keys, max_bytes)
+  local keys = redis.call('HLEN', sizes)
+  local bytes = tonumber(redis.call('GET', total) or '0')
+  for i = 1, #ks do
+    local old = redis.call('HGET', sizes, ks[i])
+    if old then
+      bytes = bytes - tonumber(old)
+    else
+      keys = keys + 1
+    end
+    bytes = bytes + ns[i]
+  end
+  return keys <= max_keys and bytes <= max_bytes
+end
+
+-- `fits`, after taking expired keys off the books when it would not.
+local function room(ks, ns, max_keys, max_bytes, now, ttl)
+  if fits(ks, ns, max_keys, max_bytes) then
+    return true
+  end
+  return ttl > 0 and purge(now, 1000000) > 0 and fits(ks, ns, max_keys, max_bytes)
+end
+
+-- Stores K = V (whose size is n) and keeps the books.
+local function put(k, v, n, now, ttl)
+  local old = redis.call('HGET', sizes, k)
+  redis.call('HSET', sizes, k, n)
+  redis.call('INCRBY', total, n - (tonumber(old) or 0))
+  if ttl > 0 then
+    local at = string.format('%.0f', now + ttl)
+    redis.call('SET', data(k), v, 'PXAT', at)
+    redis.call('ZADD', expiry, at, k)
+  else
+    redis.call('SET', data(k), v)
+  end
+end
+

@@ -1,0 +1,528 @@
+//! The key-value capability: `wasi:keyvalue@0.2.0-draft` (`store`, `atomics`, `batch`, the
+//! version wasmCloud's components import) over buckets the operator declares in
+//! `[keyvalue.NAME]` and grants per plugin (`keyvalue = ["NAME"]`).
+//!
+//! - `link`: the three interfaces, once per engine. A component that imports none of them
+//!   loads exactly as before.
+//! - shared backend ([`Stores`]): one [`Bucket`] per declared name, built once per server and
+//!   kept across reloads, so state survives instance recycling and hot reload; `memory`
+//!   ([`memory`]) keeps keys in this process, `redis` ([`redis`]) in a Redis server a fleet
+//!   shares.
+//! - per-instance state ([`Grants`]): the buckets the plugin may open (opening another is
+//!   `access-denied` if declared, `no-such-store` if not) and its answer budget.
+//! - metrics: `plughost_kv_operations_total{bucket,op,outcome}` and
+//!   `plughost_kv_duration_seconds{bucket}`.
+//! - budgets: what a call hands back (a value, a batch, a page of keys) is counted against
+//!   the plugin's `max_answer_bytes` before it is gathered; keys are at most [`KEY_MAX`]
+//!   bytes; each bucket holds at most `max_keys` keys and `max_bytes` bytes, on both backends.
+//!
+//! Both backends follow one set of rules, so a plugin behaves the same on either: a write
+//! past the quota is refused whole (a batch writes all its pairs or none); a counter is a
+//! value of decimal digits from 0 to `i64::MAX` (what Redis' INCRBY reads, kept to the
+//! interface's unsigned type), and an increment of anything else, or past that maximum, is
+//! refused without writing. An error means the operation did not happen, unless it says
+//! `outcome unknown` (a Redis write sent but not answered). wasi:keyvalue has no expiry: a
+//! bucket's `ttl` applies to every write. Every call waits inside the plugin's deadline, and a
+//! Redis command also within `command_timeout`.
+
+mod memory;
+mod redis;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::State;
+use super::budget::{Answer, TooLarge};
+use crate::config::{KeyValueConfig, KvBackend};
+
+/// Bindings of `wasi:keyvalue@0.2.0-draft` (documented in `wit/deps/keyvalue`).
+#[allow(missing_docs)]
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/deps/keyvalue",
+        world: "wasi:keyvalue/imports",
+        imports: { default: async | trappable },
+        with: { "wasi:keyvalue/store.bucket": super::Open },
+    });
+}
+
+use bindings::wasi::keyvalue::{atomics, batch, store};
+use store::{Error as KvError, KeyResponse};
+
+/// Keys a `list-keys` page returns at most.
+const PAGE: usize = 100;
+
+/// Longest key, in bytes: what bounds a page of keys, on both backends.
+pub const KEY_MAX: usize = 1024;
+
+/// Adds `wasi:keyvalue/{store,atomics,batch}` to the linker.
+pub fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    bindings::Imports::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+}
+
+/// Every declared bucket, shared by the whole server.
+#[derive(Clone, Default)]
+pub struct Stores {
+    buckets: Arc<BTreeMap<String, Arc<Bucket>>>,
+}
+
+impl Stores {
+    /// The buckets of `[keyvalue.*]`, counted in `registry`.
+    pub fn new(config: &BTreeMap<String, KeyValueConfig>, registry: &mut Registry) -> Self {
+        let metrics = KvMetrics::register(registry);
+        let buckets = config
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    Arc::new(Bucket::new(name, c, metrics.clone())),
+                )
+            })
+            .collect();
+        Self {
+            buckets: Arc::new(buckets),
+        }
+    }
+
+    /// What a plugin granted `names` may open, handing back at most `answer_bytes` a call.
+    pub fn grants(&self, names: &[String], answer_bytes: usize) -> Grants {
+        Grants {
+            granted: names
+                .iter()
+                .filter_map(|n| self.buckets.get(n).cloned())
+                .collect(),
+            declared: self.buckets.keys().cloned().collect(),
+            answer_bytes,
+        }
+    }
+
+    /// The declared buckets' names and backends, for `/plugins` and the status page.
+    pub fn describe(&self) -> Vec<(String, &'static str)> {
+        self.buckets
+            .iter()
+            .map(|(n, b)| (n.clone(), b.backend.kind()))
+            .collect()
+    }
+}
+
+/// The buckets one plugin may open, and what one call may hand it back.
+#[derive(Clone, Default)]
+pub struct Grants {
+    granted: Vec<Arc<Bucket>>,
+    declared: Arc<[String]>,
+    answer_bytes: usize,
+}
+
+/// An open bucket: a resource in the instance's table.
+pub struct Open(Arc<Bucket>);
+
+/// The labels of key-value metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    bucket: String,
+    op: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BucketLabel {
+    bucket: String,
+}
+
+/// This capability's metrics, registered by itself.
+#[derive(Clone)]
+struct KvMetrics {
+    ops: Family<OpLabel, Counter>,
+    duration: Family<BucketLabel, Histogram, fn() -> Histogram>,
+}
+
+fn op_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_001, 4.0, 11))
+}
+
+impl KvMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            ops: Family::default(),
+            duration: Family::new_with_constructor(op_histogram),
+        };
+        registry.register(
+            "plughost_kv_operations",
+            "Key-value operations by bucket, operation and outcome (ok, error, unknown: a Redis write sent and not answered)",
+            m.ops.clone(),
+        );
+        registry.register(
+            "plughost_kv_duration_seconds",
+            "Time of one key-value operation",
+            m.duration.clone(),
+        );
+        m
+    }
+}
+
+/// A bucket's quota.
+#[derive(Clone, Copy, Debug)]
+struct Quota {
+    max_keys: usize,
+    max_bytes: usize,
+}
+
+impl Quota {
+    fn of(c: &KeyValueConfig) -> Self {
+        Self {
+            max_keys: c.max_keys,
+            max_bytes: c.max_bytes,
+        }
+    }
+}
+
+/// One declared bucket and its backend.
+pub struct Bucket {
+    name: String,
+    ttl: Option<Duration>,
+    backend: Backend,
+    metrics: KvMetrics,
+    /// Its series, looked up once.
+    duration: Histogram,
+    /// Operation counters already looked up, by (operation, outcome): the family's lookup
+    /// needs a label with the bucket's name, a `String` built per call otherwise.
+    counters: Mutex<HashMap<(&'static str, &'static str), Counter>>,
+}
+
+enum Backend {
+    Memory(Mutex<memory::Memory>),
+    Redis(redis::Redis),
+}
+
+impl Backend {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> KvError {
+    KvError::Other(e.to_string())
+}
+
+fn full(q: Quota) -> KvError {
+    other(format!(
+        "bucket full (max_keys {}, max_bytes {}); nothing was written",
+        q.max_keys, q.max_bytes
+    ))
+}
+
+fn not_counter() -> KvError {
+    other(
+        "the value is not a counter (decimal digits from 0 to 9223372036854775807); nothing was written",
+    )
+}
+
+fn overflow() -> KvError {
+    other("the counter would pass 9223372036854775807; nothing was written")
+}
+
+impl From<TooLarge> for KvError {
+    fn from(e: TooLarge) -> Self {
+        other(e)
+    }
+}
+
+/// The counter a stored value holds: canonical decimal digits (no sign, no leading zero, as
+/// Redis' INCRBY reads them, kept non-negative for the interface's `u64`), at most i64::MAX.
+fn counter(v: &[u8]) -> Result<i64, KvError> {
+    let canonical = v == b"0" || (v.first().is_some_and(|d| (b'1'..=b'9').contains(d)))
+        && v.iter().all(u8::is_ascii_digit);
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|_| canonical)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(not_counter)
+}
+
+/// Refuses a key longer than [`KEY_MAX`].
+fn check_key(key: &str) -> Result<(), KvError> {
+    if key.len() > KEY_MAX {
+        return Err(other(format!(
+            "a key of {} bytes; keys are at most {KEY_MAX} bytes",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A batch's pairs with each key once (its last value), keys checked.
+fn distinct(pairs: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Bytes)>, KvError> {
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        check_key(k)?;
+        last.insert(k, i);
+    }
+    let keep: Vec<bool> = (0..pairs.len())
+        .map(|i| last.get(pairs[i].0.as_str()) == Some(&i))
+        .collect();
+    Ok(pairs
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, keep)| *keep)
+        .map(|((k, v), _)| (k, Bytes::from(v)))
+        .collect())
+}
+
+impl Bucket {
+    fn new(name: &str, c: &KeyValueConfig, metrics: KvMetrics) -> Self {
+        let backend = match c.backend {
+            KvBackend::Memory => Backend::Memory(Mutex::new(memory::Memory::new(Quota::of(c)))),
+            KvBackend::Redis => Backend::Redis(redis::Redis::new(name, c)),
+        };
+        let duration = metrics
+            .duration
+            .get_or_create(&BucketLabel {
+                bucket: name.to_owned(),
+            })
+            .clone();
+        Self {
+            name: name.to_owned(),
+            ttl: c.ttl,
+            backend,
+            metrics,
+            duration,
+            counters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs one operation, counting it.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        f: impl AsyncFnOnce(&Self) -> Result<T, KvError>,
+    ) -> Result<T, KvError> {
+        let started = Instant::now();
+        let result = f(self).await;
+        self.duration.observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(KvError::Other(why)) if why.starts_with("outcome unknown") => "unknown",
+            Err(_) => "error",
+        };
+        self.counters
+            .lock()
+            .entry((op, outcome))
+            .or_insert_with(|| {
+                self.metrics
+                    .ops
+                    .get_or_create(&OpLabel {
+                        bucket: self.name.clone(),
+                        op,
+                        outcome,
+                    })
+                    .clone()
+            })
+            .inc();
+        result
+    }
+
+    async fn get(&self, key: String, mut answer: Answer) -> Result<Option<Vec<u8>>, KvError> {
+        self.run("get", async |b| {
+            check_key(&key)?;
+            match &b.backend {
+                Backend::Memory(m) => {
+                    let value = m.lock().get(&key, &mut answer)?;
+                    Ok(value.map(|v| v.to_vec()))
+                }
+                Backend::Redis(r) => r.get(&key, &answer).await,
+            }
+        })
+        .await
+    }
+
+    async fn set(&self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+        self.write("set", vec![(key, value)]).await
+    }
+
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {
+        self.write("set-many", pairs).await
+    }
+
+    /// Writes every pair, or none.
+    async fn write(&self, op: &'static str, pairs: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {
+        self.run(op, async |b| {
+            let pairs = distinct(pairs)?;
+            if pairs.is_empty() {
+                return Ok(());
+            }
+            match &b.backend {
+                Backend::Memory(m) => m.lock().set_all(pairs, b.ttl),
+                Backend::Redis(r) => r.set_all(&pairs).await,
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, op: &'static str, keys: Vec<String>) -> Result<(), KvError> {
+        self.run(op, async |b| {
+            keys.iter().try_for_each(|k| check_key(k))?;
+            match &b.backend {
+                Backend::Memory(m) => {
+                    m.lock().delete(&keys);
+                    Ok(())
+                }
+                Backend::Redis(_) if keys.is_empty() => Ok(()),
+                Backend::Redis(r) => r.delete(&keys).await,
+            }
+        })
+        .await
+    }
+
+    async fn exists(&self, key: String) -> Result<bool, KvError> {
+        self.run("exists", async |b| {
+            check_key(&key)?;
+            match &b.backend {
+                Backend::Memory(m) => Ok(m.lock().exists(&key)),
+                Backend::Redis(r) => r.exists(&key).await,
+            }
+        })
+        .await
+    }
+
+    async fn list_keys(&self, cursor: Option<u64>, mut answer: Answer) -> Result<KeyResponse, KvError> {
+        self.run("list-keys", async |b| {
+            let (keys, cursor) = match &b.backend {
+                Backend::Memory(m) => m.lock().list(cursor, &mut answer)?,
+                Backend::Redis(r) => r.list(cursor, &mut answer).await?,
+            };
+            Ok(KeyResponse { keys, cursor })
+        })
+        .await
+    }
+
+    async fn increment(&self, key: String, delta: u64) -> Result<u64, KvError> {
+        self.run("increment", async |b| {
+            check_key(&key)?;
+            let delta = i64::try_from(delta).map_err(|_| overflow())?;
+            match &b.backend {
+                Backend::Memory(m) => m.lock().increment(key, delta, b.ttl),
+                Backend::Redis(r) => r.increment(&key, delta).await,
+            }
+        })
+        .await
+    }
+
+    async fn get_many(
+        &self,
+        keys: Vec<String>,
+        mut answer: Answer,
+    ) -> Result<Vec<Option<(String, Vec<u8>)>>, KvError> {
+        self.run("get-many", async |b| {
+            keys.iter().try_for_each(|k| check_key(k))?;
+            let values: Vec<Option<Vec<u8>>> = match &b.backend {
+                Backend::Memory(m) => {
+                    let found = m.lock().get_many(&keys, &mut answer)?;
+                    // Copied for the guest once the bucket's lock is released.
+                    found.into_iter().map(|v| v.map(|v| v.to_vec())).collect()
+                }
+                Backend::Redis(_) if keys.is_empty() => Vec::new(),
+                Backend::Redis(r) => r.get_many(&keys, &answer).await?,
+            };
+            Ok(keys
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| v.map(|v| (k, v)))
+                .collect())
+        })
+        .await
+    }
+}
+
+type Host<T> = wasmtime::Result<Result<T, KvError>>;
+
+impl State {
+    fn bucket(&self, r: &Resource<Open>) -> wasmtime::Result<Arc<Bucket>> {
+        Ok(self.table.get(r)?.0.clone())
+    }
+
+    /// The budget of one host call's answer.
+    fn answer(&self) -> Answer {
+        Answer::new(self.keyvalue.answer_bytes)
+    }
+}
+
+impl store::Host for State {
+    async fn open(&mut self, identifier: String) -> Host<Resource<Open>> {
+        let granted = self.keyvalue.granted.iter().find(|b| b.name == identifier);
+        match granted {
+            Some(b) => Ok(Ok(self.table.push(Open(b.clone()))?)),
+            None if self.keyvalue.declared.contains(&identifier) => Ok(Err(KvError::AccessDenied)),
+            None => Ok(Err(KvError::NoSuchStore)),
+        }
+    }
+}
+
+impl store::HostBucket for State {
+    async fn get(&mut self, b: Resource<Open>, key: String) -> Host<Option<Vec<u8>>> {
+        let answer = self.answer();
+        Ok(self.bucket(&b)?.get(key, answer).await)
+    }
+
+    async fn set(&mut self, b: Resource<Open>, key: String, value: Vec<u8>) -> Host<()> {
+        Ok(self.bucket(&b)?.set(key, value).await)
+    }
+
+    async fn delete(&mut self, b: Resource<Open>, key: String) -> Host<()> {
+        Ok(self.bucket(&b)?.delete("delete", vec![key]).await)
+    }
+
+    async fn exists(&mut self, b: Resource<Open>, key: String) -> Host<bool> {
+        Ok(self.bucket(&b)?.exists(key).await)
+    }
+
+    async fn list_keys(&mut self, b: Resource<Open>, cursor: Option<u64>) -> Host<KeyResponse> {
+        let answer = self.answer();
+        Ok(self.bucket(&b)?.list_keys(cursor, answer).await)
+    }
+
+    async fn drop(&mut self, b: Resource<Open>) -> wasmtime::Result<()> {
+        self.table.delete(b)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for State {
+    async fn increment(&mut self, b: Resource<Open>, key: String, delta: u64) -> Host<u64> {
+        Ok(self.bucket(&b)?.increment(key, delta).await)
+    }
+}
+
+impl batch::Host for State {
+    async fn get_many(
+        &mut self,
+        b: Resource<Open>,
+        keys: Vec<String>,
+    ) -> Host<Vec<Option<(String, Vec<u8>)>>> {
+        let answer = self.answer();
+        Ok(self.bucket(&b)?.get_many(keys, answer).await)
+    }
+
+    async fn set_many(&mut self, b: Resource<Open>, pairs: Vec<(String, Vec<u8>)>) -> Host<()> {
+        Ok(self.bucket(&b)?.set_many(pairs).await)
+    }
+
+    async fn delete_many(&mut self, b: Resource<Open>, keys: Vec<String>) -> Host<()> {
+        Ok(self.bucket(&b)?.delete("delete-many", keys).await)
+    }
+}
+
+#[cfg(test)]
+mod tests;
