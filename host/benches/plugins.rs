@@ -45,7 +45,7 @@ fn load_as(
         .prepare(&component, PluginKind::Filter)
         .expect("prepare");
     config.log_bytes_per_sec = usize::MAX;
-    let caps = Backends::new(server, Vec::new(), &mut Default::default())
+    let caps = Backends::new(server, &[], &mut Default::default())
         .expect("backends")
         .capabilities(&config)
         .expect("grants");

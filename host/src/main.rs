@@ -175,12 +175,13 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         };
         let mut metrics = Metrics::new();
         // Plugins may not call plughost itself by name: its listeners are refused.
-        let own = [Some(&public), redirect.as_ref(), admin_listener.as_ref()]
+        let own: Vec<SocketAddr> = [Some(&public), redirect.as_ref(), admin_listener.as_ref()]
             .into_iter()
             .flatten()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        let backends = Backends::new(&config, own, metrics.registry_mut())?;
+        let backends =
+            Backends::new(&config, &own, metrics.registry_mut()).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Arc::new(metrics);
         let (plugins, _) = plugin::loader::load(&config, metrics.clone(), &backends, None).await;
         let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), Arc::new(plugins)));

@@ -94,7 +94,8 @@ async fn an_answer_past_the_budget_is_refused_before_it_is_built() {
     on_both!(|backend| {
         let config = kv_plugin("kv", &["b"], "") + &backend.table("b", "");
         let server = Plughost::start(&config);
-        let set = serde_json::json!([{"op": "set", "bucket": "b", "key": "big", "size": 256 * 1024}]);
+        let set =
+            serde_json::json!([{"op": "set", "bucket": "b", "key": "big", "size": 256 * 1024}]);
         assert_eq!(kv(&server, "kv", set).await, ["ok"]);
         let (_, peak_before) = server.rss_kib();
         let many = serde_json::json!([
@@ -103,10 +104,15 @@ async fn an_answer_past_the_budget_is_refused_before_it_is_built() {
         ]);
         let seen = kv(&server, "kv", many).await;
         assert!(
-            seen[0].starts_with("error: the answer would be over") && seen[0].contains("max_answer_bytes"),
+            seen[0].starts_with("error: the answer would be over")
+                && seen[0].contains("max_answer_bytes"),
             "{backend:?}: {seen:?}"
         );
-        assert_eq!(seen[1], format!("got=8 bytes={}", 8 * 256 * 1024), "{backend:?}");
+        assert_eq!(
+            seen[1],
+            format!("got=8 bytes={}", 8 * 256 * 1024),
+            "{backend:?}"
+        );
         let (_, peak_after) = server.rss_kib();
         assert!(
             peak_after < peak_before + 64 * 1024,
@@ -158,10 +164,17 @@ async fn quotas_hold_on_both_backends_and_a_refused_write_writes_nothing() {
             {"op": "get", "bucket": "q", "key": "k1"},
         ]);
         let seen = kv(&server, "kv", steps).await;
-        assert!(seen[0].contains("bucket full") && seen[0].contains("nothing was written"), "{backend:?}: {seen:?}");
+        assert!(
+            seen[0].contains("bucket full") && seen[0].contains("nothing was written"),
+            "{backend:?}: {seen:?}"
+        );
         assert_eq!(seen[1..3], ["false", "ok"], "{backend:?}: {seen:?}");
         assert!(seen[3].contains("bucket full"), "{backend:?}: {seen:?}");
-        assert_eq!(seen[4..], ["ok", "value=rewritten"], "{backend:?}: {seen:?}");
+        assert_eq!(
+            seen[4..],
+            ["ok", "value=rewritten"],
+            "{backend:?}: {seen:?}"
+        );
         // 20 values of 15 MiB into a 16 MiB bucket: one fits.
         let big: Vec<serde_json::Value> = (0..20)
             .map(|i| serde_json::json!({"op": "set", "bucket": "big", "key": format!("v{i}"), "size": 15 << 20}))
@@ -184,13 +197,48 @@ async fn counters_follow_one_rule_on_both_backends() {
         (None, 1, "value=1", "value=1"),
         (Some("0"), 0, "value=0", "value=0"),
         (Some("41"), 1, "value=42", "value=42"),
-        (Some("-5"), 1, "error: the value is not a counter", "value=-5"),
-        (Some("007"), 1, "error: the value is not a counter", "value=007"),
-        (Some("abc"), 1, "error: the value is not a counter", "value=abc"),
-        (Some("9223372036854775806"), 1, "value=9223372036854775807", "value=9223372036854775807"),
-        (Some("9223372036854775807"), 1, "error: the counter would pass", "value=9223372036854775807"),
-        (Some("18446744073709551615"), 1, "error: the value is not a counter", "value=18446744073709551615"),
-        (None, 9223372036854775808, "error: the counter would pass", "none"),
+        (
+            Some("-5"),
+            1,
+            "error: the value is not a counter",
+            "value=-5",
+        ),
+        (
+            Some("007"),
+            1,
+            "error: the value is not a counter",
+            "value=007",
+        ),
+        (
+            Some("abc"),
+            1,
+            "error: the value is not a counter",
+            "value=abc",
+        ),
+        (
+            Some("9223372036854775806"),
+            1,
+            "value=9223372036854775807",
+            "value=9223372036854775807",
+        ),
+        (
+            Some("9223372036854775807"),
+            1,
+            "error: the counter would pass",
+            "value=9223372036854775807",
+        ),
+        (
+            Some("18446744073709551615"),
+            1,
+            "error: the value is not a counter",
+            "value=18446744073709551615",
+        ),
+        (
+            None,
+            9223372036854775808,
+            "error: the counter would pass",
+            "none",
+        ),
     ];
     let mut answers = Vec::new();
     on_both!(|backend| {
@@ -202,20 +250,31 @@ async fn counters_follow_one_rule_on_both_backends() {
             if let Some(v) = preset {
                 steps.push(serde_json::json!({"op": "set", "bucket": "c", "key": key, "value": v}));
             }
-            steps.push(serde_json::json!({"op": "increment", "bucket": "c", "key": key, "delta": delta}));
+            steps.push(
+                serde_json::json!({"op": "increment", "bucket": "c", "key": key, "delta": delta}),
+            );
             steps.push(serde_json::json!({"op": "get", "bucket": "c", "key": key}));
         }
-        let mut seen = kv(&server, "kv", serde_json::Value::Array(steps)).await.into_iter();
+        let mut seen = kv(&server, "kv", serde_json::Value::Array(steps))
+            .await
+            .into_iter();
         for (preset, delta, answer, after) in table {
             if preset.is_some() {
                 assert_eq!(seen.next().as_deref(), Some("ok"));
             }
             let got = seen.next().unwrap();
-            assert!(got.starts_with(answer), "{backend:?} {preset:?} + {delta}: {got}");
+            assert!(
+                got.starts_with(answer),
+                "{backend:?} {preset:?} + {delta}: {got}"
+            );
             if got.starts_with("error") {
                 assert!(got.ends_with("nothing was written"), "{backend:?}: {got}");
             }
-            assert_eq!(seen.next().as_deref(), Some(*after), "{backend:?} {preset:?} + {delta}");
+            assert_eq!(
+                seen.next().as_deref(),
+                Some(*after),
+                "{backend:?} {preset:?} + {delta}"
+            );
             answers.push(got);
         }
     });
@@ -279,6 +338,10 @@ async fn leaked_handles_retire_the_instance_not_the_next_call() {
     let server = Plughost::start(&config);
     let leak = serde_json::json!([{"op": "leak", "bucket": "l", "n": 40_000}]);
     for call in 0..3 {
-        assert_eq!(kv(&server, "kv", leak.clone()).await, ["leaked 40000"], "call {call}");
+        assert_eq!(
+            kv(&server, "kv", leak.clone()).await,
+            ["leaked 40000"],
+            "call {call}"
+        );
     }
 }

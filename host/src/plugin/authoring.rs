@@ -156,8 +156,9 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         }
         server.keyvalue.insert(bucket.clone(), c);
     }
-    let backends = Backends::new(&server, Vec::new(), &mut Default::default())?;
-    let caps = backends.capabilities(&plugin)?;
+    let caps = Backends::new(&server, &[], &mut Default::default())
+        .and_then(|b| b.capabilities(&plugin))
+        .map_err(|e| anyhow::anyhow!(e))?;
     let name = plugin.name.clone();
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
     let dropped = Dropped::default();

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::host::{Backends, Capabilities};
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
-use super::{LoadedPlugin, PluginError, PluginLabel, Plugins};
+use super::{LoadedPlugin, PluginError, Plugins};
 use crate::config::{Config, PluginConfig, PluginKind};
 use crate::metrics::Metrics;
 
@@ -182,7 +182,10 @@ pub async fn load(
             }
             Ok((bytes, digest)) => match engine().await {
                 Err(e) => Err(PluginError::Load(e)),
-                Ok(runtime) => match backends.capabilities(p).map_err(|e| PluginError::Load(e.to_string())) {
+                Ok(runtime) => match backends
+                    .capabilities(p)
+                    .map_err(|e| PluginError::Load(e.to_string()))
+                {
                     Ok(caps) => load_one(runtime, p, bytes, digest, config.max_concurrency, caps)
                         .await
                         .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest)),

@@ -10,6 +10,7 @@
 //!   `plughost_plugin_log_truncated_total{plugin}`.
 //! - per-plugin state ([`PluginLog`]): its window of bytes and its two series.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,19 +24,46 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
-use super::State;
-use crate::config::PLUGIN_LOG_LINE_MAX;
+use super::{Capability, CapabilityError, State};
+use crate::config::{Config, PLUGIN_LOG_LINE_MAX, PluginConfig};
 use crate::plugin::output::truncated;
 use crate::plugin::wasm::bindings::plughost::plugin::host::{self as wit, Host, Level};
 
-/// Adds `plughost:plugin/host` to the linker.
-pub fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+/// The log capability.
+pub struct Log;
+
+impl Capability for Log {
+    type Backend = Logs;
+    type Grants = Arc<PluginLog>;
+    type Instance = Arc<PluginLog>;
+
+    /// Adds `plughost:plugin/host` to the linker.
+    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+        wit::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+    }
+
+    fn backend(
+        _: &Config,
+        _: &[SocketAddr],
+        registry: &mut Registry,
+    ) -> Result<Logs, CapabilityError> {
+        Ok(Logs::new(registry))
+    }
+
+    fn grants(logs: &Logs, plugin: &PluginConfig) -> Result<Arc<PluginLog>, CapabilityError> {
+        Ok(Arc::new(
+            logs.plugin(&plugin.name, plugin.log_bytes_per_sec),
+        ))
+    }
+
+    fn instance(log: &Arc<PluginLog>, _: &PluginConfig) -> Arc<PluginLog> {
+        log.clone()
+    }
 }
 
 impl Host for State {
     fn log(&mut self, level: Level, message: String) {
-        self.log.write(level, None, &message);
+        self.caps.log.write(level, None, &message);
     }
 }
 
@@ -46,7 +74,7 @@ struct PluginLabel {
 }
 
 /// This capability's metrics, registered by itself.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Logs {
     dropped: Family<PluginLabel, Counter>,
     truncated: Family<PluginLabel, Counter>,
@@ -54,8 +82,11 @@ pub struct Logs {
 
 impl Logs {
     /// The log families, counted in `registry`.
-    pub fn new(registry: &mut Registry) -> Self {
-        let logs = Self::default();
+    fn new(registry: &mut Registry) -> Self {
+        let logs = Self {
+            dropped: Family::default(),
+            truncated: Family::default(),
+        };
         registry.register(
             "plughost_plugin_log_dropped",
             "Plugin log lines dropped past the plugin's log_bytes_per_sec",
@@ -70,7 +101,7 @@ impl Logs {
     }
 
     /// The log of `plugin`, within `bytes_per_sec`.
-    pub fn plugin(&self, plugin: &str, bytes_per_sec: usize) -> PluginLog {
+    fn plugin(&self, plugin: &str, bytes_per_sec: usize) -> PluginLog {
         let label = PluginLabel {
             plugin: plugin.to_owned(),
         };

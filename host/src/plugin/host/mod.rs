@@ -2,14 +2,19 @@
 //! wasmtime-wasi, with everything a plugin has not been granted turned off), the memory cap,
 //! and the host capabilities, one module each.
 //!
-//! Every capability has the same parts (spin's "factors" are the model): `link` adds its
-//! imports to the linker once per engine; a shared backend is built once per server from its
-//! config section and registers its own metrics; the per-plugin grants are built from the
-//! plugin's entry and kept in [`Capabilities`]; the per-instance state lives in [`State`].
-//! [`Backends::new`] is the one place they are built from a [`Config`]: the server, `plugin
-//! run` and the benches all call it. Every host call a capability makes waits inside the
-//! plugin's wall-clock deadline (the call is raced against it), copies no more out of the
-//! guest than its hostcall fuel allows, and hands back no more than [`budget::Answer`] allows.
+//! Every capability implements [`Capability`] (spin's "factors" are the model): `link` adds
+//! its imports to the linker once per engine; `backend` builds what the whole server shares
+//! from the config (a store, a client) and registers its own metrics; `grants` builds what one
+//! plugin may use from its `[[plugins]]` entry; `instance` the state of one instance, kept in
+//! its store. The [`capabilities!`] list below is the only place they are named: it makes
+//! [`Backends`] (built by [`Backends::new`], which the server, `plugin run` and the benches all
+//! call), [`Capabilities`] and the instances' state. Adding a capability is one new module
+//! here and one line in that list; its config section lives beside the others in `config/`
+//! (a typed field of `Config`, and of `PluginConfig` for its grants).
+//!
+//! Every host call a capability makes waits inside the plugin's wall-clock deadline (the call
+//! is raced against it), copies no more out of the guest than its hostcall fuel allows, and
+//! hands back no more than a [`budget::Answer`] allows.
 
 pub mod budget;
 pub mod keyvalue;
@@ -17,7 +22,6 @@ pub mod log;
 pub mod outbound;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use wasmtime::ResourceLimiter;
@@ -28,66 +32,111 @@ use crate::config::{Config, PluginConfig};
 use log::GuestOutput;
 pub use log::PluginLog;
 
-/// Adds WASI and every host capability to `linker`, once per engine.
-pub fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    log::link(linker)?;
-    keyvalue::link(linker)?;
-    outbound::link(linker)?;
-    Ok(())
-}
+/// Why a capability's backend or a plugin's grants could not be built (a CA file that cannot
+/// be read, say); the message names the key and the fix.
+pub type CapabilityError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The shared backends of the capabilities, built once per server from their config
-/// sections and kept across reloads.
-#[derive(Clone)]
-pub struct Backends {
-    /// The plugins' log series.
-    pub log: log::Logs,
-    /// The declared key-value buckets.
-    pub keyvalue: keyvalue::Stores,
-    /// The outbound HTTP client, address policy and pools.
-    pub outbound: outbound::Outbound,
-}
+/// One host capability offered to plugins.
+pub trait Capability {
+    /// What the whole server shares, built once and kept across reloads.
+    type Backend: Clone;
+    /// What one plugin may use, built when it loads and shared by its instances.
+    type Grants: Clone;
+    /// What one instance keeps in its store.
+    type Instance;
 
-impl Backends {
-    /// Every capability's backend for `config`, counted in `registry`; `own` are plughost's
-    /// listeners, which plugins may not call by name. Fails when `[outbound] ca_file` cannot
-    /// be used.
-    pub fn new(
+    /// Adds its imports to `linker`, once per engine. A component importing none of them
+    /// loads as before.
+    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()>;
+
+    /// Its backend for `config`, counted in `registry`; `own` are plughost's listeners.
+    fn backend(
         config: &Config,
-        own: Vec<SocketAddr>,
+        own: &[SocketAddr],
         registry: &mut Registry,
-    ) -> Result<Self, outbound::CaFileError> {
-        Ok(Self {
-            log: log::Logs::new(registry),
-            keyvalue: keyvalue::Stores::new(&config.keyvalue, registry),
-            outbound: outbound::Outbound::new(&config.outbound, own, registry)?,
-        })
-    }
+    ) -> Result<Self::Backend, CapabilityError>;
 
-    /// What plugin `config` may use of the host: its log, and what its entry grants of these
-    /// backends.
-    pub fn capabilities(&self, config: &PluginConfig) -> Result<Capabilities, outbound::CaFileError> {
-        Ok(Capabilities {
-            log: Arc::new(self.log.plugin(&config.name, config.log_bytes_per_sec)),
-            keyvalue: self
-                .keyvalue
-                .grants(&config.keyvalue, config.max_answer_bytes),
-            outbound: self.outbound.grants(config)?,
-        })
-    }
+    /// What `plugin` may use of `backend`.
+    fn grants(
+        backend: &Self::Backend,
+        plugin: &PluginConfig,
+    ) -> Result<Self::Grants, CapabilityError>;
+
+    /// The state of one new instance of `plugin`.
+    fn instance(grants: &Self::Grants, plugin: &PluginConfig) -> Self::Instance;
 }
 
-/// One plugin's capabilities, built at load from its `[[plugins]]` grants and shared by its
-/// instances.
-#[derive(Clone)]
-pub struct Capabilities {
-    /// Where its log lines go.
-    pub log: Arc<PluginLog>,
-    /// The key-value buckets it was granted.
-    pub keyvalue: keyvalue::Grants,
-    /// Where it may send HTTP requests.
-    pub outbound: outbound::Grants,
+/// Makes, from the list of capabilities, the structs that hold each one's part and the
+/// functions that build them all.
+macro_rules! capabilities {
+    ($($(#[doc = $doc:literal])* $name:ident: $cap:ty,)*) => {
+        /// The shared backends of the capabilities, built once per server from the config
+        /// and kept across reloads.
+        #[derive(Clone)]
+        pub struct Backends {
+            $($(#[doc = $doc])* pub $name: <$cap as Capability>::Backend,)*
+        }
+
+        /// One plugin's capabilities, built at load from its `[[plugins]]` grants and shared
+        /// by its instances.
+        #[derive(Clone)]
+        pub struct Capabilities {
+            $($(#[doc = $doc])* pub $name: <$cap as Capability>::Grants,)*
+        }
+
+        /// One instance's state of every capability.
+        struct Instances {
+            $($name: <$cap as Capability>::Instance,)*
+        }
+
+        impl Backends {
+            /// Every capability's backend for `config`, counted in `registry`; `own` are
+            /// plughost's listeners, which plugins may not call by name.
+            pub fn new(
+                config: &Config,
+                own: &[SocketAddr],
+                registry: &mut Registry,
+            ) -> Result<Self, CapabilityError> {
+                Ok(Self {
+                    $($name: <$cap as Capability>::backend(config, own, registry)?,)*
+                })
+            }
+
+            /// What `plugin` may use of the host.
+            pub fn capabilities(
+                &self,
+                plugin: &PluginConfig,
+            ) -> Result<Capabilities, CapabilityError> {
+                Ok(Capabilities {
+                    $($name: <$cap as Capability>::grants(&self.$name, plugin)?,)*
+                })
+            }
+        }
+
+        impl Capabilities {
+            fn instances(&self, plugin: &PluginConfig) -> Instances {
+                Instances {
+                    $($name: <$cap as Capability>::instance(&self.$name, plugin),)*
+                }
+            }
+        }
+
+        /// Adds WASI and every capability to `linker`, once per engine.
+        pub fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+            wasmtime_wasi::p2::add_to_linker_async(linker)?;
+            $(<$cap as Capability>::link(linker)?;)*
+            Ok(())
+        }
+    };
+}
+
+capabilities! {
+    /// Log lines (`plughost:plugin/host.log`, stdout, stderr), capped per plugin.
+    log: log::Log,
+    /// `wasi:keyvalue` buckets.
+    keyvalue: keyvalue::KeyValue,
+    /// `wasi:http/outgoing-handler` behind the plugin's allow-list.
+    outbound: outbound::OutboundHttp,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -96,26 +145,21 @@ pub struct State {
     table: ResourceTable,
     /// Caps linear memory and tables; records whether a growth was refused.
     pub limiter: MemoryCap,
-    /// Where its log lines go, within the plugin's caps.
-    log: Arc<PluginLog>,
-    /// The buckets it may open.
-    keyvalue: keyvalue::Grants,
-    /// wasi:http's state and where its HTTP requests may go.
-    outbound: outbound::Instance,
+    /// Each capability's state for this instance.
+    caps: Instances,
 }
 
 impl State {
     /// Store data for an instance of plugin `config` with `caps`, with WASI limited to the
-    /// plugin's directory grants.
+    /// plugin's directory grants and its stdout and stderr going to its log.
     pub fn new(caps: &Capabilities, config: &PluginConfig) -> wasmtime::Result<Self> {
-        let log = caps.log.clone();
         let mut wasi = WasiCtxBuilder::new();
         // No environment, arguments, stdin, sockets or name lookup: only what is granted.
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(GuestOutput::new(log.clone(), "stdout"))
-            .stderr(GuestOutput::new(log.clone(), "stderr"));
+            .stdout(GuestOutput::new(caps.log.clone(), "stdout"))
+            .stderr(GuestOutput::new(caps.log.clone(), "stderr"));
         for g in &config.grants {
             let perms = if g.read_only {
                 FsPerms::ReadOnly
@@ -130,9 +174,7 @@ impl State {
             wasi: wasi.build(),
             table,
             limiter: MemoryCap::new(config.max_memory_bytes),
-            log,
-            keyvalue: caps.keyvalue.clone(),
-            outbound: outbound::Instance::new(&caps.outbound, config),
+            caps: caps.instances(config),
         })
     }
 }

@@ -45,7 +45,6 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use parking_lot::Mutex;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::Frame;
@@ -53,6 +52,7 @@ use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -67,17 +67,42 @@ use wasmtime_wasi_http::{
     Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use super::State;
+use super::budget::error_text;
+use super::{Capability, CapabilityError, State};
 use crate::balancer::Pools;
 use crate::body;
-use super::budget::error_text;
-use crate::config::{Destination, OutboundConfig, PluginConfig, UPSTREAM_HOST_SUFFIX};
+use crate::config::{Config, Destination, OutboundConfig, PluginConfig, UPSTREAM_HOST_SUFFIX};
 use crate::error::{ClientError, RequestError, UpstreamError};
 use crate::proxy::h1;
 
-/// Adds `wasi:http/outgoing-handler` and `wasi:http/types` to the linker.
-pub fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+/// The outbound-HTTP capability.
+pub struct OutboundHttp;
+
+impl Capability for OutboundHttp {
+    type Backend = Outbound;
+    type Grants = Grants;
+    type Instance = Instance;
+
+    /// Adds `wasi:http/outgoing-handler` and `wasi:http/types` to the linker.
+    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    }
+
+    fn backend(
+        config: &Config,
+        own: &[SocketAddr],
+        registry: &mut Registry,
+    ) -> Result<Outbound, CapabilityError> {
+        Ok(Outbound::new(&config.outbound, own.to_vec(), registry)?)
+    }
+
+    fn grants(outbound: &Outbound, plugin: &PluginConfig) -> Result<Grants, CapabilityError> {
+        Ok(outbound.grants(plugin)?)
+    }
+
+    fn instance(grants: &Grants, plugin: &PluginConfig) -> Instance {
+        Instance::new(grants, plugin)
+    }
 }
 
 /// What the guest's request future resolves to: the response and the task driving its
@@ -139,7 +164,7 @@ impl Shared {
 impl Outbound {
     /// The backend of `config`, refusing connections to `own` (plughost's listeners) by name,
     /// counted in `registry`. Fails when `[outbound] ca_file` cannot be used.
-    pub fn new(
+    fn new(
         config: &OutboundConfig,
         own: Vec<SocketAddr>,
         registry: &mut Registry,
@@ -168,7 +193,7 @@ impl Outbound {
     }
 
     /// What plugin `p` may call. Fails when its `outbound_ca_file` cannot be used.
-    pub fn grants(&self, p: &PluginConfig) -> Result<Grants, CaFileError> {
+    fn grants(&self, p: &PluginConfig) -> Result<Grants, CaFileError> {
         if p.allowed_outbound.is_empty() {
             return Ok(Grants::default());
         }
@@ -264,7 +289,7 @@ pub struct Instance {
 
 impl Instance {
     /// The state of an instance of plugin `config` with `grants`.
-    pub fn new(grants: &Grants, config: &PluginConfig) -> Self {
+    fn new(grants: &Grants, config: &PluginConfig) -> Self {
         let mut ctx = WasiHttpCtx::new();
         // A header section a guest builds or receives is copied within its header cap.
         ctx.set_field_size_limit(config.max_response_header_bytes);
@@ -278,9 +303,9 @@ impl Instance {
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView {
-            ctx: &mut self.outbound.ctx,
+            ctx: &mut self.caps.outbound.ctx,
             table: &mut self.table,
-            hooks: &mut self.outbound.hooks,
+            hooks: &mut self.caps.outbound.hooks,
         }
     }
 }
@@ -312,7 +337,6 @@ impl WasiHttpHooks for Hooks {
         Box::new(async move { p.send(dest, request, options, permit).await })
     }
 }
-
 
 /// The waits of one request, the guest's options clamped to the host's.
 #[derive(Clone, Copy)]
@@ -363,10 +387,7 @@ impl PluginOutbound {
         if authority.contains('@') {
             tracing::warn!(plugin = %self.plugin, destination = %destination, "outbound request denied: its URL carries userinfo (user@host), which plughost never sends; put credentials in a header");
         } else {
-            let port = uri
-                .port_u16()
-                .map(|p| format!(":{p}"))
-                .unwrap_or_default();
+            let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
             let needed = format!("{scheme}://{}{port}", uri.host().unwrap_or("(none)"));
             tracing::warn!(plugin = %self.plugin, destination = %destination, needed = %error_text(needed), "outbound request denied: not in the plugin's allowed_outbound; add the needed entry to it if the plugin should reach this destination");
         }

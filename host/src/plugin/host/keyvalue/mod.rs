@@ -2,8 +2,7 @@
 //! version wasmCloud's components import) over buckets the operator declares in
 //! `[keyvalue.NAME]` and grants per plugin (`keyvalue = ["NAME"]`).
 //!
-//! - `link`: the three interfaces, once per engine. A component that imports none of them
-//!   loads exactly as before.
+//! - [`KeyValue`], the capability; `link`: the three interfaces, once per engine.
 //! - shared backend ([`Stores`]): one [`Bucket`] per declared name, built once per server and
 //!   kept across reloads, so state survives instance recycling and hot reload; `memory`
 //!   ([`memory`]) keeps keys in this process, `redis` ([`redis`]) in a Redis server a fleet
@@ -29,6 +28,7 @@ mod memory;
 mod redis;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use super::State;
 use super::budget::{Answer, TooLarge};
-use crate::config::{KeyValueConfig, KvBackend};
+use super::{Capability, CapabilityError, State};
+use crate::config::{Config, KeyValueConfig, KvBackend, PluginConfig};
 
 /// Bindings of `wasi:keyvalue@0.2.0-draft` (documented in `wit/deps/keyvalue`).
 #[allow(missing_docs)]
@@ -65,9 +65,34 @@ const PAGE: usize = 100;
 /// Longest key, in bytes: what bounds a page of keys, on both backends.
 pub const KEY_MAX: usize = 1024;
 
-/// Adds `wasi:keyvalue/{store,atomics,batch}` to the linker.
-pub fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    bindings::Imports::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+/// The key-value capability.
+pub struct KeyValue;
+
+impl Capability for KeyValue {
+    type Backend = Stores;
+    type Grants = Grants;
+    type Instance = Grants;
+
+    /// Adds `wasi:keyvalue/{store,atomics,batch}` to the linker.
+    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+        bindings::Imports::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+    }
+
+    fn backend(
+        config: &Config,
+        _: &[SocketAddr],
+        registry: &mut Registry,
+    ) -> Result<Stores, CapabilityError> {
+        Ok(Stores::new(&config.keyvalue, registry))
+    }
+
+    fn grants(stores: &Stores, plugin: &PluginConfig) -> Result<Grants, CapabilityError> {
+        Ok(stores.grants(&plugin.keyvalue, plugin.max_answer_bytes))
+    }
+
+    fn instance(grants: &Grants, _: &PluginConfig) -> Grants {
+        grants.clone()
+    }
 }
 
 /// Every declared bucket, shared by the whole server.
@@ -78,7 +103,7 @@ pub struct Stores {
 
 impl Stores {
     /// The buckets of `[keyvalue.*]`, counted in `registry`.
-    pub fn new(config: &BTreeMap<String, KeyValueConfig>, registry: &mut Registry) -> Self {
+    fn new(config: &BTreeMap<String, KeyValueConfig>, registry: &mut Registry) -> Self {
         let metrics = KvMetrics::register(registry);
         let buckets = config
             .iter()
@@ -95,7 +120,7 @@ impl Stores {
     }
 
     /// What a plugin granted `names` may open, handing back at most `answer_bytes` a call.
-    pub fn grants(&self, names: &[String], answer_bytes: usize) -> Grants {
+    fn grants(&self, names: &[String], answer_bytes: usize) -> Grants {
         Grants {
             granted: names
                 .iter()
@@ -243,8 +268,9 @@ impl From<TooLarge> for KvError {
 /// The counter a stored value holds: canonical decimal digits (no sign, no leading zero, as
 /// Redis' INCRBY reads them, kept non-negative for the interface's `u64`), at most i64::MAX.
 fn counter(v: &[u8]) -> Result<i64, KvError> {
-    let canonical = v == b"0" || (v.first().is_some_and(|d| (b'1'..=b'9').contains(d)))
-        && v.iter().all(u8::is_ascii_digit);
+    let canonical = v == b"0"
+        || (v.first().is_some_and(|d| (b'1'..=b'9').contains(d)))
+            && v.iter().all(u8::is_ascii_digit);
     std::str::from_utf8(v)
         .ok()
         .filter(|_| canonical)
@@ -397,7 +423,11 @@ impl Bucket {
         .await
     }
 
-    async fn list_keys(&self, cursor: Option<u64>, mut answer: Answer) -> Result<KeyResponse, KvError> {
+    async fn list_keys(
+        &self,
+        cursor: Option<u64>,
+        mut answer: Answer,
+    ) -> Result<KeyResponse, KvError> {
         self.run("list-keys", async |b| {
             let (keys, cursor) = match &b.backend {
                 Backend::Memory(m) => m.lock().list(cursor, &mut answer)?,
@@ -455,16 +485,23 @@ impl State {
 
     /// The budget of one host call's answer.
     fn answer(&self) -> Answer {
-        Answer::new(self.keyvalue.answer_bytes)
+        Answer::new(self.caps.keyvalue.answer_bytes)
     }
 }
 
 impl store::Host for State {
     async fn open(&mut self, identifier: String) -> Host<Resource<Open>> {
-        let granted = self.keyvalue.granted.iter().find(|b| b.name == identifier);
+        let granted = self
+            .caps
+            .keyvalue
+            .granted
+            .iter()
+            .find(|b| b.name == identifier);
         match granted {
             Some(b) => Ok(Ok(self.table.push(Open(b.clone()))?)),
-            None if self.keyvalue.declared.contains(&identifier) => Ok(Err(KvError::AccessDenied)),
+            None if self.caps.keyvalue.declared.contains(&identifier) => {
+                Ok(Err(KvError::AccessDenied))
+            }
             None => Ok(Err(KvError::NoSuchStore)),
         }
     }

@@ -210,7 +210,8 @@ impl Redis {
             .arg(key)
             .arg(delta);
         let n: String = self.invoke(&call, Kind::Once, &Answer::new(0)).await?;
-        n.parse().map_err(|_| other("redis: the counter came back unreadable"))
+        n.parse()
+            .map_err(|_| other("redis: the counter came back unreadable"))
     }
 
     pub(super) async fn list(
@@ -250,7 +251,12 @@ impl Redis {
         )
         .await
         .map_err(|_| other("redis: cannot connect within connect_timeout; nothing was done"))?
-        .map_err(|e| other(format!("redis: cannot connect ({}); nothing was done", error_text(e))))?;
+        .map_err(|e| {
+            other(format!(
+                "redis: cannot connect ({}); nothing was done",
+                error_text(e)
+            ))
+        })?;
         *conn = Some(made.clone());
         Ok(made)
     }

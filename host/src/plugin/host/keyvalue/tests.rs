@@ -28,7 +28,10 @@ async fn memory_counts_expires_and_refuses_past_its_bounds() {
     b.set("x".into(), b"w".to_vec()).await.unwrap();
     // The ttl is the point: time has to pass.
     std::thread::sleep(Duration::from_millis(60));
-    assert!(b.get("a".into(), answer()).await.unwrap().is_none(), "expired");
+    assert!(
+        b.get("a".into(), answer()).await.unwrap().is_none(),
+        "expired"
+    );
     b.set("y".into(), b"v".to_vec()).await.unwrap();
     assert!(b.increment("y".into(), 1).await.is_err(), "not a counter");
 }
@@ -40,7 +43,10 @@ async fn a_batch_past_the_quota_writes_nothing() {
     let pairs = (0..3).map(|i| (format!("k{i}"), vec![1])).collect();
     let e = b.set_many(pairs).await.unwrap_err();
     assert!(format!("{e:?}").contains("nothing was written"), "{e:?}");
-    assert!(!b.exists("k0".into()).await.unwrap(), "a refused batch wrote");
+    assert!(
+        !b.exists("k0".into()).await.unwrap(),
+        "a refused batch wrote"
+    );
     // The same key twice in a batch is one key, its last value.
     let pairs = vec![("k".into(), vec![1]), ("k".into(), vec![2])];
     b.set_many(pairs).await.unwrap();
