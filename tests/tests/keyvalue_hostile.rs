@@ -114,6 +114,7 @@ async fn an_answer_past_the_budget_is_refused_before_it_is_built() {
             "{backend:?}"
         );
         let (_, peak_after) = server.rss_kib();
+        eprintln!("{backend:?}: peak RSS {peak_before} -> {peak_after} KiB");
         assert!(
             peak_after < peak_before + 64 * 1024,
             "{backend:?}: peak RSS {peak_before} -> {peak_after} KiB"

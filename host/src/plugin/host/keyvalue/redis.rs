@@ -67,7 +67,7 @@ static SET_MANY: LazyLock<Script> = script!(
      if not room(ks, ns, max_keys, max_bytes, now, ttl) then
        return redis.error_reply('PLUGHOST_FULL')
      end
-     for i = 1, #ks do put(ks[i], ARGV[2 + 2 * i], ns[i], now, ttl) end
+     for i = 1, #ks do put(ks[i], ARGV[3 + 2 * i], ns[i], now, ttl) end
      return 'OK'"
 );
 
@@ -307,12 +307,19 @@ fn retry(e: &RedisError, kind: Kind) -> bool {
 
 /// The guest's error for a failed script.
 fn failure(e: &RedisError, kind: Kind, quota: Quota, answer: &Answer) -> KvError {
-    match e.code() {
-        Some("PLUGHOST_FULL") => return full(quota),
-        Some("PLUGHOST_NOT_COUNTER") => return super::not_counter(),
-        Some("PLUGHOST_OVERFLOW") => return overflow(),
-        Some("PLUGHOST_TOO_LARGE") => {
-            let needed = e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(0);
+    // A script's refusal: `redis.error_reply('PLUGHOST_… [N]')`, which the client reads as a
+    // code or as the detail of a generic error, depending on the server's version.
+    let words: Vec<&str> = [e.code(), e.detail()]
+        .into_iter()
+        .flatten()
+        .flat_map(str::split_whitespace)
+        .collect();
+    match words.iter().position(|w| w.starts_with("PLUGHOST_")) {
+        Some(i) if words[i] == "PLUGHOST_FULL" => return full(quota),
+        Some(i) if words[i] == "PLUGHOST_NOT_COUNTER" => return super::not_counter(),
+        Some(i) if words[i] == "PLUGHOST_OVERFLOW" => return overflow(),
+        Some(i) if words[i] == "PLUGHOST_TOO_LARGE" => {
+            let needed = words.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(0);
             return TooLarge {
                 needed,
                 limit: answer.limit(),
