@@ -296,6 +296,10 @@ async fn a_redis_write_that_timed_out_says_its_outcome_is_unknown() {
         {"op": "exists", "bucket": "t", "key": "k99999"},
     ]);
     let seen = kv(&server, "kv", steps).await;
+    eprintln!(
+        "set-many of 100,000 keys, command_timeout 50ms: {}",
+        seen[0]
+    );
     if seen[0] == "ok" {
         assert_eq!(seen[1], "true");
     } else {

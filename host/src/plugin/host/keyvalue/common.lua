@@ -16,17 +16,22 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Takes up to `limit` keys whose time has passed off the books; returns how many.
+-- Removes key K and takes it off the books.
+local function forget(k)
+  local n = redis.call('HGET', sizes, k)
+  if n then
+    redis.call('DECRBY', total, n)
+    redis.call('HDEL', sizes, k)
+  end
+  redis.call('ZREM', expiry, k)
+  redis.call('DEL', data(k))
+end
+
+-- Forgets up to `limit` keys whose time has passed; returns how many.
 local function purge(now, limit)
   local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, limit)
   for _, k in ipairs(gone) do
-    local n = redis.call('HGET', sizes, k)
-    if n then
-      redis.call('DECRBY', total, n)
-      redis.call('HDEL', sizes, k)
-    end
-    redis.call('ZREM', expiry, k)
-    redis.call('DEL', data(k))
+    forget(k)
   end
   return #gone
 end

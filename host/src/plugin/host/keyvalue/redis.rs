@@ -73,16 +73,7 @@ static SET_MANY: LazyLock<Script> = script!(
 
 /// ARGV: keys...
 static DELETE: LazyLock<Script> = script!(
-    "for i = 1, #ARGV do
-       local k = ARGV[i]
-       local n = redis.call('HGET', sizes, k)
-       if n then
-         redis.call('DECRBY', total, n)
-         redis.call('HDEL', sizes, k)
-       end
-       redis.call('ZREM', expiry, k)
-       redis.call('DEL', data(k))
-     end
+    "for i = 1, #ARGV do forget(ARGV[i]) end
      return 'OK'"
 );
 
