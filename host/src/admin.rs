@@ -81,6 +81,13 @@ impl Admin {
             return resp;
         }
         match req.uri().path() {
+            // Not healthy until the plugins have loaded: a load balancer sends no traffic
+            // that would only get 503s.
+            "/healthz" if method == Method::GET && self.pipeline.live().starting => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "starting: plugins are loading\n",
+            ),
             "/healthz" if method == Method::GET => respond(StatusCode::OK, "text/plain", "ok\n"),
             "/metrics" if method == Method::GET => {
                 let m = self.pipeline.metrics();
@@ -164,6 +171,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
+    use crate::pipeline::Live;
     use http_body_util::BodyExt;
 
     async fn call(admin: &Admin, method: Method, path: &str) -> (StatusCode, String) {
@@ -181,7 +189,10 @@ mod tests {
     /// The admin API over a default pipeline without plugins.
     fn admin(token: Option<&str>) -> Admin {
         let metrics = Arc::new(Metrics::new());
-        let pipeline = Pipeline::new(&Config::default(), metrics, Arc::default());
+        let config = Config::default();
+        let pipeline = Pipeline::new(&config, metrics);
+        let pools = pipeline.live().pools.clone();
+        pipeline.replace(Live::new(&config, Arc::default(), pools));
         Admin::new(Arc::new(pipeline), token, None)
     }
 

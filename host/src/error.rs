@@ -29,6 +29,9 @@ pub enum RequestError {
     /// A backend failed or none was available.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A plugin the request needs is not there: still loading, or it did not load.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
     /// A bug in plughost (a panic in a handler, say).
     #[error("internal error: {0}")]
     Internal(String),
@@ -49,6 +52,17 @@ pub enum UpstreamError {
     /// The connection failed mid-request.
     #[error("a server of upstream pool {0} failed")]
     Failed(String),
+}
+
+/// A plugin a request needs is not running.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// plughost is starting and this plugin is still loading (compiling, say).
+    #[error("plughost is starting: plugin {0} is still loading; retry shortly")]
+    Starting(String),
+    /// The responder of this route did not load (it is `optional`); the log says why.
+    #[error("the plugin {0} that answers this route is not loaded")]
+    NotLoaded(String),
 }
 
 /// Requests that cannot be served as sent.
@@ -90,7 +104,7 @@ impl RequestError {
             Self::Client(ClientError::NotFound(_)) => StatusCode::NOT_FOUND,
             Self::Client(ClientError::NotImplemented) => StatusCode::NOT_IMPLEMENTED,
             Self::Client(ClientError::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Plugin { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -115,6 +129,10 @@ impl RequestError {
             Self::Overloaded(_) => {
                 resp.headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Unavailable(Unavailable::Starting(_)) => {
+                resp.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::Client(ClientError::MethodNotAllowed) => {
                 resp.headers_mut()

@@ -14,9 +14,10 @@ use plughost::metrics::Metrics;
 use plughost::pipeline::Pipeline;
 use plughost::plugin::authoring;
 use plughost::plugin::host::Backends;
-use plughost::reload::Reloader;
+use plughost::plugin::loader::LoadReport;
+use plughost::reload::{NotLoaded, Reloader};
 use plughost::status::Status;
-use plughost::{logging, plugin, server, shutdown, tls};
+use plughost::{logging, server, shutdown, tls};
 use tokio_util::sync::CancellationToken;
 
 /// jemalloc rather than glibc's malloc: a request allocates ~10 times, and jemalloc's
@@ -183,10 +184,11 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         let backends =
             Backends::new(&config, &own, metrics.registry_mut()).map_err(|e| anyhow::anyhow!(e))?;
         let metrics = Arc::new(metrics);
-        let (plugins, _) = plugin::loader::load(&config, metrics.clone(), &backends, None).await;
-        let pipeline = Arc::new(Pipeline::new(&config, metrics.clone(), Arc::new(plugins)));
+        let pipeline = Arc::new(Pipeline::new(&config, metrics.clone()));
         backends.outbound.set_pools(pipeline.live().pools.clone());
         let stop = CancellationToken::new();
+        // Signals are handled from here on: a SIGTERM while plugins compile ends cleanly.
+        tokio::spawn(shutdown::on_signal(stop.clone()));
         let reloader = Reloader::new(
             config.clone(),
             overrides,
@@ -194,7 +196,9 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             backends,
             stop.clone(),
         );
-        reloader.spawn_triggers().await;
+        // The plugins load while the server listens; what needs them answers 503 until then.
+        let started = reloader.start();
+        reloader.spawn_triggers(&config);
         // The start-up lines are the CLI's contract: scripts and tests read the bound
         // addresses from them (port 0 picks a free port).
         let addr = public.local_addr()?;
@@ -221,21 +225,56 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             let api = Admin::new(pipeline.clone(), token.as_deref(), Some(parts));
             (l, Arc::new(api))
         });
-        tokio::spawn(shutdown::on_signal(stop.clone()));
         let listeners = server::Listeners {
             public,
             tls,
             redirect,
             admin,
         };
+        let failure = Arc::new(std::sync::OnceLock::new());
+        let ready = tokio::spawn(ready_or_stop(started, stop.clone(), failure.clone()));
         server::run(&config, listeners, pipeline, stop).await;
+        if !ready.is_finished() && failure.get().is_none() {
+            ready.abort();
+            tracing::info!("stopped before the plugins finished loading");
+        }
         tracing::info!(log_dropped = log.drops().total(), "plughost stopped");
-        anyhow::Ok(())
+        match failure.get() {
+            Some(e) => Err(anyhow::Error::new(e.clone())),
+            None => Ok(()),
+        }
     });
     // Stop the runtime first so every task's last log line is in the buffer, then flush it.
-    drop(runtime);
+    // A compile still running on a blocking thread (plughost stopped while plugins loaded) is
+    // not waited for: its result is no longer wanted.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log);
     result
+}
+
+/// Waits for the start-up load of the plugins: says `plughost ready` (a line scripts and
+/// tests wait for) when they loaded, or, when one plughost may not serve without did not,
+/// puts why in `failure` and then stops the server.
+async fn ready_or_stop(
+    started: tokio::task::JoinHandle<Result<LoadReport, NotLoaded>>,
+    stop: CancellationToken,
+    failure: Arc<std::sync::OnceLock<NotLoaded>>,
+) {
+    match started.await.expect("the start-up load does not panic") {
+        Ok(report) => {
+            tracing::info!(
+                loaded = report.loaded.len(),
+                optional_not_loaded = report.refused.len(),
+                "plughost ready: plugins loaded"
+            );
+            println!("plughost ready");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "plughost stops: a plugin it may not serve without did not load");
+            let _ = failure.set(e);
+            stop.cancel();
+        }
+    }
 }
 
 /// `plughost plugin new|check|run`: CLI output on stdout, the reason of a failure as the error.

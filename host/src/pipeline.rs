@@ -20,7 +20,7 @@ use crate::body::{self, Body, BoxError};
 use crate::cache::{Cache, Limits, Outcome, Settings};
 use crate::client::Client;
 use crate::config::Config;
-use crate::error::{ClientError, RequestError};
+use crate::error::{ClientError, RequestError, Unavailable};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
 use crate::plugin::{Decision, Plugins, ResponseHeaders, apply_edits};
@@ -46,24 +46,46 @@ pub struct Live {
     /// Upstream pools of the reverse proxy.
     pub pools: Arc<Pools>,
     router: Router,
+    /// While plughost starts: a filter that is still loading. Every request waits on the
+    /// filters, so each is answered 503 (with `Retry-After`) until they have loaded: a filter
+    /// never lets a request through by not being there yet.
+    pending_filter: Option<String>,
+    /// Whether the plugins are still loading at start-up.
+    pub starting: bool,
 }
 
 impl Live {
     /// The routes of `config` over these plugins and pools.
     pub fn new(config: &Config, plugins: Arc<Plugins>, pools: Arc<Pools>) -> Self {
         Self {
-            router: Router::new(config, &plugins, &pools),
+            router: Router::new(config, &plugins, &pools, false),
             plugins,
             pools,
+            pending_filter: None,
+            starting: false,
+        }
+    }
+
+    /// What serves while `config`'s plugins load at start-up: no plugin yet, routes to
+    /// responders answer 503, and so does every request while a filter is pending.
+    pub fn starting(config: &Config, pools: Arc<Pools>) -> Self {
+        let plugins = Arc::new(Plugins::default());
+        Self {
+            router: Router::new(config, &plugins, &pools, true),
+            plugins,
+            pools,
+            pending_filter: crate::plugin::loader::pending_filter(config),
+            starting: true,
         }
     }
 }
 
 impl Pipeline {
-    /// Builds the pipeline from the configuration.
-    pub fn new(config: &Config, metrics: Arc<Metrics>, plugins: Arc<Plugins>) -> Self {
+    /// Builds the pipeline from the configuration, serving what needs no plugin while they
+    /// load (see [`Live::starting`]); the plugins come in with [`Pipeline::replace`].
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         let pools = Arc::new(Pools::new(&config.upstreams, &metrics));
-        let live = Live::new(config, plugins, pools);
+        let live = Live::starting(config, pools);
         Self {
             limiter: Limiter::new(
                 config.max_concurrency,
@@ -166,6 +188,9 @@ impl Pipeline {
         check_request(&parts)?;
         let _permit = self.limiter.acquire().await?;
         let live = self.live.load_full();
+        if let Some(filter) = &live.pending_filter {
+            return Err(Unavailable::Starting(filter.clone()).into());
+        }
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -325,7 +350,7 @@ mod tests {
             ..Config::default()
         };
         edit(&mut config);
-        Pipeline::new(&config, Arc::new(Metrics::new()), Arc::default())
+        Pipeline::new(&config, Arc::new(Metrics::new()))
     }
 
     /// A filter's response header replaces the response's own of that name; a second filter's

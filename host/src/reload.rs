@@ -39,13 +39,32 @@ pub struct ReloadReport {
     pub plugins: LoadReport,
 }
 
+/// A plugin plughost may not serve without did not load at start-up.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "plugin `{plugin}` did not load: {reason}; fix it, or {}",
+    if *from_dir {
+        "remove it from plugins_dir (or list plugins as [[plugins]] and mark this one optional = true)"
+    } else {
+        "mark it optional = true in its [[plugins]] entry to serve without it"
+    }
+)]
+pub struct NotLoaded {
+    /// Its name.
+    pub plugin: String,
+    /// Why.
+    pub reason: String,
+    /// It was found in `plugins_dir`, not named by a `[[plugins]]` entry.
+    pub from_dir: bool,
+}
+
 /// Rebuilds and swaps the live parts of the pipeline.
 pub struct Reloader {
     overrides: Overrides,
     pipeline: Arc<Pipeline>,
     /// The config the running version was built from; the lock also keeps two reloads from
     /// interleaving.
-    config: tokio::sync::Mutex<Config>,
+    config: Arc<tokio::sync::Mutex<Config>>,
     /// Stops the server; the health checks of each pool version stop with it or when the
     /// version is replaced.
     stop: CancellationToken,
@@ -68,10 +87,38 @@ impl Reloader {
         Arc::new(Self {
             overrides,
             pipeline,
-            config: tokio::sync::Mutex::new(config),
+            config: Arc::new(tokio::sync::Mutex::new(config)),
             stop,
             health: parking_lot::Mutex::new(health),
             backends,
+        })
+    }
+
+    /// Loads the plugins of the config plughost started with, on a task of its own: the
+    /// server listens meanwhile, answering 503 what needs them (see `Live::starting`).
+    /// Reloads wait until it is done. Fails with the first plugin that did not load and is
+    /// not `optional`: a filter that is not there must not let requests through.
+    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<Result<LoadReport, NotLoaded>> {
+        let config = self
+            .config
+            .clone()
+            .try_lock_owned()
+            .expect("nothing reloads before start");
+        let this = self.clone();
+        tokio::spawn(async move {
+            let live = this.pipeline.live();
+            let metrics = this.pipeline.clone_metrics();
+            let (plugins, report) = loader::load(&config, metrics, &this.backends, None).await;
+            if let Some(refused) = report.required_refusal() {
+                return Err(NotLoaded {
+                    plugin: refused.plugin.clone(),
+                    reason: refused.reason.clone(),
+                    from_dir: config.plugins.is_empty(),
+                });
+            }
+            this.pipeline
+                .replace(Live::new(&config, Arc::new(plugins), live.pools.clone()));
+            Ok(report)
         })
     }
 
@@ -153,7 +200,7 @@ impl Reloader {
     /// Reloads on SIGHUP and, with `watch_plugins`, on changes in `plugins_dir`, until the
     /// server stops. The SIGHUP handler is in place when this returns (until then SIGHUP
     /// would end the process).
-    pub async fn spawn_triggers(self: &Arc<Self>) {
+    pub fn spawn_triggers(self: &Arc<Self>, config: &Config) {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -174,7 +221,6 @@ impl Reloader {
                 }
             }
         }
-        let config = self.config.lock().await;
         if config.watch_plugins {
             let this = self.clone();
             let dir = config.plugins_dir.clone();

@@ -15,7 +15,7 @@ use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
 use crate::client::Client;
 use crate::config::{Config, PluginKind};
-use crate::error::{ClientError, RequestError};
+use crate::error::{ClientError, RequestError, Unavailable};
 use crate::plugin::{Decision, LoadedPlugin, Plugins};
 use crate::proxy;
 
@@ -33,6 +33,8 @@ const STANDARD_METHODS_LIST: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRAC
 enum Target {
     /// A responder plugin.
     Plugin(Arc<LoadedPlugin>),
+    /// A responder that is not running: 503, still loading (`starting`) or not loaded.
+    Unloaded { plugin: String, starting: bool },
     /// An upstream pool, with or without the prefix in the forwarded path.
     Upstream { pool: Arc<Pool>, strip_prefix: bool },
 }
@@ -51,14 +53,21 @@ pub struct Router {
 
 impl Router {
     /// The router of `config`'s `[[routes]]` over the loaded plugins and pools. A route to a
-    /// plugin that did not load answers 404.
-    pub fn new(config: &Config, plugins: &Plugins, pools: &Pools) -> Self {
+    /// plugin that is not loaded answers 503: it is still loading while `starting`, or it did
+    /// not load.
+    pub fn new(config: &Config, plugins: &Plugins, pools: &Pools, starting: bool) -> Self {
         let mut routes: Vec<(String, Target)> = config
             .routes
             .iter()
             .filter_map(|r| {
                 let target = match (&r.plugin, &r.upstream) {
-                    (Some(name), _) => Target::Plugin(plugins.get(name)?),
+                    (Some(name), _) => match plugins.get(name) {
+                        Some(plugin) => Target::Plugin(plugin),
+                        None => Target::Unloaded {
+                            plugin: name.clone(),
+                            starting,
+                        },
+                    },
                     (None, Some(pool)) => Target::Upstream {
                         pool: pools.get(pool)?,
                         strip_prefix: r.strip_prefix,
@@ -108,6 +117,17 @@ impl Router {
         if let Some((prefix, target)) = self.matching(path) {
             return match target {
                 Target::Plugin(plugin) => Box::pin(self.respond_with(plugin, req, client)).await,
+                Target::Unloaded { plugin, starting } => {
+                    // Drained (within max_body_bytes), so the connection stays open.
+                    if !http_body::Body::is_end_stream(req.body()) {
+                        let _ = Box::pin(discard_body(req.into_body(), self.max_body_bytes)).await;
+                    }
+                    Err(match starting {
+                        true => Unavailable::Starting(plugin.clone()),
+                        false => Unavailable::NotLoaded(plugin.clone()),
+                    }
+                    .into())
+                }
                 Target::Upstream { pool, strip_prefix } => {
                     let (parts, body) = req.into_parts();
                     let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());

@@ -72,7 +72,7 @@ pub struct Plughost {
 
 impl Plughost {
     /// Starts plughost with `config` (TOML) added to the helper's base keys, and waits for
-    /// its start-up lines.
+    /// its start-up lines, `plughost ready` (its plugins loaded) last.
     pub fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         Self::start_in(dir, config)
@@ -80,6 +80,28 @@ impl Plughost {
 
     /// Like [`Plughost::start`], in a directory the test has prepared (plugins, say).
     pub fn start_in(dir: TempDir, config: &str) -> Self {
+        Self::launch(dir, config, true)
+    }
+
+    /// Like [`Plughost::start`], returning once it listens, while its plugins may still load.
+    pub fn start_listening(config: &str) -> Self {
+        Self::launch(tempfile::tempdir().expect("temp dir"), config, false)
+    }
+
+    /// Waits (up to 180 s: a bound against a hang) for `plughost ready`.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !self.stdout().lines().any(|l| l == "plughost ready") {
+            assert!(
+                Instant::now() < deadline,
+                "plughost never got ready; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn launch(dir: TempDir, config: &str, wait_ready: bool) -> Self {
         install_tls_provider();
         let path = dir.path().join("plughost.toml");
         std::fs::write(&path, full_config(config, dir.path())).expect("write config");
@@ -109,14 +131,17 @@ impl Plughost {
         // A bound against a hang, not a timing: start-up waits for plugins to compile, and a
         // Python or JavaScript component compiled cold on a busy 2-core machine takes over 30 s.
         let deadline = Instant::now() + Duration::from_secs(180);
-        while addr.is_none() || (admin_expected && admin.is_none()) {
+        let mut ready = !wait_ready;
+        while addr.is_none() || (admin_expected && admin.is_none()) || !ready {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
                 let stderr = std::fs::read_to_string(dir.path().join("stderr.txt"));
                 panic!("plughost did not start; stderr: {stderr:?}");
             };
-            if let Some(a) = line.strip_prefix("plughost listening on http://") {
+            if line == "plughost ready" {
+                ready = true;
+            } else if let Some(a) = line.strip_prefix("plughost listening on http://") {
                 addr = Some(a.parse().expect("address"));
             } else if let Some(a) = line.strip_prefix("plughost listening on https://") {
                 (addr, scheme) = (Some(a.parse().expect("address")), "https");
@@ -402,6 +427,31 @@ impl Wrk {
             report,
         }
     }
+}
+
+/// Serves `config` (with the helper's base keys) and expects plughost to stop by itself
+/// without ever getting ready; returns its exit status and standard error.
+pub fn fails_to_start(config: &str) -> (ExitStatus, String) {
+    fails_to_start_in(tempfile::tempdir().expect("temp dir"), config)
+}
+
+/// Like [`fails_to_start`], in a directory the test has prepared (plugins, say).
+pub fn fails_to_start_in(dir: TempDir, config: &str) -> (ExitStatus, String) {
+    let path = dir.path().join("plughost.toml");
+    std::fs::write(&path, full_config(config, dir.path())).expect("write config");
+    let out = run(
+        dir.path(),
+        &["--config", path.to_str().expect("utf-8 path")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.lines().any(|l| l == "plughost ready"),
+        "it got ready: {stdout}"
+    );
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs the binary with `args` in `dir` and returns its output (for CLI and start-up errors).

@@ -74,8 +74,13 @@ async fn buckets_are_granted_per_plugin_and_shared_by_name() {
         "[[plugins]]\nname = \"greedy\"\nfile = {:?}\nconfig = {{ bucket = \"secrets\" }}\n[keyvalue.secrets]\n",
         plugin("ratelimit").display().to_string()
     );
-    let server = Plughost::start(&config);
-    server.wait_log("bucket not granted to this plugin");
+    let (status, err) = plughost_e2e::fails_to_start(&config);
+    assert!(!status.success());
+    assert!(
+        err.contains("plugin `greedy` did not load")
+            && err.contains("bucket not granted to this plugin"),
+        "{err}"
+    );
     // One naming an undeclared bucket is a config error.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

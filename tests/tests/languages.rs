@@ -41,7 +41,7 @@ async fn c_filter_blocks_configured_prefixes() {
     let file = c_plugin("blocklist").display().to_string();
     let config = format!(
         "[[plugins]]\nname = \"blocklist\"\nfile = {file:?}\nconfig = {{ blocked = [\"/admin\", \"/.env\"] }}\n\
-         [[plugins]]\nname = \"unconfigured\"\nfile = {file:?}\n"
+         [[plugins]]\nname = \"unconfigured\"\nfile = {file:?}\noptional = true\n"
     );
     let server = Plughost::start(&config);
     for path in ["/admin", "/admin/users", "/.env"] {
@@ -85,7 +85,7 @@ async fn go_filter_answers_cors_preflights() {
     let file = go_plugin("cors").display().to_string();
     let config = format!(
         "[[plugins]]\nname = \"cors\"\nfile = {file:?}\nconfig = {{ origins = [\"https://app.example\"], max_age = 60 }}\n\
-         [[plugins]]\nname = \"unconfigured\"\nfile = {file:?}\n"
+         [[plugins]]\nname = \"unconfigured\"\nfile = {file:?}\noptional = true\n"
     );
     let server = Plughost::start(&config);
     let client = reqwest::Client::new();

@@ -260,7 +260,7 @@ async fn a_sleeping_plugin_init_blocks_neither_start_up_nor_other_plugins() {
     let config = hostile(
         "slowinit",
         "mode = \"init-sleep\", amount = 20000",
-        "init_timeout = \"300ms\"",
+        "init_timeout = \"300ms\"\noptional = true",
     ) + &format!(
         "[[plugins]]\nname = \"hello\"\nfile = {:?}\nkind = \"responder\"\n[[routes]]\nprefix = \"/hello\"\nplugin = \"hello\"\n",
         plugin("hello").display().to_string()
@@ -272,12 +272,12 @@ async fn a_sleeping_plugin_init_blocks_neither_start_up_nor_other_plugins() {
     let r = reqwest::get(server.url("/hello")).await.unwrap();
     assert_eq!(r.status(), 200);
     server.wait_log("init_timeout (300ms)");
+    // Its route says the plugin is not there, rather than that no route exists.
+    let r = reqwest::get(server.url("/slowinit")).await.unwrap();
+    assert_eq!(r.status(), 503);
     assert_eq!(
-        reqwest::get(server.url("/slowinit"))
-            .await
-            .unwrap()
-            .status(),
-        404
+        r.text().await.unwrap(),
+        "the plugin slowinit that answers this route is not loaded\n"
     );
 }
 
@@ -374,8 +374,10 @@ async fn a_component_importing_what_plughost_lacks_is_refused_by_name() {
         err.contains("test:unprovided/feature-flags@0.1.0") && err.contains("is-enabled"),
         "{err}"
     );
-    let server = Plughost::start(&format!("[[plugins]]\nname = \"needy\"\nfile = {file:?}\n"));
-    server.wait_log("test:unprovided/feature-flags@0.1.0");
+    let (status, err) =
+        plughost_e2e::fails_to_start(&format!("[[plugins]]\nname = \"needy\"\nfile = {file:?}\n"));
+    assert!(!status.success());
+    assert!(err.contains("test:unprovided/feature-flags@0.1.0"), "{err}");
 }
 
 #[cfg(unix)]

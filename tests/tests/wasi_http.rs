@@ -230,7 +230,7 @@ fn plugin_check_and_run_accept_wasi_http_components() {
     );
     // As a filter it would never answer: refused with the fix.
     let config = format!("[[plugins]]\nname = \"f\"\nfile = {file:?}\n");
-    let server = Plughost::start(&config);
-    let log = server.wait_log("plugin not loaded");
-    assert!(log.contains("it is a wasi:http component"), "{log}");
+    let (status, err) = plughost_e2e::fails_to_start(&config);
+    assert!(!status.success());
+    assert!(err.contains("it is a wasi:http component"), "{err}");
 }

@@ -192,9 +192,13 @@ async fn reuse_policies_fresh_and_max_requests() {
 
 #[tokio::test]
 async fn plugin_whose_init_fails_is_skipped_and_the_server_starts() {
-    let config = entry("auth", "auth", "config = { keys = [] }")
-        + &entry("bad", "hostile", "config = { mode = \"init-fail\" }")
-        + &entry("garbage", "../../../Cargo.toml", "")
+    let config = entry("auth", "auth", "config = { keys = [] }\noptional = true")
+        + &entry(
+            "bad",
+            "hostile",
+            "config = { mode = \"init-fail\" }\noptional = true",
+        )
+        + &entry("garbage", "../../../Cargo.toml", "optional = true")
         + &entry("headers", "headers", "config = { }");
     let server = Plughost::start(&config);
     let loaded = server.admin_json("/plugins").await;
@@ -228,19 +232,19 @@ async fn without_plugin_tables_every_wasm_in_plugins_dir_is_a_filter() {
     let plugins_dir = dir.path().join("plugins");
     std::fs::create_dir(&plugins_dir).unwrap();
     std::fs::copy(plugin("headers"), plugins_dir.join("b-headers.wasm")).unwrap();
-    std::fs::copy(plugin("hostile"), plugins_dir.join("a-hostile.wasm")).unwrap();
+    std::fs::copy(plugin("headers"), plugins_dir.join("a-headers.wasm")).unwrap();
     std::fs::write(plugins_dir.join("notes.txt"), "not a plugin").unwrap();
     let server = Plughost::start_in(dir, "max_plugins = 10");
     let loaded = server.admin_json("/plugins").await;
-    // hostile's init fails without a mode in its config: skipped, the other loads.
     let names: Vec<&str> = loaded
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["b-headers"]);
+    assert_eq!(names, ["a-headers", "b-headers"]);
     assert_eq!(loaded[0]["kind"], "filter");
+    assert_eq!(loaded[1]["kind"], "filter");
 }
 
 #[tokio::test]
@@ -248,7 +252,7 @@ async fn max_plugins_caps_how_many_load() {
     let config = "max_plugins = 2\n".to_owned()
         + &entry("one", "headers", "")
         + &entry("two", "headers", "")
-        + &entry("three", "headers", "");
+        + &entry("three", "headers", "optional = true");
     let server = Plughost::start(&config);
     assert_eq!(
         server

@@ -27,6 +27,12 @@ pub struct PluginConfig {
     /// standard `wasi:http/proxy` component answering its routes).
     #[serde(default)]
     pub kind: PluginKind,
+    /// Whether plughost may serve without it. By default a plugin that cannot be loaded
+    /// (file, compile, link, init) stops start-up with the reason: an auth filter that is not
+    /// there must not let requests through. `true`: it is skipped with a warning, and its
+    /// routes answer 503. On reload a plugin that fails keeps its running version either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
     /// Passed to `plugin-init` as a JSON object.
     #[serde(default)]
     pub config: toml::Table,
@@ -165,6 +171,7 @@ impl PluginConfig {
             name,
             file,
             kind: PluginKind::Filter,
+            optional: false,
             config: toml::Table::new(),
             request_headers: None,
             request_body: true,

@@ -1,8 +1,9 @@
 //! Loading plugins at start-up: from `[[plugins]]`, or every `*.wasm` (as a filter) and native
 //! library in `plugins_dir`, in name order; at most `max_plugins`, native and wasm together. A
 //! plugin that fails to load (compile, link, missing symbol or export, unsafe file, init) is
-//! skipped with one log line naming its file and the reason; the server starts anyway. The
-//! same function reloads: see [`load`].
+//! logged with its file and the reason and listed in the [`LoadReport`]; the caller decides
+//! (start-up stops unless the plugin is `optional`, see `reload::Reloader::start`). The same
+//! function reloads: see [`load`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +44,14 @@ fn wanted(config: &Config) -> Vec<PluginConfig> {
         .collect()
 }
 
+/// The first WebAssembly filter `config` asks for, which requests wait on while it loads.
+pub fn pending_filter(config: &Config) -> Option<String> {
+    wanted(config)
+        .into_iter()
+        .find(|p| p.kind == PluginKind::Filter && is_wasm(&resolve(&config.plugins_dir, &p.file)))
+        .map(|p| p.name)
+}
+
 /// Whether `file` is a plugin by its name: a `.wasm` component or a native library.
 pub fn is_plugin_file(file: &Path) -> bool {
     is_wasm(file) || is_native(file)
@@ -73,6 +82,8 @@ pub struct Refusal {
     pub reason: String,
     /// Whether the version that ran before goes on running (on reload).
     pub kept_previous: bool,
+    /// Whether its entry says plughost may serve without it.
+    pub optional: bool,
 }
 
 /// What one load or reload did, plugin by plugin.
@@ -91,6 +102,11 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// The first plugin refused that plughost may not serve without, if any.
+    pub fn required_refusal(&self) -> Option<&Refusal> {
+        self.refused.iter().find(|r| !r.optional)
+    }
+
     /// Whether the plugins that answer requests changed.
     pub fn changed(&self) -> bool {
         !self.loaded.is_empty() || !self.removed.is_empty()
@@ -116,6 +132,15 @@ pub async fn load(
     if wanted.len() > config.max_plugins {
         for p in wanted.drain(config.max_plugins..) {
             tracing::warn!(plugin = %p.name, file = %p.file.display(), max_plugins = config.max_plugins, "plugin not loaded: max_plugins reached");
+            report.refused.push(Refusal {
+                plugin: p.name.clone(),
+                reason: format!(
+                    "max_plugins ({}) reached; raise max_plugins",
+                    config.max_plugins
+                ),
+                kept_previous: false,
+                optional: p.optional,
+            });
         }
     }
     let mut plugins = Plugins {
@@ -133,7 +158,7 @@ pub async fn load(
                 tracing::warn!(plugins = ?report.native_restart_needed, "native plugins are not reloaded; restart plughost to load, change or remove them");
             }
         }
-        None => load_natives(config, natives, &mut plugins),
+        None => load_natives(config, natives, &mut plugins, &mut report),
     }
     // Pool slots for the instances of every wasm plugin wanted, should all of them load.
     let instances: usize = wanted
@@ -235,6 +260,7 @@ pub async fn load(
                     plugin: p.name.clone(),
                     reason: e.to_string(),
                     kept_previous: running.is_some(),
+                    optional: p.optional,
                 });
             }
         }
@@ -266,7 +292,12 @@ fn add(plugins: &mut Plugins, plugin: Arc<LoadedPlugin>) {
     plugins.all.push(plugin);
 }
 
-fn load_natives(config: &Config, natives: Vec<PluginConfig>, plugins: &mut Plugins) {
+fn load_natives(
+    config: &Config,
+    natives: Vec<PluginConfig>,
+    plugins: &mut Plugins,
+    report: &mut LoadReport,
+) {
     if natives.is_empty() {
         return;
     }
@@ -287,7 +318,13 @@ fn load_natives(config: &Config, natives: Vec<PluginConfig>, plugins: &mut Plugi
                 plugins.natives.push(Arc::new(n));
             }
             Err(e) => {
-                tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded")
+                tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded");
+                report.refused.push(Refusal {
+                    plugin: p.name.clone(),
+                    reason: e.to_string(),
+                    kept_previous: false,
+                    optional: p.optional,
+                });
             }
         }
     }
