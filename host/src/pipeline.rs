@@ -310,7 +310,10 @@ async fn run_filters(
     extra: &mut ResponseHeaders,
 ) -> Result<Option<Response<Body>>, RequestError> {
     for filter in &plugins.filters {
-        match filter.run(&filter.given(parts, body, client)).await? {
+        match filter
+            .run(&filter.given(parts, body, client), client)
+            .await?
+        {
             Some(Decision::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
             Some(Decision::Respond(resp)) => return Ok(Some(resp)),
             None => {}

@@ -3,6 +3,7 @@
 //! failing on every call from costing the server its time.
 
 pub mod authoring;
+pub mod backoff;
 pub mod host;
 pub mod loader;
 pub mod native;
@@ -11,6 +12,7 @@ pub mod scaffold;
 pub mod wasm;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +21,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use parking_lot::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -29,6 +30,7 @@ use crate::client::Client;
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
 use crate::error::RequestError;
 use crate::metrics::{Latency, Metrics};
+use backoff::{Backoff, Failure};
 use native::NativePlugin;
 pub use output::{Decision, Edits};
 use output::{Dropped, OutputLimits};
@@ -134,14 +136,8 @@ pub struct LoadedPlugin {
     dropped: Dropped,
     calls: AtomicU64,
     errors: AtomicU64,
-    /// While in backoff: the end of it, in ns since `epoch`; 0 otherwise. Read on every call,
-    /// so it is an atomic rather than part of the locked failure window.
-    backoff_until: AtomicU64,
-    epoch: Instant,
-    window: Mutex<FailureWindow>,
-    threshold: u32,
-    window_len: Duration,
-    backoff: Duration,
+    /// Its failures and backoffs, per client.
+    backoff: Backoff,
     label: PluginLabel,
     /// This plugin's series, looked up once: the call path then only touches atomics.
     series: Series,
@@ -178,11 +174,6 @@ impl Series {
     }
 }
 
-struct FailureWindow {
-    started: Instant,
-    failures: u32,
-}
-
 /// What `GET /plugins` says of a plugin.
 #[derive(Debug, Serialize)]
 pub struct PluginInfo {
@@ -200,8 +191,8 @@ pub struct PluginInfo {
     /// Calls that failed (or were skipped in backoff); for native plugins, requests skipped
     /// because the plugin fell behind.
     pub errors: u64,
-    /// Whether it is in backoff now.
-    pub in_backoff: bool,
+    /// Clients it is in backoff for now (not called for their requests).
+    pub clients_in_backoff: usize,
     /// Largest linear memory an instance reached, in bytes.
     pub peak_memory_bytes: usize,
     /// Time the last instantiation with `plugin-init` took, in µs.
@@ -250,15 +241,11 @@ impl LoadedPlugin {
             dropped: Dropped::default(),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            backoff_until: AtomicU64::new(0),
-            epoch: Instant::now(),
-            window: Mutex::new(FailureWindow {
-                started: Instant::now(),
-                failures: 0,
-            }),
-            threshold: config.failure_threshold.max(1),
-            window_len: config.failure_window,
-            backoff: config.backoff,
+            backoff: Backoff::new(
+                config.failure_threshold,
+                config.failure_window,
+                config.backoff,
+            ),
             series: Series::new(&metrics, &label),
             latency: Latency::default(),
             label,
@@ -266,11 +253,11 @@ impl LoadedPlugin {
         }
     }
 
-    /// Calls `plugin-process`, unless the plugin is in backoff, and checks what it returned
-    /// ([`output::check`]). Failures, an invalid answer included, are counted, logged and fed
-    /// to the backoff.
-    pub async fn call(&self, req: Request<'_>) -> Result<Decision, PluginError> {
-        self.not_in_backoff()?;
+    /// Calls `plugin-process`, unless the plugin is in backoff for `client`, and checks what
+    /// it returned ([`output::check`]). Failures, an invalid answer included, are counted,
+    /// logged and fed to the client's backoff.
+    pub async fn call(&self, req: Request<'_>, client: IpAddr) -> Result<Decision, PluginError> {
+        self.not_in_backoff(client)?;
         let started = Instant::now();
         let outcome = self.wasm.process(req).await;
         self.observe(started, outcome.instantiated);
@@ -279,7 +266,7 @@ impl LoadedPlugin {
                 .map_err(|why| PluginError::Failed(FailureReason::Error, why))
         });
         if let Err(e) = &result {
-            self.failed(e);
+            self.failed(e, client);
         }
         result
     }
@@ -302,9 +289,13 @@ impl LoadedPlugin {
     /// [`LoadedPlugin::call`] for a request: `Ok(None)` when the call failed and the plugin's
     /// `on_error = "continue"` says to go on as if it were absent; the one place where a
     /// failure becomes the request's error.
-    pub async fn run(&self, given: &Given<'_>) -> Result<Option<Decision>, RequestError> {
+    pub async fn run(
+        &self,
+        given: &Given<'_>,
+        client: &Client,
+    ) -> Result<Option<Decision>, RequestError> {
         let headers = given.headers();
-        let result = self.call(given.request(&headers)).await;
+        let result = self.call(given.request(&headers), client.addr().ip()).await;
         self.on_error(result)
     }
 
@@ -326,8 +317,9 @@ impl LoadedPlugin {
         self: &Arc<Self>,
         req: http::Request<crate::body::Body>,
         https: bool,
+        client: &Client,
     ) -> Result<Option<http::Response<crate::body::Body>>, RequestError> {
-        let result = self.handle_http(req, https).await;
+        let result = self.handle_http(req, https, client.addr().ip()).await;
         self.on_error(result)
     }
 
@@ -335,11 +327,12 @@ impl LoadedPlugin {
         self: &Arc<Self>,
         req: http::Request<crate::body::Body>,
         https: bool,
+        client: IpAddr,
     ) -> Result<http::Response<crate::body::Body>, PluginError> {
-        self.not_in_backoff()?;
+        self.not_in_backoff(client)?;
         let started = Instant::now();
         let plugin = self.clone();
-        let on_failure = Box::new(move |e: PluginError| plugin.failed(&e));
+        let on_failure = Box::new(move |e: PluginError| plugin.failed(&e, client));
         let call = self.wasm.handle(req, https, on_failure).await;
         self.observe(started, call.instantiated);
         let head = call.head.and_then(|resp| {
@@ -350,19 +343,19 @@ impl LoadedPlugin {
             Ok(http::Response::from_parts(head, body))
         });
         if let Err(e) = &head {
-            self.failed(e);
+            self.failed(e, client);
         }
         head
     }
 
-    fn not_in_backoff(&self) -> Result<(), PluginError> {
-        if !self.in_backoff() {
+    fn not_in_backoff(&self, client: IpAddr) -> Result<(), PluginError> {
+        if !self.backoff.holds(client) {
             return Ok(());
         }
         self.count_error(FailureReason::Backoff);
         Err(PluginError::Failed(
             FailureReason::Backoff,
-            "skipped: in backoff after repeated failures".into(),
+            "skipped for this client: in backoff after its requests failed repeatedly".into(),
         ))
     }
 
@@ -385,11 +378,21 @@ impl LoadedPlugin {
         }
     }
 
-    /// Counts, logs and feeds to the backoff a failed call.
-    fn failed(&self, e: &PluginError) {
+    /// Counts, logs and feeds to `client`'s backoff a failed call.
+    fn failed(&self, e: &PluginError, client: IpAddr) {
         self.count_error(e.reason());
-        tracing::warn!(plugin = %self.name, reason = %e.reason(), error = %e, "plugin call failed");
-        self.record_failure();
+        tracing::warn!(plugin = %self.name, %client, reason = %e.reason(), error = %e, "plugin call failed");
+        if self.backoff.failed(client) == Failure::BackedOff {
+            self.metrics
+                .plugin_backoffs
+                .get_or_create(&self.label)
+                .inc();
+            tracing::warn!(
+                plugin = %self.name,
+                %client,
+                "plugin failed repeatedly for this client; skipping it for this client's requests during the backoff (other clients still call it)",
+            );
+        }
     }
 
     fn count_error(&self, reason: FailureReason) {
@@ -403,53 +406,6 @@ impl LoadedPlugin {
             .inc();
     }
 
-    fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    fn in_backoff(&self) -> bool {
-        let until = self.backoff_until.load(Ordering::Relaxed);
-        if until == 0 {
-            return false;
-        }
-        if self.now_ns() < until {
-            return true;
-        }
-        // Backoff over: the next call tries the plugin again.
-        if self
-            .backoff_until
-            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            tracing::info!(plugin = %self.name, "plugin backoff over; calling it again");
-        }
-        false
-    }
-
-    fn record_failure(&self) {
-        let mut w = self.window.lock();
-        if w.started.elapsed() > self.window_len {
-            w.started = Instant::now();
-            w.failures = 0;
-        }
-        w.failures += 1;
-        if w.failures >= self.threshold {
-            w.failures = 0;
-            let until = self.now_ns() + self.backoff.as_nanos() as u64;
-            self.backoff_until.store(until.max(1), Ordering::Relaxed);
-            self.metrics
-                .plugin_backoffs
-                .get_or_create(&self.label)
-                .inc();
-            tracing::warn!(
-                plugin = %self.name,
-                failures = self.threshold,
-                backoff = ?self.backoff,
-                "plugin failed repeatedly; skipping it during the backoff",
-            );
-        }
-    }
-
     /// What `GET /plugins` shows.
     pub fn info(&self) -> PluginInfo {
         let stats = self.wasm.stats();
@@ -460,7 +416,7 @@ impl LoadedPlugin {
             reuse: Some(self.reuse),
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            in_backoff: self.backoff_until.load(Ordering::Relaxed) != 0,
+            clients_in_backoff: self.backoff.clients_held(),
             peak_memory_bytes: stats.peak_memory,
             last_instantiation_us: stats.last_instantiation.as_micros() as u64,
             yields: stats.yields,
@@ -543,7 +499,7 @@ impl Plugins {
             reuse: None,
             calls: n.calls.load(Ordering::Relaxed),
             errors: n.dropped.load(Ordering::Relaxed),
-            in_backoff: false,
+            clients_in_backoff: 0,
             peak_memory_bytes: 0,
             last_instantiation_us: 0,
             yields: 0,

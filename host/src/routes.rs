@@ -197,7 +197,7 @@ impl Router {
             let https = req.extensions().get::<proxy::Https>().is_some();
             // Boxed: its future (3.3 KB) would double this one's, which every responder
             // request boxes and copies (`route`).
-            return Box::pin(plugin.respond_http(req, https))
+            return Box::pin(plugin.respond_http(req, https, client))
                 .await?
                 .ok_or_else(|| ClientError::NotFound(path).into());
         }
@@ -208,7 +208,10 @@ impl Router {
             discard_body(body, self.max_body_bytes).await?;
             Bytes::new()
         };
-        match plugin.run(&plugin.given(&parts, &body, client)).await? {
+        match plugin
+            .run(&plugin.given(&parts, &body, client), client)
+            .await?
+        {
             Some(Decision::Respond(resp)) => Ok(resp),
             Some(Decision::Continue(_)) | None => {
                 Err(ClientError::NotFound(parts.uri.path().to_owned()).into())

@@ -462,10 +462,54 @@ async fn a_plugin_failing_every_call_is_backed_off_then_retried() {
     assert_eq!(
         server
             .log()
-            .matches("skipping it during the backoff")
+            .matches("skipping it for this client's requests during the backoff")
             .count(),
         1
     );
+}
+
+/// A query of death (a path the filter traps on) sent by one client backs the filter off for
+/// that client alone: another client's requests still go through the filter, and pass.
+#[tokio::test]
+async fn a_query_of_death_backs_off_only_the_client_who_sends_it() {
+    let config = entry(
+        "guard",
+        "hostile",
+        "config = { mode = \"trap-if-asked\" }\nfailure_threshold = 3\nbackoff = \"1h\"",
+    );
+    let server = Plughost::start(&config);
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (attacker, victim) = (from([127, 0, 0, 2]), from([127, 0, 0, 1]));
+    for n in 0..6 {
+        let r = attacker
+            .get(server.url(&format!("/trap/{n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 500);
+    }
+    // The attacker is held off, on every path; the victim is served through the filter.
+    let held = attacker.get(server.url("/")).send().await.unwrap();
+    assert_eq!(held.status(), 500);
+    for _ in 0..3 {
+        let r = victim.get(server.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m = server.metrics_text().await;
+    assert_eq!(plugin_errors(&m, "guard", "trap"), 3.0, "{m}");
+    assert_eq!(plugin_errors(&m, "guard", "backoff"), 4.0, "{m}");
+    assert_eq!(
+        plughost_e2e::metric_value(&m, "plughost_plugin_calls_total"),
+        6.0,
+        "three traps, then the victim's three calls: {m}"
+    );
+    let plugins = server.admin_json("/plugins").await;
+    assert_eq!(plugins[0]["clients_in_backoff"], 1, "{plugins}");
 }
 
 #[tokio::test]
