@@ -46,7 +46,7 @@ enum Command {
     Serve,
     /// Print the effective configuration (file, environment and flags merged) as TOML.
     Config,
-    /// Try a WebAssembly plugin without a server.
+    /// Write (`new`), check and run WebAssembly plugins without a server.
     #[command(subcommand)]
     Plugin(PluginCommand),
 }

@@ -23,7 +23,7 @@ fn bad_config_stops_start_up_with_code_2_naming_key_and_line() {
     for (text, expected) in [
         (
             "port = 8080\nprot = 1\n",
-            "bad.toml:2: prot: unknown field `prot`",
+            "bad.toml:2: prot: unknown key `prot`; did you mean `port`?",
         ),
         ("port = 70000\n", "bad.toml:1: port: "),
         (

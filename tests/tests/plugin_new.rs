@@ -74,8 +74,12 @@ async fn check_run_and_serve(dir: &Path, name: &str, kind: &str, expect: &str) {
     );
     assert!(out.contains(expect), "{out}");
     // The project's own plughost.toml, with the test helper's port and log.
-    let config = std::fs::read_to_string(project.join("plughost.toml"))
-        .unwrap()
+    let generated = std::fs::read_to_string(project.join("plughost.toml")).unwrap();
+    assert!(
+        generated.contains("\nbind = \"127.0.0.1\"\n"),
+        "a development project serves loopback only: {generated}"
+    );
+    let config = generated
         .replace("port = 9090\n", "")
         .replace(
             "plugins_dir = \".\"\n",

@@ -454,12 +454,14 @@ impl ConfigError {
             return self;
         };
         let field = key.rsplit('.').next().unwrap_or(key);
-        let value = reason.split('`').nth(1);
+        // The reason quotes the value (and maybe the plugin or bucket it belongs to): the
+        // line is the one setting the key to one of them.
+        let quoted: Vec<&str> = reason.split('`').skip(1).step_by(2).collect();
         let found = text.lines().position(|l| {
             let l = l.trim_start();
             l.strip_prefix(field)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
-                && value.is_none_or(|v| l.contains(v))
+                && (quoted.is_empty() || quoted.iter().any(|v| l.contains(v)))
         });
         match found {
             Some(i) => ConfigError::Parse {
@@ -471,6 +473,34 @@ impl ConfigError {
             None => self,
         }
     }
+}
+
+/// A TOML error as a user can act on it. serde's "unknown field `prot`, expected one of ..."
+/// lists every key of the table (42 at the top level): the nearest one is suggested instead.
+/// A duration it could not read gets the form it takes.
+fn explained(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((unknown, expected)) = rest.split_once("`, expected ")
+    {
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let nearest = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(unknown, k), *k))
+            .filter(|(d, k)| {
+                *d <= 2.max(k.len() / 3) || k.starts_with(unknown) || unknown.starts_with(k)
+            })
+            .min();
+        return match nearest {
+            Some((_, k)) => format!("unknown key `{unknown}`; did you mean `{k}`?"),
+            None => format!(
+                "unknown key `{unknown}`; `plughost config` prints every key with its value"
+            ),
+        };
+    }
+    if message.contains("expected a duration") {
+        return format!("{message}: write a number and a unit, like `250ms`, `2s` or `1m`");
+    }
+    message.to_owned()
 }
 
 /// `key: `, or nothing when the error is not on a key (an unterminated string at the end of
@@ -533,7 +563,7 @@ impl Config {
                 path: path.to_path_buf(),
                 line,
                 key,
-                message: e.message().trim().to_owned(),
+                message: explained(e.message().trim()),
             }
         })
     }
@@ -826,12 +856,44 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_is_named_with_its_line() {
+    fn unknown_key_is_named_with_its_line_and_the_nearest_key() {
         let e = parse("port = 8080\nprot = 1\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "plughost.toml:2: prot: unknown key `prot`; did you mean `port`?"
+        );
+        let e = parse("[[plugin]]\nname = \"a\"\nfile = \"a.wasm\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.starts_with("plughost.toml:2: prot: unknown field `prot`"),
+            e.ends_with("unknown key `plugin`; did you mean `plugins`?"),
             "{e}"
         );
+        let e = parse("[[plugins]]\nname = \"a\"\nfile = \"a.wasm\"\ntimout = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("did you mean `timeout`?"), "{e}");
+        let e = parse("zzzzzz = 1\n").unwrap_err().to_string();
+        assert!(e.contains("`plughost config` prints every key"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_says_what_a_duration_looks_like() {
+        let e = parse("queue_timeout = \"fast\"\n").unwrap_err().to_string();
+        assert!(e.ends_with("like `250ms`, `2s` or `1m`"), "{e}");
+    }
+
+    #[test]
+    fn a_grant_of_an_undeclared_bucket_is_located() {
+        let text = "[[plugins]]\nname = \"rfilter\"\nfile = \"r.wasm\"\nkeyvalue = [\"hits\"]\n";
+        let path = Path::new("plughost.toml");
+        let e = Config::parse(text, path)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .located(path, text)
+            .to_string();
+        assert!(e.starts_with("plughost.toml:4: plugins.keyvalue: "), "{e}");
     }
 
     #[test]
