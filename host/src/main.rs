@@ -316,12 +316,39 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
                 r.size as f64 / 1024.0
             );
             println!("compile: {} ms", r.compile.as_millis());
-            println!("exports: {}", r.exports.join(", "));
+            // What plughost calls, then what it does not (componentize-py adds an instance
+            // named `exports`, say), so no one reads those as part of the plugin's contract.
+            let (called, other): (Vec<&String>, Vec<&String>) = r.exports.iter().partition(|e| {
+                e.as_str() == "plugin-init"
+                    || e.as_str() == "plugin-process"
+                    || e.starts_with("wasi:http/incoming-handler@")
+            });
+            let list = |names: &[&String]| {
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!("exports: {}", list(&called));
+            if !other.is_empty() {
+                println!(
+                    "other exports (plughost does not call them): {}",
+                    list(&other)
+                );
+            }
             println!("imports ({}, all provided by plughost):", r.imports.len());
             for i in &r.imports {
                 println!("  {i}");
             }
-            println!("kind: {}", r.kind.as_str());
+            match r.kind {
+                PluginKind::WasiHttp => println!(
+                    "kind: wasi-http (a wasi:http/proxy component: route it with [[routes]])"
+                ),
+                _ => println!(
+                    "kind: filter or responder (a plughost:plugin component is either: its [[plugins]] entry's kind says which, filter by default)"
+                ),
+            }
             println!("ok: plughost would load it");
             Ok(())
         }

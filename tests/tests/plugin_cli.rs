@@ -27,7 +27,19 @@ fn check_reports_exports_imports_size_and_compile_time() {
     );
     assert!(out.contains("wasi:cli/stdout@0.2"), "{out}");
     assert!(out.contains("KiB)") && out.contains("compile: "), "{out}");
+    // A plughost:plugin component can be either kind: check never calls a filter a responder.
+    assert!(out.contains("kind: filter or responder"), "{out}");
     assert!(out.ends_with("ok: plughost would load it\n"), "{out}");
+    // componentize-py's extra `exports` instance is set apart from the plugin's exports.
+    let python = plughost_e2e::python_plugin("describe")
+        .display()
+        .to_string();
+    let (code, out, err) = cli(&["plugin", "check", &python]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("exports: plugin-init, plugin-process\nother exports (plughost does not call them): exports\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -184,4 +196,23 @@ fn check_and_run_use_the_servers_compiled_cache() {
     assert!(out.status.success());
     let entries = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
     assert_eq!(entries, 1, "the check left no compiled entry");
+}
+
+/// A `wasi:cli` command (a program with `main`) is refused saying what it is and what to
+/// build instead, by `plugin check` and by the server alike.
+#[test]
+fn a_wasi_cli_command_is_refused_by_name() {
+    let file = plugin("command").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["plugin", "check", &file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("it is a wasi:cli command") && err.contains("crate-type = [\"cdylib\"]"),
+        "{err}"
+    );
+    let (status, err) =
+        plughost_e2e::fails_to_start(&format!("[[plugins]]\nname = \"cmd\"\nfile = {file:?}\n"));
+    assert!(!status.success());
+    assert!(err.contains("it is a wasi:cli command"), "{err}");
 }

@@ -53,6 +53,9 @@ use bindings::{Plugin, PluginPre};
 /// The export that makes a component a standard `wasi:http/proxy` one (any 0.2.x).
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
 
+/// The export of a `wasi:cli` command (a program with a `main`).
+const CLI_RUN: &str = "wasi:cli/run@";
+
 /// Epoch tick: how often running guest code yields to other tasks (and so how soon after
 /// its deadline a busy call is stopped).
 pub const TICK: Duration = Duration::from_millis(1);
@@ -204,6 +207,17 @@ impl Runtime {
         kind: PluginKind,
     ) -> Result<Prepared, PluginError> {
         let wasi_http = self.is_wasi_http(component);
+        let exports = |prefix: &str| {
+            component
+                .component_type()
+                .exports(&self.engine)
+                .any(|(name, _)| name.starts_with(prefix))
+        };
+        if !wasi_http && !exports("plugin-process") && exports(CLI_RUN) {
+            return Err(PluginError::Load(
+                "it is a wasi:cli command (it exports wasi:cli/run, as a program with `main` builds): plughost runs plughost:plugin components (exporting plugin-init and plugin-process) and wasi:http/proxy ones (exporting wasi:http/incoming-handler); build a library instead (Rust: crate-type = [\"cdylib\"]; `plughost plugin new` writes one)".into(),
+            ));
+        }
         match (kind, wasi_http) {
             (PluginKind::Filter, true) => {
                 return Err(PluginError::Load(
@@ -578,7 +592,7 @@ impl WasmPlugin {
                 backtrace = e
                     .downcast_ref::<wasmtime::WasmBacktrace>()
                     .map(|bt| bt.to_string());
-                Err(self.classify(&e))
+                Err(with_stderr(self.classify(&e), &instance.store))
             }
             // Cut off, in guest code or in a host call: the store is mid-call and unusable,
             // so the instance is dropped below (only an `Ok` call is kept).
@@ -720,6 +734,18 @@ impl WasmPlugin {
             }),
         };
         HttpCall { head, instantiated }
+    }
+}
+
+/// A trap with what the guest wrote to stderr just before it (a Rust guest's panic message:
+/// its trap itself says only `unreachable`).
+fn with_stderr(e: PluginError, store: &Store<State>) -> PluginError {
+    match (e, store.data().stderr.take()) {
+        (PluginError::Failed(FailureReason::Trap, cause), Some(said)) => PluginError::Failed(
+            FailureReason::Trap,
+            format!("{cause}; the plugin wrote to stderr before it: {said}"),
+        ),
+        (e, _) => e,
     }
 }
 

@@ -10,6 +10,7 @@
 //!   `plughost_plugin_log_truncated_total{plugin}`.
 //! - per-plugin state ([`PluginLog`]): its window of bytes and its two series.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -188,6 +189,32 @@ impl PluginLog {
     }
 }
 
+/// The last lines an instance wrote to stderr, so that a trap can say what the guest said
+/// just before it: a Rust guest prints its panic message there, then traps with a bare
+/// `unreachable`.
+#[derive(Clone, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+/// Lines a [`StderrTail`] keeps, and the bytes of each.
+const TAIL_LINES: usize = 4;
+const TAIL_LINE_MAX: usize = 256;
+
+impl StderrTail {
+    fn push(&self, line: &str) {
+        let mut tail = self.0.lock();
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(truncated(line, TAIL_LINE_MAX).into_owned());
+    }
+
+    /// What was written since the last take, on one line; `None` when nothing was.
+    pub fn take(&self) -> Option<String> {
+        let mut tail = self.0.lock();
+        (!tail.is_empty()).then(|| tail.drain(..).collect::<Vec<_>>().join(" | "))
+    }
+}
+
 /// Guest stdout/stderr: each line becomes a log line tagged with the plugin's name, so a
 /// plugin that prints never reaches the server's own terminal. Writes are joined into lines
 /// (CPython writes `KeyError`, `: ` and `'x'` apart), and a Python traceback becomes one entry.
@@ -200,6 +227,8 @@ struct Output {
     log: Arc<PluginLog>,
     stream: &'static str,
     pending: Mutex<Pending>,
+    /// Where stderr's lines are kept too.
+    tail: Option<StderrTail>,
 }
 
 #[derive(Default)]
@@ -210,11 +239,20 @@ struct Pending {
 }
 
 impl GuestOutput {
-    pub(super) fn new(log: Arc<PluginLog>, stream: &'static str) -> Self {
+    pub(super) fn stdout(log: Arc<PluginLog>) -> Self {
+        Self::new(log, "stdout", None)
+    }
+
+    pub(super) fn stderr(log: Arc<PluginLog>, tail: StderrTail) -> Self {
+        Self::new(log, "stderr", Some(tail))
+    }
+
+    fn new(log: Arc<PluginLog>, stream: &'static str, tail: Option<StderrTail>) -> Self {
         Self(Arc::new(Output {
             log,
             stream,
             pending: Mutex::default(),
+            tail,
         }))
     }
 }
@@ -223,6 +261,9 @@ impl Output {
     fn line(&self, pending: &mut Pending, line: &str) {
         if line.is_empty() {
             return;
+        }
+        if let Some(tail) = &self.tail {
+            tail.push(line);
         }
         if let Some(entry) = pending.traceback.push(line) {
             self.log.write(Level::Info, Some(self.stream), &entry);

@@ -30,7 +30,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::{Config, PluginConfig};
 use log::GuestOutput;
-pub use log::PluginLog;
+pub use log::{PluginLog, StderrTail};
 
 /// Why a capability's backend or a plugin's grants could not be built (a CA file that cannot
 /// be read, say); the message names the key and the fix.
@@ -147,19 +147,22 @@ pub struct State {
     pub limiter: MemoryCap,
     /// Each capability's state for this instance.
     caps: Instances,
+    /// The last lines the guest wrote to stderr.
+    pub stderr: StderrTail,
 }
 
 impl State {
     /// Store data for an instance of plugin `config` with `caps`, with WASI limited to the
     /// plugin's directory grants and its stdout and stderr going to its log.
     pub fn new(caps: &Capabilities, config: &PluginConfig) -> wasmtime::Result<Self> {
+        let stderr = StderrTail::default();
         let mut wasi = WasiCtxBuilder::new();
         // No environment, arguments, stdin, sockets or name lookup: only what is granted.
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .stdout(GuestOutput::new(caps.log.clone(), "stdout"))
-            .stderr(GuestOutput::new(caps.log.clone(), "stderr"));
+            .stdout(GuestOutput::stdout(caps.log.clone()))
+            .stderr(GuestOutput::stderr(caps.log.clone(), stderr.clone()));
         for g in &config.grants {
             let perms = if g.read_only {
                 FsPerms::ReadOnly
@@ -175,6 +178,7 @@ impl State {
             table,
             limiter: MemoryCap::new(config.max_memory_bytes),
             caps: caps.instances(config),
+            stderr,
         })
     }
 }
