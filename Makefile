@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release/plughost
 
-.PHONY: all setup build release plugins run test bench soak fuzz fmt clean
+.PHONY: all setup build release plugins examples run test bench soak fuzz fmt clean
 
 all: build
 
@@ -50,9 +50,20 @@ release:
 plugins: setup
 	$(CARGO) build -p plughost-e2e
 
+# Only what examples/plughost.toml serves: three Rust components (release) and the C observer,
+# built where that file looks for them. Needs the wasm32-wasip2 target and a C compiler, not
+# the test tools `setup` installs.
+examples:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@scripts/need.sh cc gcc
+	$(CARGO) build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml \
+		--target-dir plugins/target -p headers -p ratelimit -p hello
+	mkdir -p plugins/target/native
+	cc -shared -fPIC -O2 -o plugins/target/native/counter.so plugins/native/examples/counter.c
+
 # Starts plughost on :9090 (admin on 127.0.0.1:9091) with the example plugins
-# (examples/plughost.toml: headers and ratelimit filters, hello on /hello).
-run: release plugins
+# (examples/plughost.toml: headers and ratelimit filters, hello on /hello, a C observer).
+run: release examples
 	$(RELEASE_BIN) --config examples/plughost.toml
 
 # Every test: unit tests in each crate and the end-to-end tests against the real binary.
