@@ -67,6 +67,15 @@ enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write the WIT of a world plughost runs, as this binary implements it, into DIR: what
+    /// a guest toolchain builds against.
+    Wit {
+        /// Where to write it.
+        dir: PathBuf,
+        /// `plugin` (filters and responders, with key-value) or `wasi-http` (wasi:http/proxy).
+        #[arg(long, value_enum, default_value = "plugin")]
+        world: plughost::plugin::scaffold::World,
+    },
     /// Compile and link a component as the server would; exit 0 if plughost would load it.
     Check {
         /// The component (.wasm).
@@ -305,6 +314,13 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
                 "next: cd {} && make && plughost plugin run {name}.wasm --uri /{name}",
                 dir.display()
             );
+            Ok(())
+        }
+        PluginCommand::Wit { dir, world } => {
+            let written = plughost::plugin::scaffold::write_wit(&dir, world)?;
+            for path in written {
+                println!("{}", path.display());
+            }
             Ok(())
         }
         PluginCommand::Check { file } => {

@@ -216,3 +216,44 @@ fn a_wasi_cli_command_is_refused_by_name() {
     assert!(!status.success());
     assert!(err.contains("it is a wasi:cli command"), "{err}");
 }
+
+/// `plugin wit DIR` writes the WIT a guest builds against from the binary itself: the
+/// repository's `wit/` for the plugin worlds, the vendored wasi:http/proxy for `wasi-http`.
+#[test]
+fn wit_comes_from_the_binary() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["plugin", "wit", "plugin-wit"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "plugin.wit",
+        "deps/keyvalue/store.wit",
+        "deps/keyvalue/atomic.wit",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("plugin-wit").join(file)).unwrap(),
+            std::fs::read_to_string(root.join("wit").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let out = run(
+        dir.path(),
+        &["plugin", "wit", "http-wit", "--world", "wasi-http"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in ["world.wit", "deps/http.wit", "deps/io.wit"] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("http-wit").join(file)).unwrap(),
+            std::fs::read_to_string(root.join("plugins/wasi-http/wit").join(file)).unwrap(),
+            "{file}"
+        );
+    }
+}

@@ -258,12 +258,78 @@ pub fn new_project(
     files.push(("README.md", fill(README)));
     files.push(("plughost.toml", fill(CONFIG)));
     let binaries = lang.binaries().iter().map(|&(path, bytes)| (path, bytes));
-    let mut written = Vec::with_capacity(files.len());
-    for (path, bytes) in files
-        .iter()
-        .map(|(path, text)| (*path, text.as_bytes()))
-        .chain(binaries)
-    {
+    let texts = files.iter().map(|(path, text)| (*path, text.as_bytes()));
+    write_files(dir, texts.chain(binaries))
+}
+
+/// The worlds `plugin wit` writes the WIT of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum World {
+    /// plughost's own `plugin` and `plugin-keyvalue` worlds (filters and responders).
+    Plugin,
+    /// The standard `wasi:http/proxy` world, 0.2 as this plughost provides it.
+    WasiHttp,
+}
+
+/// The standard wasi:http/proxy world and its dependencies, as this binary provides them.
+const WIT_HTTP: &[(&str, &str)] = &[
+    (
+        "world.wit",
+        include_str!("../../../plugins/wasi-http/wit/world.wit"),
+    ),
+    (
+        "deps/cli.wit",
+        include_str!("../../../plugins/wasi-http/wit/deps/cli.wit"),
+    ),
+    (
+        "deps/clocks.wit",
+        include_str!("../../../plugins/wasi-http/wit/deps/clocks.wit"),
+    ),
+    (
+        "deps/filesystem.wit",
+        include_str!("../../../plugins/wasi-http/wit/deps/filesystem.wit"),
+    ),
+    (
+        "deps/http.wit",
+        include_str!("../../../plugins/wasi-http/wit/deps/http.wit"),
+    ),
+    (
+        "deps/io.wit",
+        include_str!("../../../plugins/wasi-http/wit/deps/io.wit"),
+    ),
+    (
+        "deps/random.wit",
+        include_str!("../../../plugins/wasi-http/wit/deps/random.wit"),
+    ),
+    (
+        "deps/sockets.wit",
+        include_str!("../../../plugins/wasi-http/wit/deps/sockets.wit"),
+    ),
+];
+
+/// Writes the WIT of `world`, as this binary implements it, into `dir`: what a guest toolchain
+/// builds against, with no checkout of plughost's repository.
+pub fn write_wit(dir: &Path, world: World) -> anyhow::Result<Vec<PathBuf>> {
+    let files: Vec<(&str, &[u8])> = match world {
+        World::Plugin => WIT
+            .iter()
+            .map(|&(path, text)| (path.strip_prefix("wit/").unwrap_or(path), text.as_bytes()))
+            .collect(),
+        World::WasiHttp => WIT_HTTP
+            .iter()
+            .map(|&(path, text)| (path, text.as_bytes()))
+            .collect(),
+    };
+    write_files(dir, files)
+}
+
+/// Writes each (path under `dir`, contents), making directories; returns the paths written.
+fn write_files<'a>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (path, bytes) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
