@@ -108,6 +108,18 @@ async fn check_run_and_serve(dir: &Path, name: &str, kind: &str, expect: &str) {
 async fn a_rust_responder_from_plugin_new_builds_runs_and_serves() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = generate_and_build("rust", "responder", "greeter");
+    // Built on the Rust SDK (copied in), keeping function names for trap backtraces.
+    let project = dir.path().join("greeter");
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("plughost-plugin-sdk = { path = \"plughost-sdk\" }"),
+        "{manifest}"
+    );
+    let wasm = std::fs::read(project.join("greeter.wasm")).unwrap();
+    assert!(
+        wasm.windows(5).any(|w| w == b"\x04name"),
+        "no name section: traps would show <wasm function N>"
+    );
     check_run_and_serve(
         dir.path(),
         "greeter",

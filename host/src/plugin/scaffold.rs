@@ -50,6 +50,24 @@ impl Lang {
                     include_str!("../../templates/rust/Cargo.toml"),
                 ),
                 ("Makefile", include_str!("../../templates/rust/Makefile")),
+                // The Rust SDK, copied in (its WIT beside it, written below) and named by a
+                // path dependency: the project builds with no checkout of plughost.
+                (
+                    "plughost-sdk/Cargo.toml",
+                    include_str!("../../../plugin-guest-sdk/Cargo.toml"),
+                ),
+                (
+                    "plughost-sdk/src/lib.rs",
+                    include_str!("../../../plugin-guest-sdk/src/lib.rs"),
+                ),
+                (
+                    "plughost-sdk/src/http.rs",
+                    include_str!("../../../plugin-guest-sdk/src/http.rs"),
+                ),
+                (
+                    "plughost-sdk/src/kv.rs",
+                    include_str!("../../../plugin-guest-sdk/src/kv.rs"),
+                ),
                 (
                     "src/lib.rs",
                     if responder {
@@ -249,16 +267,25 @@ pub fn new_project(
             .replace("{{try}}", &format!("/{name}"))
             .replace("{{routes}}", &routes)
     };
-    let mut files: Vec<(&str, String)> = lang
+    let mut files: Vec<(String, String)> = lang
         .files(kind)
         .into_iter()
-        .map(|(path, template)| (path, fill(template)))
+        .map(|(path, template)| (path.to_owned(), fill(template)))
         .collect();
-    files.extend(WIT.iter().map(|&(path, text)| (path, text.to_owned())));
-    files.push(("README.md", fill(README)));
-    files.push(("plughost.toml", fill(CONFIG)));
+    let wit = WIT
+        .iter()
+        .map(|&(path, text)| (path.to_owned(), text.to_owned()));
+    files.extend(wit.clone());
+    if lang == Lang::Rust {
+        // The SDK generates its bindings from the WIT in its own directory.
+        files.extend(wit.map(|(path, text)| (format!("plughost-sdk/{path}"), text)));
+    }
+    files.push(("README.md".into(), fill(README)));
+    files.push(("plughost.toml".into(), fill(CONFIG)));
     let binaries = lang.binaries().iter().map(|&(path, bytes)| (path, bytes));
-    let texts = files.iter().map(|(path, text)| (*path, text.as_bytes()));
+    let texts = files
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_bytes()));
     write_files(dir, texts.chain(binaries))
 }
 
