@@ -66,6 +66,13 @@ enum PluginCommand {
         /// Where to write it [default: ./NAME].
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Use a key-value bucket of this name: declared in its plughost.toml, granted to it,
+        /// and counted in by the example (Rust responders).
+        #[arg(long, value_name = "BUCKET")]
+        kv: Option<String>,
+        /// GET this URL from the example, its origin in `allowed_outbound` (Rust responders).
+        #[arg(long, value_name = "URL")]
+        outbound: Option<String>,
     },
     /// Write the WIT of a world plughost runs, as this binary implements it, into DIR: what
     /// a guest toolchain builds against.
@@ -301,6 +308,8 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             lang,
             kind,
             dir,
+            kv,
+            outbound,
         } => {
             let kind = if kind == "filter" {
                 PluginKind::Filter
@@ -308,12 +317,21 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
                 PluginKind::Responder
             };
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let files = plughost::plugin::scaffold::new_project(&dir, &name, lang, kind)?;
+            let services = plughost::plugin::scaffold::Services { kv, outbound };
+            let files =
+                plughost::plugin::scaffold::new_project(&dir, &name, lang, kind, &services)?;
             println!("wrote {} files into {}", files.len(), dir.display());
-            println!(
-                "next: cd {} && make && plughost plugin run {name}.wasm --uri /{name}",
-                dir.display()
-            );
+            let mut try_it = format!("plughost plugin run {name}.wasm --uri /{name}");
+            if let Some(bucket) = &services.kv {
+                try_it += &format!(" --kv {bucket}");
+            }
+            if let Some(url) = &services.outbound {
+                try_it += &format!(
+                    " --allow-outbound {}",
+                    url.split('/').take(3).collect::<Vec<_>>().join("/")
+                );
+            }
+            println!("next: cd {} && make && {try_it}", dir.display());
             Ok(())
         }
         PluginCommand::Wit { dir, world } => {

@@ -14,11 +14,20 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Generates plugin `name` in `lang` as `kind` in a temp dir and builds it; returns the dir.
 fn generate_and_build(lang: &str, kind: &str, name: &str) -> tempfile::TempDir {
+    generate_and_build_with(lang, kind, name, &[])
+}
+
+/// [`generate_and_build`] with more `plugin new` flags.
+fn generate_and_build_with(
+    lang: &str,
+    kind: &str,
+    name: &str,
+    extra: &[&str],
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let made = run(
-        dir.path(),
-        &["plugin", "new", name, "--lang", lang, "--kind", kind],
-    );
+    let mut args = vec!["plugin", "new", name, "--lang", lang, "--kind", kind];
+    args.extend_from_slice(extra);
+    let made = run(dir.path(), &args);
     assert!(
         made.status.success(),
         "{}",
@@ -140,6 +149,54 @@ async fn a_rust_filter_from_plugin_new_builds_runs_and_serves() {
         "add response header x-marker: seen",
     )
     .await;
+}
+
+/// `--kv` and `--outbound`: the project declares the bucket and the grant, and its example
+/// counts in the bucket and calls out, served through plughost.
+#[tokio::test]
+async fn a_rust_project_asking_for_a_bucket_and_outbound_http_gets_and_uses_both() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let backend = plughost_e2e::backend::TestBackend::start("origin");
+    let url = format!("http://{}/x", backend.addr);
+    let dir = generate_and_build_with(
+        "rust",
+        "responder",
+        "visits",
+        &["--kv", "hits", "--outbound", &url],
+    );
+    let project = dir.path().join("visits");
+    let generated = std::fs::read_to_string(project.join("plughost.toml")).unwrap();
+    for line in [
+        "keyvalue = [\"hits\"]".to_owned(),
+        format!("allowed_outbound = [\"http://{}\"]", backend.addr),
+        "[keyvalue.hits]".to_owned(),
+    ] {
+        assert!(generated.contains(&line), "{line} missing in {generated}");
+    }
+    let config = generated.replace("port = 9090\n", "").replace(
+        "plugins_dir = \".\"\n",
+        &format!("plugins_dir = {:?}\n", project.display().to_string()),
+    );
+    let server = Plughost::start(&config);
+    for n in 1..=2 {
+        let body = reqwest::get(server.url("/visits/page"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            body,
+            format!("visits: /visits/page\nvisits: {n}\n{url}: status 200\n"),
+        );
+    }
+    // Other languages are told how to do it by hand.
+    let refused = run(
+        dir.path(),
+        &["plugin", "new", "p", "--lang", "python", "--kv", "hits"],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("plugin-keyvalue"));
 }
 
 #[tokio::test]

@@ -40,8 +40,9 @@ impl Lang {
         }
     }
 
-    /// The project's files besides the common ones: (path, template), by kind.
-    fn files(self, kind: PluginKind) -> Vec<(&'static str, &'static str)> {
+    /// The project's files besides the common ones: (path, template), by kind; a Rust
+    /// responder using host services has a template of its own.
+    fn files(self, kind: PluginKind, services: bool) -> Vec<(&'static str, &'static str)> {
         let responder = kind != PluginKind::Filter;
         match self {
             Self::Rust => vec![
@@ -70,7 +71,9 @@ impl Lang {
                 ),
                 (
                     "src/lib.rs",
-                    if responder {
+                    if services {
+                        include_str!("../../templates/rust/services.rs")
+                    } else if responder {
                         include_str!("../../templates/rust/responder.rs")
                     } else {
                         include_str!("../../templates/rust/filter.rs")
@@ -224,6 +227,55 @@ const WIT: &[(&str, &str)] = &[
 const README: &str = include_str!("../../templates/common/README.md");
 const CONFIG: &str = include_str!("../../templates/common/plughost.toml");
 
+/// Host services a new project uses (`plugin new --kv`, `--outbound`).
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// A key-value bucket, declared in its plughost.toml and granted to it.
+    pub kv: Option<String>,
+    /// A URL it GETs; its origin goes into `allowed_outbound`.
+    pub outbound: Option<String>,
+}
+
+impl Services {
+    fn any(&self) -> bool {
+        self.kv.is_some() || self.outbound.is_some()
+    }
+
+    /// The plugin's `config` table, its grants and the tables it needs, for plughost.toml.
+    fn config(&self) -> anyhow::Result<(String, String, String)> {
+        let mut config = Vec::new();
+        let (mut grants, mut tables) = (String::new(), String::new());
+        if let Some(bucket) = &self.kv {
+            let valid = !bucket.is_empty()
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+            if !valid {
+                bail!("--kv {bucket}: name a bucket with letters, digits, `_` and `-`");
+            }
+            config.push(format!("bucket = \"{bucket}\""));
+            grants += &format!("keyvalue = [\"{bucket}\"]\n");
+            tables += &format!(
+                "\n# A memory bucket (in this process); backend = \"redis\" with url = \"redis://...\"\n# shares it across a fleet.\n[keyvalue.{bucket}]\nttl = \"1h\"\n"
+            );
+        }
+        if let Some(url) = &self.outbound {
+            let uri: http::Uri = url.parse().with_context(|| {
+                format!("--outbound {url}: not a URL like http://127.0.0.1:8081/path")
+            })?;
+            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+                bail!("--outbound {url}: give a whole URL, like http://127.0.0.1:8081/path");
+            };
+            let origin = format!("{scheme}://{authority}");
+            crate::config::Destination::try_from(origin.clone())
+                .map_err(|e| anyhow::anyhow!("--outbound {url}: {e}"))?;
+            config.push(format!("fetch = {url:?}"));
+            grants += &format!("allowed_outbound = [\"{origin}\"]\n");
+        }
+        Ok((format!("{{ {} }}", config.join(", ")), grants, tables))
+    }
+}
+
 /// Writes the project of plugin `name` into `dir` (which must not exist or be empty) and
 /// returns the files written.
 pub fn new_project(
@@ -231,6 +283,7 @@ pub fn new_project(
     name: &str,
     lang: Lang,
     kind: PluginKind,
+    services: &Services,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -247,6 +300,16 @@ pub fn new_project(
             "plugin new writes plughost plugins (filter or responder); a wasi:http component is built with any wasi:http toolchain (see docs/plugins.md)"
         );
     }
+    if services.any() && (lang != Lang::Rust || kind != PluginKind::Responder) {
+        bail!(
+            "--kv and --outbound write a Rust responder using them (--lang rust, the default --kind); for other languages declare the bucket and the grant in plughost.toml by hand and build against the plugin-keyvalue world (docs/plugins.md, \"Key-value state\" and \"Outbound HTTP\")"
+        );
+    }
+    let (config, grants, tables) = if services.any() {
+        services.config()?
+    } else {
+        ("{}".to_owned(), String::new(), String::new())
+    };
     if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         bail!(
             "{} exists and is not empty; choose another NAME or --dir",
@@ -266,9 +329,12 @@ pub fn new_project(
             .replace("{{lang}}", lang.label())
             .replace("{{try}}", &format!("/{name}"))
             .replace("{{routes}}", &routes)
+            .replace("{{config}}", &config)
+            .replace("{{grants}}", &grants)
+            .replace("{{tables}}", &tables)
     };
     let mut files: Vec<(String, String)> = lang
-        .files(kind)
+        .files(kind, services.any())
         .into_iter()
         .map(|(path, template)| (path.to_owned(), fill(template)))
         .collect();
@@ -380,6 +446,7 @@ mod tests {
             "my-auth",
             Lang::Rust,
             PluginKind::Filter,
+            &Services::default(),
         )
         .unwrap();
         assert!(files.iter().any(|f| f.ends_with("wit/plugin.wit")));
@@ -395,7 +462,8 @@ mod tests {
                 &dir.join("my-auth"),
                 "my-auth",
                 Lang::Rust,
-                PluginKind::Filter
+                PluginKind::Filter,
+                &Services::default()
             )
             .is_err()
         );
@@ -404,7 +472,8 @@ mod tests {
                 &dir.join("x"),
                 "My Plugin",
                 Lang::Python,
-                PluginKind::Filter
+                PluginKind::Filter,
+                &Services::default()
             )
             .is_err()
         );
