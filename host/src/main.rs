@@ -60,8 +60,9 @@ enum PluginCommand {
         /// Its language.
         #[arg(long, value_enum)]
         lang: plughost::plugin::scaffold::Lang,
-        /// `filter` (every request) or `responder` (its route).
-        #[arg(long, default_value = "responder", value_parser = ["filter", "responder"])]
+        /// `filter` (every request), `responder` (its route) or `wasi-http` (a standard
+        /// wasi:http component on its route; Rust).
+        #[arg(long, default_value = "responder", value_parser = ["filter", "responder", "wasi-http"])]
         kind: String,
         /// Where to write it [default: ./NAME].
         #[arg(long)]
@@ -311,10 +312,10 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             kv,
             outbound,
         } => {
-            let kind = if kind == "filter" {
-                PluginKind::Filter
-            } else {
-                PluginKind::Responder
+            let kind = match kind.as_str() {
+                "filter" => PluginKind::Filter,
+                "wasi-http" => PluginKind::WasiHttp,
+                _ => PluginKind::Responder,
             };
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let services = plughost::plugin::scaffold::Services { kv, outbound };

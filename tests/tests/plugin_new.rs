@@ -101,7 +101,7 @@ async fn check_run_and_serve(dir: &Path, name: &str, kind: &str, expect: &str) {
     let server = Plughost::start(&config);
     let resp = reqwest::get(server.url(&format!("/{name}"))).await.unwrap();
     match kind {
-        "responder" => {
+        "responder" | "wasi-http" => {
             assert_eq!(resp.status(), 200);
             assert!(resp.text().await.unwrap().contains(expect));
         }
@@ -147,6 +147,25 @@ async fn a_rust_filter_from_plugin_new_builds_runs_and_serves() {
         "marker",
         "filter",
         "add response header x-marker: seen",
+    )
+    .await;
+}
+
+/// `--kind wasi-http`: a standard wasi:http component (the `wasi` crate), checked as one,
+/// run, and served on its route.
+#[tokio::test]
+async fn a_rust_wasi_http_component_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("rust", "wasi-http", "edge");
+    let project = dir.path().join("edge");
+    assert!(!project.join("wit").exists() && !project.join("plughost-sdk").exists());
+    let check = run(&project, &["plugin", "check", "edge.wasm"]);
+    assert!(String::from_utf8_lossy(&check.stdout).contains("kind: wasi-http"));
+    check_run_and_serve(
+        dir.path(),
+        "edge",
+        "wasi-http",
+        "Hello from edge! You asked for /edge",
     )
     .await;
 }

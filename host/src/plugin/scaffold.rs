@@ -45,41 +45,51 @@ impl Lang {
     fn files(self, kind: PluginKind, services: bool) -> Vec<(&'static str, &'static str)> {
         let responder = kind != PluginKind::Filter;
         match self {
-            Self::Rust => vec![
-                (
-                    "Cargo.toml",
-                    include_str!("../../templates/rust/Cargo.toml"),
-                ),
-                ("Makefile", include_str!("../../templates/rust/Makefile")),
-                // The Rust SDK, copied in (its WIT beside it, written below) and named by a
-                // path dependency: the project builds with no checkout of plughost.
-                (
-                    "plughost-sdk/Cargo.toml",
-                    include_str!("../../../plugin-guest-sdk/Cargo.toml"),
-                ),
-                (
-                    "plughost-sdk/src/lib.rs",
-                    include_str!("../../../plugin-guest-sdk/src/lib.rs"),
-                ),
-                (
-                    "plughost-sdk/src/http.rs",
-                    include_str!("../../../plugin-guest-sdk/src/http.rs"),
-                ),
-                (
-                    "plughost-sdk/src/kv.rs",
-                    include_str!("../../../plugin-guest-sdk/src/kv.rs"),
-                ),
-                (
-                    "src/lib.rs",
-                    if services {
-                        include_str!("../../templates/rust/services.rs")
-                    } else if responder {
-                        include_str!("../../templates/rust/responder.rs")
-                    } else {
-                        include_str!("../../templates/rust/filter.rs")
-                    },
-                ),
-            ],
+            Self::Rust => {
+                let mut files = vec![
+                    (
+                        "Cargo.toml",
+                        include_str!("../../templates/rust/Cargo.toml"),
+                    ),
+                    ("Makefile", include_str!("../../templates/rust/Makefile")),
+                    (
+                        "src/lib.rs",
+                        if kind == PluginKind::WasiHttp {
+                            include_str!("../../templates/rust/wasi_http.rs")
+                        } else if services {
+                            include_str!("../../templates/rust/services.rs")
+                        } else if responder {
+                            include_str!("../../templates/rust/responder.rs")
+                        } else {
+                            include_str!("../../templates/rust/filter.rs")
+                        },
+                    ),
+                ];
+                if kind != PluginKind::WasiHttp {
+                    // The Rust SDK, copied in (its WIT beside it, written by `new_project`)
+                    // and named by a path dependency: the project builds with no checkout of
+                    // plughost.
+                    files.extend([
+                        (
+                            "plughost-sdk/Cargo.toml",
+                            include_str!("../../../plugin-guest-sdk/Cargo.toml"),
+                        ),
+                        (
+                            "plughost-sdk/src/lib.rs",
+                            include_str!("../../../plugin-guest-sdk/src/lib.rs"),
+                        ),
+                        (
+                            "plughost-sdk/src/http.rs",
+                            include_str!("../../../plugin-guest-sdk/src/http.rs"),
+                        ),
+                        (
+                            "plughost-sdk/src/kv.rs",
+                            include_str!("../../../plugin-guest-sdk/src/kv.rs"),
+                        ),
+                    ]);
+                }
+                files
+            }
             Self::C => vec![
                 ("Makefile", include_str!("../../templates/c/Makefile")),
                 // wit-bindgen's C bindings of the `plugin` world, generated from wit/ and
@@ -295,9 +305,10 @@ pub fn new_project(
             "`{name}` cannot name a plugin: use lower-case letters, digits and `-`, starting with a letter (it becomes a header and a crate name)"
         );
     }
-    if kind == PluginKind::WasiHttp {
+    if kind == PluginKind::WasiHttp && lang != Lang::Rust {
         bail!(
-            "plugin new writes plughost plugins (filter or responder); a wasi:http component is built with any wasi:http toolchain (see docs/plugins.md)"
+            "--kind wasi-http writes a Rust project (the `wasi` crate); in {} build the wasi:http/proxy world with its toolchain against `plughost plugin wit DIR --world wasi-http` (docs/plugins.md, \"Standard wasi:http components\")",
+            lang.label()
         );
     }
     if services.any() && (lang != Lang::Rust || kind != PluginKind::Responder) {
@@ -316,7 +327,7 @@ pub fn new_project(
             dir.display()
         );
     }
-    let routes = if kind == PluginKind::Responder {
+    let routes = if kind != PluginKind::Filter {
         format!("\n[[routes]]\nprefix = \"/{name}\"\nplugin = \"{name}\"\n")
     } else {
         String::new()
@@ -332,6 +343,8 @@ pub fn new_project(
             .replace("{{config}}", &config)
             .replace("{{grants}}", &grants)
             .replace("{{tables}}", &tables)
+            .replace("{{deps}}", deps(kind))
+            .replace("{{contract}}", contract(kind))
     };
     let mut files: Vec<(String, String)> = lang
         .files(kind, services.any())
@@ -341,8 +354,11 @@ pub fn new_project(
     let wit = WIT
         .iter()
         .map(|&(path, text)| (path.to_owned(), text.to_owned()));
-    files.extend(wit.clone());
-    if lang == Lang::Rust {
+    // A wasi:http component builds against the `wasi` crate's bindings: no plughost WIT.
+    if kind != PluginKind::WasiHttp {
+        files.extend(wit.clone());
+    }
+    if lang == Lang::Rust && kind != PluginKind::WasiHttp {
         // The SDK generates its bindings from the WIT in its own directory.
         files.extend(wit.map(|(path, text)| (format!("plughost-sdk/{path}"), text)));
     }
@@ -353,6 +369,25 @@ pub fn new_project(
         .iter()
         .map(|(path, text)| (path.as_str(), text.as_bytes()));
     write_files(dir, texts.chain(binaries))
+}
+
+/// A Rust project's dependencies: plughost's SDK for its own world, the `wasi` crate (the
+/// standard wasi:http bindings) for a wasi:http component.
+fn deps(kind: PluginKind) -> &'static str {
+    if kind == PluginKind::WasiHttp {
+        "# The standard WASI 0.2 bindings, wasi:http included.\nwasi = \"0.14\""
+    } else {
+        "# plughost's Rust SDK, written into the project by `plugin new` (with the WIT it binds).\nplughost-plugin-sdk = { path = \"plughost-sdk\" }"
+    }
+}
+
+/// What the README says of the project's contract.
+fn contract(kind: PluginKind) -> &'static str {
+    if kind == PluginKind::WasiHttp {
+        "It implements the standard\n`wasi:http/proxy` world (0.2) with the `wasi` crate's bindings, so it also runs in `wasmtime\nserve` and Spin."
+    } else {
+        "`wit/` is the plugin\ncontract of the plughost that made it; a component built against it keeps loading in later\nversions (the contract only grows)."
+    }
 }
 
 /// The worlds `plugin wit` writes the WIT of.
