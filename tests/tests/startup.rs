@@ -48,18 +48,23 @@ async fn an_optional_plugin_that_does_not_load_is_skipped_and_its_route_says_so(
     server.wait_log("plugin not loaded");
 }
 
+/// The Python `describe` component as a filter, compiled into the empty cache `cache`: seconds
+/// of loading to test what happens meanwhile.
+fn cold_python_filter(cache: &tempfile::TempDir) -> String {
+    format!(
+        "wasm_cache_dir = {:?}\n[[plugins]]\nname = \"describe\"\nfile = {:?}\ntimeout = \"2s\"\n",
+        cache.path().join("c").display().to_string(),
+        python_plugin("describe").display().to_string()
+    )
+}
+
 /// A Python component compiled with an empty cache takes seconds: plughost listens at once,
 /// answers 503 with `Retry-After` (a filter is pending: nothing passes it by its absence),
 /// reports itself unhealthy, and serves once the filter is in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plughost_listens_while_a_filter_compiles_and_fails_closed_meanwhile() {
     let cache = tempfile::tempdir().unwrap();
-    let config = format!(
-        "wasm_cache_dir = {:?}\n[[plugins]]\nname = \"describe\"\nfile = {:?}\ntimeout = \"2s\"\n",
-        cache.path().join("c").display().to_string(),
-        python_plugin("describe").display().to_string()
-    );
-    let server = Plughost::start_listening(&config);
+    let server = Plughost::start_listening(&cold_python_filter(&cache));
     let early = reqwest::get(server.url("/")).await.unwrap();
     assert_eq!(early.status(), 503);
     assert_eq!(early.headers()["retry-after"], "1");
@@ -81,12 +86,7 @@ async fn plughost_listens_while_a_filter_compiles_and_fails_closed_meanwhile() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigterm_while_plugins_compile_ends_cleanly() {
     let cache = tempfile::tempdir().unwrap();
-    let config = format!(
-        "wasm_cache_dir = {:?}\n[[plugins]]\nname = \"describe\"\nfile = {:?}\n",
-        cache.path().join("c").display().to_string(),
-        python_plugin("describe").display().to_string()
-    );
-    let mut server = Plughost::start_listening(&config);
+    let mut server = Plughost::start_listening(&cold_python_filter(&cache));
     server.signal(libc::SIGTERM);
     let status = tokio::task::block_in_place(|| server.wait(Duration::from_secs(30)));
     assert!(status.success(), "{status:?}");
