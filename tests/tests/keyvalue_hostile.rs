@@ -25,12 +25,19 @@ enum Backend {
 }
 
 impl Backend {
-    /// `[keyvalue."NAME"]` on this backend, with `rest` added.
+    /// `[keyvalue."NAME"]` on this backend, with `rest` added. A Redis bucket gets a
+    /// `command_timeout` of 5 s unless `rest` sets one: these tests are about what an answer
+    /// says, not about how fast a loaded machine gives it (15 MiB values, batches of 1,000).
     fn table(self, name: &str, rest: &str) -> String {
         let backend = match self {
             Self::Memory => String::new(),
             Self::Redis(port) => {
-                format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\n")
+                let timeout = if rest.contains("command_timeout") {
+                    ""
+                } else {
+                    "command_timeout = \"5s\"\n"
+                };
+                format!("backend = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\n{timeout}")
             }
         };
         format!("[keyvalue.\"{name}\"]\n{backend}{rest}\n")
@@ -301,7 +308,12 @@ async fn a_redis_write_that_timed_out_says_its_outcome_is_unknown() {
         seen[0]
     );
     if seen[0] == "ok" {
-        assert_eq!(seen[1], "true");
+        // The read may itself miss the 50 ms on a loaded machine; when it answers, the keys
+        // are there.
+        assert!(
+            seen[1] == "true" || seen[1].starts_with("error: redis: no answer within"),
+            "{seen:?}"
+        );
     } else {
         assert!(seen[0].starts_with("error: outcome unknown"), "{seen:?}");
     }
