@@ -4,12 +4,12 @@
 #![no_main]
 
 use bytes::Bytes;
-use http::HeaderMap;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use plughost::client::Client;
 use plughost::plugin::output::{self, Decision, Dropped, OutputLimits};
-use plughost::plugin::wasm::{Action, Edits};
-use plughost::plugin::{Header, apply_edits, wit_request};
+use plughost::plugin::wasm::{Action, Edits, HeaderResult};
+use plughost::plugin::{Given, ResponseHeaders, apply_edits};
 
 mod common;
 
@@ -22,10 +22,10 @@ struct Input {
     status: u16,
 }
 
-fn headers(pairs: &[(String, String)]) -> Vec<Header> {
+fn headers(pairs: &[(String, String)]) -> Vec<HeaderResult> {
     pairs
         .iter()
-        .map(|(name, value)| Header {
+        .map(|(name, value)| HeaderResult {
             name: name.clone(),
             value: value.clone(),
         })
@@ -37,10 +37,15 @@ fuzz_target!(|input: Input| {
         return;
     };
     let body = Bytes::from(input.request.body);
-    let wit = wit_request(&parts, &body, "127.0.0.1:1".parse().unwrap());
-    assert_eq!(wit.method, parts.method.as_str());
-    assert_eq!(wit.headers.len(), parts.headers.len());
-    assert_eq!(wit.body.len(), body.len());
+    {
+        let client = Client::new("127.0.0.1:1".parse().unwrap());
+        let given = Given::whole(&parts, &body, &client);
+        let params = given.headers();
+        let wit = given.request(&params);
+        assert_eq!(wit.method, parts.method.as_str());
+        assert_eq!(wit.headers.len(), parts.headers.len());
+        assert_eq!(wit.body.len(), body.len());
+    }
     let limits = OutputLimits {
         headers: 100,
         header_bytes: 64 * 1024,
@@ -53,9 +58,9 @@ fuzz_target!(|input: Input| {
         response_headers: headers(&input.add),
     });
     if let Ok(Decision::Continue(edits)) = output::check(edits, limits, "fuzz", &dropped) {
-        let mut extra = HeaderMap::new();
+        let mut extra = ResponseHeaders::new();
         apply_edits(edits, &mut parts.headers, &mut extra);
-        assert!(!extra.contains_key("content-length"));
+        assert!(!extra.iter().any(|(name, _)| name == "content-length"));
     }
     let resp = Action::Respond(plughost::plugin::wasm::Response {
         status: input.status,
