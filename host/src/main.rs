@@ -322,16 +322,7 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             let files =
                 plughost::plugin::scaffold::new_project(&dir, &name, lang, kind, &services)?;
             println!("wrote {} files into {}", files.len(), dir.display());
-            let mut try_it = format!("plughost plugin run {name}.wasm --uri /{name}");
-            if let Some(bucket) = &services.kv {
-                try_it += &format!(" --kv {bucket}");
-            }
-            if let Some(url) = &services.outbound {
-                try_it += &format!(
-                    " --allow-outbound {}",
-                    url.split('/').take(3).collect::<Vec<_>>().join("/")
-                );
-            }
+            let try_it = services.run_command(&name)?;
             println!("next: cd {} && make && {try_it}", dir.display());
             Ok(())
         }

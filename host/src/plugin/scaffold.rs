@@ -270,20 +270,40 @@ impl Services {
             );
         }
         if let Some(url) = &self.outbound {
-            let uri: http::Uri = url.parse().with_context(|| {
-                format!("--outbound {url}: not a URL like http://127.0.0.1:8081/path")
-            })?;
-            let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-                bail!("--outbound {url}: give a whole URL, like http://127.0.0.1:8081/path");
-            };
-            let origin = format!("{scheme}://{authority}");
-            crate::config::Destination::try_from(origin.clone())
-                .map_err(|e| anyhow::anyhow!("--outbound {url}: {e}"))?;
+            let origin = origin(url)?;
             config.push(format!("fetch = {url:?}"));
             grants += &format!("allowed_outbound = [\"{origin}\"]\n");
         }
         Ok((format!("{{ {} }}", config.join(", ")), grants, tables))
     }
+}
+
+impl Services {
+    /// The `plugin run` command that tries plugin `name` with these services.
+    pub fn run_command(&self, name: &str) -> anyhow::Result<String> {
+        let mut command = format!("plughost plugin run {name}.wasm --uri /{name}");
+        if let Some(bucket) = &self.kv {
+            command += &format!(" --kv {bucket}");
+        }
+        if let Some(url) = &self.outbound {
+            command += &format!(" --allow-outbound {}", origin(url)?);
+        }
+        Ok(command)
+    }
+}
+
+/// `scheme://authority` of `url`, checked to be an `allowed_outbound` entry.
+fn origin(url: &str) -> anyhow::Result<String> {
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("--outbound {url}: not a URL like http://127.0.0.1:8081/path"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        bail!("--outbound {url}: give a whole URL, like http://127.0.0.1:8081/path");
+    };
+    let origin = format!("{scheme}://{authority}");
+    crate::config::Destination::try_from(origin.clone())
+        .map_err(|e| anyhow::anyhow!("--outbound {url}: {e}"))?;
+    Ok(origin)
 }
 
 /// Writes the project of plugin `name` into `dir` (which must not exist or be empty) and
