@@ -66,9 +66,11 @@ examples:
 run: release examples
 	$(RELEASE_BIN) --config examples/plughost.toml
 
-# Every test: unit tests in each crate and the end-to-end tests against the real binary.
+# Every test: the host's modules free of import cycles (scripts/module-graph.py), unit tests in
+# each crate and the end-to-end tests against the real binary.
 # Building --all-targets also compiles the bench binaries, so they cannot rot.
 test: build
+	python3 scripts/module-graph.py host/src
 	$(CARGO) fmt --all -- --check
 	$(CARGO) check --target $(WINDOWS_TARGET) -p plughost
 	$(CARGO) test --workspace

@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, StatusCode};
-use plughost::balancer::Pools;
 use plughost::cache::{Cache, Freshness, Limits, Settings};
 use plughost::config::UpstreamConfig;
 use plughost::limiter::Limiter;
 use plughost::metrics::Metrics;
+use plughost::upstream::Pools;
 
 /// Capacities of the cache-cost curve.
 const CAPACITIES: [usize; 4] = [100, 1_000, 10_000, 100_000];
@@ -45,7 +45,7 @@ fn full_cache(capacity: usize) -> Cache {
         },
         lock_timeout: Duration::from_secs(5),
     };
-    let cache = Cache::new(limits, Duration::from_secs(3600), Arc::new(Metrics::new()));
+    let cache = Cache::new(limits, Duration::from_secs(3600), &Metrics::new());
     let body = Bytes::from(vec![b'x'; 512]);
     let none = HeaderMap::new();
     for i in 0..capacity {

@@ -91,7 +91,7 @@ impl Admin {
                 if let Some(s) = &self.server {
                     m.set_log_dropped(s.log_dropped.total());
                 }
-                self.pipeline.live().plugins.refresh_metrics(m);
+                self.pipeline.live().plugins.refresh_metrics();
                 respond(
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

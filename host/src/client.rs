@@ -8,7 +8,7 @@ use std::sync::Arc;
 /// per connection, when it is accepted, rather than for each request that logs it, hands it
 /// to a plugin (`client`) or forwards it (`X-Forwarded-For`): written for each use, even by
 /// a formatter of plughost's own, it cost ~310 instructions a use, one to three uses a
-/// request (callgrind, `bench/profile.py`). Cloned per request: the text is shared.
+/// request (callgrind 2026-11, `bench/profile.py`). Cloned per request: the text is shared.
 #[derive(Clone, Debug)]
 pub struct Client {
     addr: SocketAddr,

@@ -8,6 +8,7 @@ use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::upstream::UpstreamError;
 
 /// Who made a request fail.
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +20,8 @@ pub enum RequestError {
     #[error("server busy: {0}")]
     Overloaded(#[from] crate::limiter::Overloaded),
     /// A plugin failed on this request (trap, deadline, memory, or an `err` result).
-    #[error("plugin {plugin} failed: {source}")]
-    Plugin {
-        /// The plugin's name.
-        plugin: String,
-        /// What happened; logged, never sent to the client.
-        source: crate::plugin::PluginError,
-    },
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::error::Failed),
     /// A backend failed or none was available.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -35,23 +31,6 @@ pub enum RequestError {
     /// A bug in plughost (a panic in a handler, say).
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// The upstream side of a proxied request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// Every server of the pool is down.
-    #[error("upstream pool {0} has no healthy server")]
-    NoHealthyServer(String),
-    /// The chosen server refused or did not answer the connection.
-    #[error("could not connect to a server of upstream pool {0}")]
-    Connect(String),
-    /// The server took longer than `response_timeout` for its response head.
-    #[error("a server of upstream pool {0} did not answer in time")]
-    Timeout(String),
-    /// The connection failed mid-request.
-    #[error("a server of upstream pool {0} failed")]
-    Failed(String),
 }
 
 /// A plugin a request needs is not running.
@@ -93,6 +72,15 @@ pub enum ClientError {
     MethodNotAllowed,
 }
 
+impl From<body::ReadError> for RequestError {
+    fn from(e: body::ReadError) -> Self {
+        match e {
+            body::ReadError::TooLarge { limit } => ClientError::BodyTooLarge { limit }.into(),
+            body::ReadError::Broken => ClientError::BadBody.into(),
+        }
+    }
+}
+
 impl RequestError {
     /// The status code this error is answered with.
     pub fn status(&self) -> StatusCode {
@@ -105,8 +93,10 @@ impl RequestError {
             Self::Client(ClientError::NotImplemented) => StatusCode::NOT_IMPLEMENTED,
             Self::Client(ClientError::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) | Self::Plugin { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(UpstreamError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Upstream(UpstreamError::Unencodable) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -116,7 +106,7 @@ impl RequestError {
         let status = self.status();
         let text = match &self {
             Self::Internal(_) => "internal server error\n".to_owned(),
-            Self::Plugin { plugin, .. } => format!("plugin {plugin} failed on this request\n"),
+            Self::Plugin(failed) => format!("plugin {} failed on this request\n", failed.plugin),
             other => format!("{other}\n"),
         };
         let mut resp = Response::new(body::full(Bytes::from(text)));

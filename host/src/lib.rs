@@ -9,7 +9,6 @@
 
 pub mod access;
 pub mod admin;
-pub mod balancer;
 pub mod body;
 pub mod cache;
 pub mod client;
@@ -26,4 +25,6 @@ pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod status;
+pub mod target;
 pub mod tls;
+pub mod upstream;

@@ -141,8 +141,15 @@ mod tests {
         let p = l.acquire().await.unwrap();
         let l2 = l.clone();
         let waiter = tokio::spawn(async move { l2.acquire().await.is_ok() });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(l.metrics.queue_waiting.get(), 1);
+        // The waiter runs on this test's one thread when this task yields.
+        let queued = async {
+            while l.metrics.queue_waiting.get() != 1 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), queued)
+            .await
+            .expect("the second acquire waits in the queue");
         drop(p);
         assert!(waiter.await.unwrap());
     }

@@ -21,7 +21,7 @@ use plughost::{logging, server, shutdown, tls};
 use tokio_util::sync::CancellationToken;
 
 /// jemalloc rather than glibc's malloc: a request allocates ~10 times, and jemalloc's
-/// thread caches made the cache hit ~1,000 instructions cheaper (callgrind, 20,100 -> 19,000)
+/// thread caches made the cache hit ~1,000 instructions cheaper (callgrind 2026-11, 20,100 -> 19,000)
 /// and 9% faster under wrk; it also gives memory back, where glibc's 16 arenas kept it: under
 /// 10,000 connections RSS peaked at 245 MiB and settled at 187, against 291 and 280 (BENCHMARKS.md,
 /// "Request cost, fourth session"). It costs ~1 MiB of idle RSS. mimalloc, tried before, was

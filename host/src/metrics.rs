@@ -1,8 +1,16 @@
-//! Prometheus metrics: one registry owned by the server, encoded as text by the admin API.
+//! Prometheus metrics: one registry owned by the server, encoded as text by the admin API,
+//! holding the server-wide series and the families each subsystem registers for itself.
+//!
+//! A subsystem (the cache, the upstream pools, plugins, each host capability) defines its own
+//! families and their label types beside its code and registers them through [`Families`]:
+//! this module knows none of them, so nothing it imports imports it back.
 
-use std::sync::OnceLock;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,8 +18,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::balancer::BackendLabel;
-use crate::plugin::{PluginErrorLabel, PluginLabel};
+/// The metric families one subsystem owns, registered once per [`Metrics`] by the first part
+/// of that subsystem that asks ([`Metrics::families`]).
+pub trait Families: Send + Sync + 'static {
+    /// Creates the families and registers them in `registry`.
+    fn register(registry: &mut Registry) -> Self;
+}
 
 /// The `status` label of per-request counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,12 +34,16 @@ pub struct StatusLabel {
 
 /// Every metric plughost exports. Cheap to update from any thread (atomics).
 pub struct Metrics {
-    registry: Registry,
+    /// Behind a lock only for [`Metrics::families`], which registers at start-up and at the
+    /// first use of a subsystem; the request path never takes it.
+    registry: Mutex<Registry>,
+    /// Each subsystem's [`Families`], by type.
+    families: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     /// Responses sent, by status.
     pub requests: Family<StatusLabel, Counter>,
     /// `requests`' series by status (100 to 599), each taken from the family on first use:
     /// `Family::get_or_create` hashes the label under a read lock on every call, ~200
-    /// instructions of every request (callgrind). The family never drops a series, so the
+    /// instructions of every request (callgrind 2026-11). The family never drops a series, so the
     /// handle counts into the exported one.
     requests_by_status: Box<[OnceLock<Counter>]>,
     /// Time from request head to response head.
@@ -40,14 +56,6 @@ pub struct Metrics {
     pub queue_waiting: Gauge,
     /// Processing permits free right now (set when scraped).
     pub permits_available: Gauge,
-    /// Cache lookups answered from the cache.
-    pub cache_hits: Counter,
-    /// Cache lookups that went to the origin.
-    pub cache_misses: Counter,
-    /// Entries pushed out of the cache by newer ones.
-    pub cache_evictions: Counter,
-    /// Entries in the cache.
-    pub cache_entries: Gauge,
     /// Log lines that never reached the log file: the buffer was full, or the file refused
     /// the write (copied from the log writer on scrape).
     pub log_dropped: Counter<u64, AtomicU64>,
@@ -60,35 +68,9 @@ pub struct Metrics {
     pub connections_closed: Family<ReasonLabel, Counter>,
     /// Responses whose body failed or was cut off while being sent.
     pub responses_aborted: Counter,
-    /// Calls into each plugin.
-    pub plugin_calls: Family<PluginLabel, Counter>,
-    /// Failed plugin calls, by plugin and reason.
-    pub plugin_errors: Family<PluginErrorLabel, Counter>,
-    /// Time of each plugin call, instantiation included when there was one.
-    pub plugin_call_duration: Family<PluginLabel, Histogram, fn() -> Histogram>,
-    /// Instances created (with `plugin-init`) per plugin.
-    pub plugin_instantiations: Family<PluginLabel, Counter>,
-    /// Time to create and init one instance.
-    pub plugin_instantiation_duration: Family<PluginLabel, Histogram, fn() -> Histogram>,
-    /// Calls served by an instance kept from an earlier call.
-    pub plugin_reuses: Family<PluginLabel, Counter>,
-    /// Largest linear memory an instance of the plugin reached.
-    pub plugin_peak_memory: Family<PluginLabel, Gauge>,
-    /// Times a plugin was put in backoff.
-    pub plugin_backoffs: Family<PluginLabel, Counter>,
     /// Reloads, by outcome: `ok`, `refused` (a plugin's new version was refused) or
     /// `config_error` (the config file was not usable; nothing changed).
     pub reloads: Family<OutcomeLabel, Counter>,
-    /// 1 while a backend takes requests, 0 while it is down.
-    pub backend_up: Family<BackendLabel, Gauge>,
-    /// Requests sent to each backend.
-    pub backend_requests: Family<BackendLabel, Counter>,
-    /// Backend failures by reason.
-    pub backend_errors: Family<BackendErrorLabel, Counter>,
-    /// Time to a backend's response head.
-    pub backend_duration: Family<BackendLabel, Histogram, fn() -> Histogram>,
-    /// Times a backend was ejected by passive health (outlier detection).
-    pub backend_ejections: Family<BackendLabel, Counter>,
 }
 
 /// The `reason` label of counters that say why something was closed or dropped.
@@ -99,7 +81,7 @@ pub struct ReasonLabel {
 }
 
 /// 50 µs .. ~1.6 s: request and backend response times.
-fn request_histogram() -> Histogram {
+pub fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
@@ -163,33 +145,6 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
-/// Labels of backend failures.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendErrorLabel {
-    /// Pool name.
-    pub pool: String,
-    /// Server address.
-    pub server: String,
-    /// connect, timeout, io or status_5xx.
-    pub reason: &'static str,
-}
-
-impl BackendErrorLabel {
-    /// The label of a failure of `reason` at a backend.
-    pub fn new(backend: &BackendLabel, reason: &'static str) -> Self {
-        Self {
-            pool: backend.pool.clone(),
-            server: backend.server.clone(),
-            reason,
-        }
-    }
-}
-
-/// 1 µs .. ~1 s: plugin calls and instantiations.
-fn plugin_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_001, 4.0, 11))
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -197,186 +152,93 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
+    /// Creates and registers the server-wide metrics; subsystems add theirs through
+    /// [`Metrics::families`] or, before the metrics are shared, [`Metrics::registry_mut`].
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let requests = Family::<StatusLabel, Counter>::default();
-        let request_duration = request_histogram();
         let m = Self {
-            requests,
+            registry: Mutex::default(),
+            families: Mutex::default(),
+            requests: Family::default(),
             requests_by_status: (100..600).map(|_| OnceLock::new()).collect(),
-            request_duration,
+            request_duration: request_histogram(),
             request_latency: Latency::default(),
             inflight: Gauge::default(),
             queue_waiting: Gauge::default(),
             permits_available: Gauge::default(),
-            cache_hits: Counter::default(),
-            cache_misses: Counter::default(),
-            cache_evictions: Counter::default(),
-            cache_entries: Gauge::default(),
             log_dropped: Counter::default(),
             connections: Gauge::default(),
             connections_closed: Family::default(),
             responses_aborted: Counter::default(),
-            plugin_calls: Family::default(),
-            plugin_errors: Family::default(),
-            plugin_call_duration: Family::new_with_constructor(plugin_histogram),
-            plugin_instantiations: Family::default(),
-            plugin_instantiation_duration: Family::new_with_constructor(plugin_histogram),
-            plugin_reuses: Family::default(),
-            plugin_peak_memory: Family::default(),
-            plugin_backoffs: Family::default(),
             reloads: Family::default(),
-            backend_up: Family::default(),
-            backend_requests: Family::default(),
-            backend_errors: Family::default(),
-            backend_duration: Family::new_with_constructor(request_histogram),
-            backend_ejections: Family::default(),
-            registry: Registry::default(),
         };
+        let mut r = m.registry.lock();
         // prometheus-client appends `_total` to counter names.
-        registry.register(
+        r.register(
             "plughost_requests",
             "Responses sent, by status",
             m.requests.clone(),
         );
-        registry.register(
+        r.register(
             "plughost_request_duration_seconds",
             "Time to produce a response head",
             m.request_duration.clone(),
         );
-        registry.register(
+        r.register(
             "plughost_inflight_requests",
             "Requests being processed",
             m.inflight.clone(),
         );
-        registry.register(
+        r.register(
             "plughost_queue_waiting",
             "Requests waiting for a processing slot",
             m.queue_waiting.clone(),
         );
-        registry.register(
+        r.register(
             "plughost_limiter_permits_available",
             "Processing slots free",
             m.permits_available.clone(),
         );
-        registry.register(
-            "plughost_cache_hits",
-            "Responses served from the cache",
-            m.cache_hits.clone(),
-        );
-        registry.register(
-            "plughost_cache_misses",
-            "Cacheable requests not found in the cache",
-            m.cache_misses.clone(),
-        );
-        registry.register(
-            "plughost_cache_evictions",
-            "Cache entries evicted by newer ones",
-            m.cache_evictions.clone(),
-        );
-        registry.register(
-            "plughost_cache_entries",
-            "Entries in the cache",
-            m.cache_entries.clone(),
-        );
-        registry.register(
+        r.register(
             "plughost_log_dropped",
             "Log lines that never reached the log file (buffer full, or the write failed)",
             m.log_dropped.clone(),
         );
-        registry.register(
+        r.register(
             "plughost_connections",
             "Open client connections",
             m.connections.clone(),
         );
-        registry.register(
-            "plughost_connections_closed",
-            "Client connections closed by plughost, by reason (no_request, idle, slow_head, reclaimed)",
-            m.connections_closed.clone(),
-        );
-        registry.register(
+        r.register("plughost_connections_closed", "Client connections closed by plughost, by reason (no_request, idle, slow_head, reclaimed)", m.connections_closed.clone());
+        r.register(
             "plughost_responses_aborted",
             "Responses whose body failed or was cut off while being sent",
             m.responses_aborted.clone(),
         );
-        registry.register(
-            "plughost_backend_ejections",
-            "Times a backend was ejected by passive health checks",
-            m.backend_ejections.clone(),
-        );
-        registry.register(
-            "plughost_plugin_calls",
-            "Calls into each plugin",
-            m.plugin_calls.clone(),
-        );
-        registry.register(
-            "plughost_plugin_errors",
-            "Failed plugin calls by reason (trap, timeout, memory, error, backoff)",
-            m.plugin_errors.clone(),
-        );
-        registry.register(
-            "plughost_plugin_call_duration_seconds",
-            "Time of one plugin call",
-            m.plugin_call_duration.clone(),
-        );
-        registry.register(
-            "plughost_plugin_instantiations",
-            "Plugin instances created",
-            m.plugin_instantiations.clone(),
-        );
-        registry.register(
-            "plughost_plugin_instantiation_seconds",
-            "Time to create and init a plugin instance",
-            m.plugin_instantiation_duration.clone(),
-        );
-        registry.register(
-            "plughost_plugin_instance_reuses",
-            "Plugin calls served by a reused instance",
-            m.plugin_reuses.clone(),
-        );
-        registry.register(
-            "plughost_plugin_peak_memory_bytes",
-            "Largest linear memory a plugin instance reached",
-            m.plugin_peak_memory.clone(),
-        );
-        registry.register(
+        r.register(
             "plughost_reloads",
             "Reloads by outcome (ok, refused, config_error)",
             m.reloads.clone(),
         );
-        registry.register(
-            "plughost_plugin_backoffs",
-            "Times a plugin was put in backoff after repeated failures",
-            m.plugin_backoffs.clone(),
-        );
-        registry.register(
-            "plughost_backend_up",
-            "1 while a backend takes requests, 0 while down",
-            m.backend_up.clone(),
-        );
-        registry.register(
-            "plughost_backend_requests",
-            "Requests sent to each backend",
-            m.backend_requests.clone(),
-        );
-        registry.register(
-            "plughost_backend_errors",
-            "Backend failures by reason (connect, timeout, io, status_5xx)",
-            m.backend_errors.clone(),
-        );
-        registry.register(
-            "plughost_backend_duration_seconds",
-            "Time to a backend's response head",
-            m.backend_duration.clone(),
-        );
-        Self { registry, ..m }
+        drop(r);
+        m
     }
 
-    /// The registry, for a subsystem that registers metrics of its own (it then owns their
-    /// label types: this module need not know them). Only before the metrics are shared.
+    /// The registry, for a subsystem that registers metrics of its own before the metrics
+    /// are shared (it then owns their label types: this module need not know them).
     pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+        self.registry.get_mut()
+    }
+
+    /// The families of subsystem `F`: registered the first time any part of it asks, the
+    /// same ones after (a reload's new pools count into the series the old ones did).
+    pub fn families<F: Families>(&self) -> Arc<F> {
+        let mut families = self.families.lock();
+        let any = families
+            .entry(TypeId::of::<F>())
+            .or_insert_with(|| Arc::new(F::register(&mut self.registry.lock())))
+            .clone();
+        any.downcast()
+            .expect("the map is keyed by the value's type")
     }
 
     /// Records one finished request.
@@ -403,7 +265,7 @@ impl Metrics {
     /// Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock())
             .expect("writing to a String cannot fail");
         out
     }

@@ -13,12 +13,12 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::Pools;
 use crate::config::{Config, Overrides};
 use crate::metrics::OutcomeLabel;
 use crate::pipeline::{Live, Pipeline};
 use crate::plugin::host::Backends;
 use crate::plugin::loader::{self, LoadReport};
+use crate::upstream::Pools;
 
 /// Quiet time after a change in `plugins_dir` before reloading: copying a file raises several
 /// events, and the reload should see the finished file.

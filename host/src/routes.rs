@@ -9,15 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError};
 
-use crate::balancer::{Pool, Pools};
 use crate::body::{self, Body};
 use crate::client::Client;
 use crate::config::{Config, PluginKind};
 use crate::error::{ClientError, RequestError, Unavailable};
 use crate::plugin::{Decision, LoadedPlugin, Plugins};
 use crate::proxy;
+use crate::upstream::{Pool, Pools};
 
 /// Most bytes `/_debug/respond` generates, so a test cannot make the server allocate without bound.
 const DEBUG_MAX_SIZE: usize = 64 * 1024 * 1024;
@@ -106,7 +105,7 @@ impl Router {
     /// The plugin, proxy and debug answers are boxed: inline, their futures (a responder's
     /// call 4 KB, a proxied exchange 2.5 KB) made this one 4.6 KB for every request, the
     /// static page's included, and each layer above moved that by memcpy. Boxed, the default
-    /// route fell from ~17,090 to ~16,610 instructions (callgrind, `bench/profile.py`, two
+    /// route fell from ~17,090 to ~16,610 instructions (callgrind 2026-11, `bench/profile.py`, two
     /// runs each).
     pub async fn route(
         &self,
@@ -120,7 +119,8 @@ impl Router {
                 Target::Unloaded { plugin, starting } => {
                     // Drained (within max_body_bytes), so the connection stays open.
                     if !http_body::Body::is_end_stream(req.body()) {
-                        let _ = Box::pin(discard_body(req.into_body(), self.max_body_bytes)).await;
+                        let _ = Box::pin(body::discard_body(req.into_body(), self.max_body_bytes))
+                            .await;
                     }
                     Err(match starting {
                         true => Unavailable::Starting(plugin.clone()),
@@ -168,7 +168,7 @@ impl Router {
         // left unread). One past `max_body_bytes` is left: the answer stays the one above,
         // and the connection closes after it. Boxed, so the default page's future stays small.
         if answer.is_err() && !http_body::Body::is_end_stream(req.body()) {
-            let _ = Box::pin(discard_body(req.into_body(), self.max_body_bytes)).await;
+            let _ = Box::pin(body::discard_body(req.into_body(), self.max_body_bytes)).await;
         }
         answer
     }
@@ -203,9 +203,9 @@ impl Router {
         }
         let (parts, body) = req.into_parts();
         let body = if plugin.sees_body() {
-            read_body(body, self.max_body_bytes).await?
+            body::read_body(body, self.max_body_bytes).await?
         } else {
-            discard_body(body, self.max_body_bytes).await?;
+            body::discard_body(body, self.max_body_bytes).await?;
             Bytes::new()
         };
         match plugin
@@ -243,39 +243,6 @@ fn number(req: &Request<Body>, name: &str) -> Result<u64, RequestError> {
         .unwrap_or("0")
         .parse()
         .map_err(|_| ClientError::BadRequest("query parameter is not a number").into())
-}
-
-/// Reads a whole request body, mapping an over-limit body to 413.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, RequestError> {
-    // Most requests (GET, HEAD) have none: skip the collector and its allocations.
-    if http_body::Body::is_end_stream(&body) {
-        return Ok(Bytes::new());
-    }
-    match body.collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(body_error(&e, limit)),
-    }
-}
-
-/// Reads a request body to its end and drops it chunk by chunk. A responder not given the
-/// body, or an answer that needs none, goes out once it has arrived, so the connection stays
-/// open for the next request: left unread, it was closed under a client still sending (nginx
-/// discards a body it does not need the same way). An over-limit body is 413, as when read.
-pub async fn discard_body(mut body: Body, limit: usize) -> Result<(), RequestError> {
-    if http_body::Body::is_end_stream(&body) {
-        return Ok(());
-    }
-    while let Some(frame) = body.frame().await {
-        frame.map_err(|e| body_error(&e, limit))?;
-    }
-    Ok(())
-}
-
-fn body_error(e: &body::BoxError, limit: usize) -> RequestError {
-    match e.downcast_ref::<LengthLimitError>() {
-        Some(_) => ClientError::BodyTooLarge { limit }.into(),
-        None => ClientError::BadBody.into(),
-    }
 }
 
 impl Router {
@@ -319,7 +286,7 @@ impl Router {
             }
             // Reads the request body and answers with its length.
             "body" => {
-                let body = read_body(req.into_body(), self.max_body_bytes).await?;
+                let body = body::read_body(req.into_body(), self.max_body_bytes).await?;
                 Ok(no_store(text(
                     StatusCode::OK,
                     format!("{} bytes\n", body.len()).into(),

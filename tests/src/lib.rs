@@ -18,6 +18,56 @@ pub mod backend;
 pub mod origin;
 pub mod redis;
 
+/// How often [`eventually`] and [`eventually_blocking`] look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Waits for something a test means (a log line, a metric, a backend back up) by asking
+/// `check` every 20 ms until it answers `Ok`, for at most `within`: a bound against a hang,
+/// never a timing the test relies on. `Err` carries what was seen instead, which the panic
+/// shows with `what` when the bound passes.
+pub async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(t) => return t,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// [`eventually`] for a test on plain threads (raw sockets, a child process).
+pub fn eventually_blocking<T>(
+    within: Duration,
+    what: &str,
+    check: impl FnMut() -> Result<T, String>,
+) -> T {
+    poll_until(within, check)
+        .unwrap_or_else(|seen| panic!("{what}: not within {within:?}; last seen: {seen}"))
+}
+
+/// The loop of [`eventually_blocking`], for a caller that must clean up before it fails:
+/// `Err` holds what was last seen when `within` passed.
+pub fn poll_until<T>(
+    within: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(t) => return Ok(t),
+            Err(seen) if Instant::now() >= deadline => return Err(seen),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
 /// Keys the helper sets unless the test's config sets them itself.
 const BASE_CONFIG: &[(&str, &str)] = &[
     ("port", "0"),
@@ -90,15 +140,12 @@ impl Plughost {
 
     /// Waits (up to 180 s: a bound against a hang) for `plughost ready`.
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while !self.stdout().lines().any(|l| l == "plughost ready") {
-            assert!(
-                Instant::now() < deadline,
-                "plughost never got ready; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(Duration::from_secs(180), "plughost ready", || {
+            match self.stdout().lines().any(|l| l == "plughost ready") {
+                true => Ok(()),
+                false => Err(format!("log:\n{}", self.log())),
+            }
+        })
     }
 
     fn launch(dir: TempDir, config: &str, wait_ready: bool) -> Self {
@@ -192,18 +239,31 @@ impl Plughost {
     /// Waits (up to 5 s) until the log file contains `needle`, and returns the log. Log lines
     /// reach the file through the log thread, a moment after the event.
     pub fn wait_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} never appeared in the log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(
+            Duration::from_secs(5),
+            &format!("{needle:?} in the log"),
+            || {
+                let log = self.log();
+                match log.contains(needle) {
+                    true => Ok(log),
+                    false => Err(log),
+                }
+            },
+        )
+    }
+
+    /// Waits (up to 10 s) until metric `name` (the sum of its samples) reaches `at_least`,
+    /// and returns it.
+    pub async fn metric_reaches(&self, name: &str, at_least: f64) -> f64 {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{name} >= {at_least}"),
+            async || match self.metric(name).await {
+                n if n >= at_least => Ok(n),
+                n => Err(n.to_string()),
+            },
+        )
+        .await
     }
 
     /// The admin API's `/metrics` text.
@@ -264,17 +324,13 @@ impl Plughost {
 
     /// Waits for the process to exit, at most `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "plughost did not exit in {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = &mut self.child;
+        eventually_blocking(timeout, "plughost exits", || {
+            child
+                .try_wait()
+                .expect("wait")
+                .ok_or_else(|| "running".to_owned())
+        })
     }
 }
 
@@ -466,13 +522,13 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
         .expect("run plughost");
     // A bound against a hang, not a timing: `plugin check` compiles a JavaScript component
     // (~10 MB) with the production engine, which takes over 20 s on a busy 2-core machine.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("plughost {args:?} did not exit within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let exited = poll_until(Duration::from_secs(120), || match child.try_wait() {
+        Ok(Some(_)) => Ok(()),
+        _ => Err("running".to_owned()),
+    });
+    if exited.is_err() {
+        let _ = child.kill();
+        panic!("plughost {args:?} did not exit within 120 s");
     }
     child.wait_with_output().expect("output")
 }
@@ -500,19 +556,21 @@ pub fn status_of(response: &str) -> u16 {
 /// Asserts that no request is in flight and every processing slot is free.
 pub async fn assert_no_leaks(server: &Plughost, slots: f64) {
     // The last response may be sent a moment before its permit is dropped.
-    for _ in 0..50 {
-        if server.metric("plughost_inflight_requests").await == 0.0
-            && server.metric("plughost_limiter_permits_available").await == slots
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "leak: inflight={}, permits available={} of {slots}",
-        server.metric("plughost_inflight_requests").await,
-        server.metric("plughost_limiter_permits_available").await
-    );
+    eventually(
+        Duration::from_secs(1),
+        "no request in flight, every slot free",
+        async || {
+            let inflight = server.metric("plughost_inflight_requests").await;
+            let free = server.metric("plughost_limiter_permits_available").await;
+            match inflight == 0.0 && free == slots {
+                true => Ok(()),
+                false => Err(format!(
+                    "inflight={inflight}, permits available={free} of {slots}"
+                )),
+            }
+        },
+    )
+    .await
 }
 
 /// One answer as [`read_response`] reads it.

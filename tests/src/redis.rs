@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running redis-server.
 pub struct Redis {
@@ -38,11 +38,12 @@ impl Redis {
                 "redis-server is missing: run `make setup` (it installs Debian's redis-server)",
             );
         let redis = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.command("PING").as_deref() != Some("+PONG") {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::eventually_blocking(Duration::from_secs(10), "redis-server answers PING", || {
+            match redis.command("PING") {
+                Some(pong) if pong == "+PONG" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
         redis
     }
 
@@ -78,8 +79,14 @@ impl Redis {
 
 /// Sends one inline command to the Redis on `port` and returns the first line of the answer.
 pub fn command(port: u16, line: &str) -> Option<String> {
+    command_within(port, line, Duration::from_secs(5))
+}
+
+/// [`command`], giving up on the answer after `wait` (`None`): how a test tells a Redis
+/// stalled by `DEBUG SLEEP`.
+pub fn command_within(port: u16, line: &str, wait: Duration) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(wait)).ok()?;
     write!(s, "{line}\r\n").ok()?;
     let mut answer = String::new();
     BufReader::new(s).read_line(&mut answer).ok()?;

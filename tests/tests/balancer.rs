@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{Plughost, assert_no_leaks, read_response};
+use plughost_e2e::{Plughost, assert_no_leaks, eventually, read_response};
 
 /// A config with one pool `api` over `backends`, routed at `/api` (prefix stripped).
 fn config(backends: &[&TestBackend], extra_pool: &str) -> String {
@@ -73,26 +73,18 @@ async fn a_killed_server_is_skipped_with_retries_and_taken_back_when_restarted()
         "{m}"
     );
     let _b = TestBackend::start_on(b_addr, "b");
-    // Taken back within one health interval (300 ms), plus a margin for scheduling.
-    let deadline = Instant::now() + Duration::from_millis(1000);
-    loop {
-        let seen: Vec<String> = {
-            let mut v = Vec::new();
-            for _ in 0..3 {
-                v.push(get(&server, "/api/who").await.1);
-            }
-            v
-        };
-        if seen.iter().any(|id| id == "b") {
-            break;
+    // Taken back by its next passing health check (every 300 ms).
+    eventually(Duration::from_secs(10), "b answers again", async || {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(get(&server, "/api/who").await.1);
         }
-        assert!(
-            Instant::now() < deadline,
-            "b never came back: {}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        match seen.iter().any(|id| id == "b") {
+            true => Ok(()),
+            false => Err(format!("{seen:?}; log:\n{}", server.log())),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -156,20 +148,23 @@ async fn gateway_errors_in_a_row_eject_a_server_but_never_the_whole_pool() {
     );
     // The first health check runs at start-up; after it, none for an hour. (A good check
     // brings a server back, so it must not land between the 503s and the last request.)
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let info = server.admin_json("/backends").await;
-        if info
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["last_check_ok"] == true)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no first health check: {info}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "a first passing health check",
+        async || {
+            let info = server.admin_json("/backends").await;
+            match info
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["last_check_ok"] == true)
+            {
+                true => Ok(()),
+                false => Err(info.to_string()),
+            }
+        },
+    )
+    .await;
     // Four requests alternate a, b, a, b: each answers 503 twice. The first to reach
     // max_fails is ejected; the other is not (50% of two servers is one), so the pool goes on.
     for _ in 0..4 {

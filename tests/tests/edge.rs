@@ -7,7 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{Plughost, labelled_metric, metric_value, read_response};
+use plughost_e2e::{
+    Plughost, eventually, labelled_metric, metric_value, poll_until, read_response,
+};
 
 /// An HTTP/1.1 GET on a new connection, answered within 5 s, or `None`.
 fn get(addr: SocketAddr, path: &str) -> Option<u16> {
@@ -67,14 +69,11 @@ fn clients_get_in_and_idle_sockets_close(
 
 /// Polls `get` until it answers 200, for at most `within`.
 fn served_within(addr: SocketAddr, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if get(addr, "/") == Some(200) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    poll_until(within, || match get(addr, "/") {
+        Some(200) => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +121,15 @@ async fn idle_keep_alive_connections_make_room_busy_ones_do_not() {
         let addr = server.addr;
         std::thread::spawn(move || get(addr, "/_debug/sleep?ms=1500"))
     };
-    std::thread::sleep(Duration::from_millis(200));
+    eventually(
+        Duration::from_secs(5),
+        "the busy request in flight",
+        async || match server.metric("plughost_inflight_requests").await {
+            n if n >= 1.0 => Ok(()),
+            n => Err(format!("{n} in flight")),
+        },
+    )
+    .await;
     let mut idle: Vec<TcpStream> = (0..9).map(|_| served_and_kept(server.addr)).collect();
     // New clients that stay connected get in, each taking the slot of the longest idle one.
     let newcomers: Vec<TcpStream> = (0..5).map(|_| served_and_kept(server.addr)).collect();
@@ -204,14 +211,13 @@ async fn a_failing_server_is_ejected_for_a_while_then_gets_traffic_again() {
     assert!(metric_value(&m, "plughost_backend_ejections_total") >= 1.0);
     let b = TestBackend::start_on(b_addr, "b");
     // The ejection ends by itself: b answers again within a few seconds.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), "b answers again", async || {
         let r = client.get(server.url("/api/x")).send().await.unwrap();
-        if r.text().await.unwrap() == "b" {
-            break;
+        match r.text().await.unwrap() {
+            b if b == "b" => Ok(()),
+            other => Err(other),
         }
-        assert!(Instant::now() < deadline, "b never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     drop(b);
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{Plughost, Wrk, plugin};
+use plughost_e2e::{Plughost, Wrk, eventually, metric_value, plugin, plugin_errors};
 
 fn hostile(name: &str, mode: &str, rest: &str) -> String {
     format!(
@@ -47,17 +47,20 @@ async fn a_plugin_trapping_on_one_request_in_ten_fails_only_those() {
         run.requests,
         run.report
     );
+    // Every 500 is a failed call of the plugin, counted once: a trap, or (on a loaded
+    // machine, where a call may reach its deadline first) a timeout.
     let metrics = server.metrics_text().await;
-    let traps = plughost_e2e::metric_value(
-        &metrics,
-        "plughost_plugin_errors_total{plugin=\"trappy\",reason=\"trap\"}",
-    );
-    let errors_500 =
-        plughost_e2e::metric_value(&metrics, "plughost_requests_total{status=\"500\"}");
-    assert_eq!(traps, errors_500, "{metrics}");
+    let failures: f64 = ["trap", "timeout", "memory", "error"]
+        .iter()
+        .map(|reason| plugin_errors(&metrics, "trappy", reason))
+        .sum();
+    let errors_500 = metric_value(&metrics, "plughost_requests_total{status=\"500\"}");
+    assert_eq!(failures, errors_500, "{metrics}");
+    assert!(plugin_errors(&metrics, "trappy", "trap") > 0.0, "{metrics}");
+    // wrk does not count the answers to requests in flight when it stops.
     assert!(
-        traps >= run.non_2xx as f64 && traps <= (run.non_2xx + 8) as f64,
-        "{traps} traps for {} failed responses",
+        failures >= run.non_2xx as f64 && failures <= (run.non_2xx + 8) as f64,
+        "{failures} failed calls for {} failed responses",
         run.non_2xx
     );
     plughost_e2e::assert_no_leaks(&server, 10.0).await;
@@ -74,7 +77,15 @@ async fn a_plugin_hitting_its_deadline_on_every_call_leaves_other_routes_respons
     );
     let server = Plughost::start(&config);
     let wrk = Wrk::start(&server.url("/spin"), 8, Duration::from_secs(3));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the load reaching the plugin",
+        async || match server.metric("plughost_plugin_errors_total").await {
+            n if n >= 8.0 => Ok(()),
+            n => Err(format!("{n} failed calls")),
+        },
+    )
+    .await;
     let client = reqwest::Client::new();
     for _ in 0..30 {
         let resp = client.get(server.url("/")).send().await.unwrap();
@@ -101,10 +112,17 @@ async fn a_log_file_on_a_full_disk_keeps_serving_counts_the_lost_lines_and_says_
             200
         );
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let dropped = server.metric("plughost_log_dropped_total").await;
-    // 300 access lines and the start-up lines, none of which reached the file.
-    assert!(dropped >= 300.0, "{dropped}");
+    // 300 access lines and the start-up lines, none of which reached the file: counted as
+    // the log thread meets them.
+    eventually(
+        Duration::from_secs(10),
+        "300 lost lines counted",
+        async || match server.metric("plughost_log_dropped_total").await {
+            n if n >= 300.0 => Ok(()),
+            n => Err(format!("{n} dropped")),
+        },
+    )
+    .await;
     let stderr = std::fs::read_to_string(server.dir.path().join("stderr.txt")).unwrap();
     assert_eq!(
         stderr
@@ -122,7 +140,16 @@ async fn a_log_file_on_a_full_disk_keeps_serving_counts_the_lost_lines_and_says_
 async fn sigterm_under_load_loses_no_accepted_request_and_no_log_line() {
     let mut server = Plughost::start("log_buffer = 1000000\nlog_stderr = false");
     let wrk = Wrk::start(&server.url("/"), 16, Duration::from_secs(4));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // In the middle of the run: wrk's requests are being answered.
+    eventually(
+        Duration::from_secs(10),
+        "wrk's requests answered",
+        async || match server.metric("plughost_requests_total").await {
+            n if n >= 1000.0 => Ok(()),
+            n => Err(format!("{n} answered")),
+        },
+    )
+    .await;
     server.signal(libc::SIGTERM);
     let status = tokio::task::block_in_place(|| server.wait(Duration::from_secs(15)));
     assert!(status.success(), "{status:?}");
@@ -160,9 +187,27 @@ async fn a_backend_killed_and_restarted_under_load_costs_at_most_the_requests_in
     let server = Plughost::start(&config);
     let a_addr = a.addr;
     let wrk = Wrk::start(&server.url("/api/x"), 16, Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hits = a.hits.clone();
+    eventually(
+        Duration::from_secs(10),
+        "a taking its share of the load",
+        async || match hits.load(std::sync::atomic::Ordering::Relaxed) {
+            n if n >= 200 => Ok(()),
+            n => Err(format!("{n} hits")),
+        },
+    )
+    .await;
     a.stop();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Noticed: its failed connects ejected it, or its health check marked it down.
+    eventually(
+        Duration::from_secs(10),
+        "a's failure noticed",
+        async || match server.metric("plughost_backend_errors_total").await {
+            n if n > 0.0 => Ok(()),
+            n => Err(format!("{n} backend errors")),
+        },
+    )
+    .await;
     let a = TestBackend::start_on(a_addr, "a");
     let hits_at_restart = a.hits.load(std::sync::atomic::Ordering::Relaxed);
     let run = wrk.finish();
@@ -177,7 +222,5 @@ async fn a_backend_killed_and_restarted_under_load_costs_at_most_the_requests_in
         a.hits.load(std::sync::atomic::Ordering::Relaxed) > hits_at_restart + 100,
         "the restarted backend got no traffic back"
     );
-    let retried = server.metric("plughost_backend_errors_total").await;
-    assert!(retried > 0.0, "the kill was not noticed");
     plughost_e2e::assert_no_leaks(&server, 10.0).await;
 }

@@ -15,14 +15,9 @@ async fn eleventh_request_waits_then_gets_503_with_retry_after() {
         })
         .collect();
     // Wait until all ten hold a slot.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metric("plughost_inflight_requests").await < 10.0 {
-        assert!(
-            Instant::now() < deadline,
-            "ten requests never got in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .metric_reaches("plughost_inflight_requests", 10.0)
+        .await;
     let started = Instant::now();
     let refused = client.get(server.url("/")).send().await.unwrap();
     let waited = started.elapsed();
@@ -43,14 +38,12 @@ async fn a_waiting_request_is_served_when_a_slot_frees() {
     let server = Plughost::start("max_concurrency = 1\nqueue_timeout = \"5s\"");
     let client = reqwest::Client::new();
     let first = tokio::spawn(client.get(server.url("/_debug/sleep?ms=400")).send());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metric("plughost_inflight_requests").await < 1.0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .metric_reaches("plughost_inflight_requests", 1.0)
+        .await;
     let second = tokio::spawn(client.get(server.url("/_debug/sleep?ms=1")).send());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(server.metric("plughost_queue_waiting").await, 1.0);
+    // It waits for the slot the first holds.
+    server.metric_reaches("plughost_queue_waiting", 1.0).await;
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
     assert_eq!(second.await.unwrap().unwrap().status(), 200);
     assert_no_leaks(&server, 1.0).await;

@@ -1,25 +1,21 @@
 //! The async logger: access lines, drops under a flood, and the flush at SIGTERM.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use plughost_e2e::Plughost;
+use plughost_e2e::{Plughost, eventually};
 
 #[tokio::test]
 async fn every_request_writes_an_access_line() {
     let server = Plughost::start("");
     reqwest::get(server.url("/?from=test")).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        if let Some(l) = server.log().lines().find(|l| l.contains("access:")) {
-            break l.to_owned();
+    let line = eventually(Duration::from_secs(5), "an access line", async || {
+        let log = server.log();
+        match log.lines().find(|l| l.contains("access:")) {
+            Some(l) => Ok(l.to_owned()),
+            None => Err(log),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no access line in {}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     // RFC 3339 time first, then the fields.
     let time = line.split_whitespace().next().unwrap();
     assert!(
@@ -64,9 +60,9 @@ async fn flood_drops_and_counts_lines_without_blocking_requests() {
     const FLOOD: u64 = 300_000;
     let server = Plughost::start("log_buffer = 16\nlog_stderr = true");
     let lines = || server.log().lines().count() as u64;
-    // The start-up lines, once the log thread has written them.
-    server.wait_log("admin API listening");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The start-up lines, once the log thread has written them (the last one says the
+    // plugins are loaded).
+    server.wait_log("plughost ready");
     let before = lines();
     let flood = tokio::spawn(reqwest::get(
         server.url(&format!("/_debug/log?lines={FLOOD}")),
@@ -79,12 +75,23 @@ async fn flood_drops_and_counts_lines_without_blocking_requests() {
     }
     assert_eq!(flood.await.unwrap().unwrap().status(), 200);
     assert!(served > 0);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let dropped = server.metric("plughost_log_dropped_total").await as u64;
-    assert!(dropped > 0, "nothing dropped with a 16-line buffer");
-    // Emitted since `before`: the flood, and one access line per request (the flood's own too).
+    // Emitted since `before`: the flood, and one access line per request (the flood's own
+    // too). Each is written or counted as dropped once the log thread reaches it.
     let emitted = FLOOD + served + 1;
-    let written = lines() - before;
+    let (written, dropped) = eventually(
+        Duration::from_secs(10),
+        "every line written or counted",
+        async || {
+            let dropped = server.metric("plughost_log_dropped_total").await as u64;
+            let written = lines() - before;
+            match written + dropped >= emitted {
+                true => Ok((written, dropped)),
+                false => Err(format!("{written} written, {dropped} dropped of {emitted}")),
+            }
+        },
+    )
+    .await;
+    assert!(dropped > 0, "nothing dropped with a 16-line buffer");
     assert_eq!(
         written + dropped,
         emitted,
@@ -107,11 +114,9 @@ async fn sigterm_finishes_open_requests_and_flushes_their_log_lines() {
             )
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.metric("plughost_inflight_requests").await < 5.0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server
+        .metric_reaches("plughost_inflight_requests", 5.0)
+        .await;
     server.signal(libc::SIGTERM);
     for r in open {
         let r = r.await.unwrap().unwrap();

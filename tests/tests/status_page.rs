@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use plughost_e2e::{Plughost, backend::TestBackend, plugin};
+use plughost_e2e::{Plughost, backend::TestBackend, eventually, plugin};
 use serde_json::{Value, json};
 
 /// A ChromeDriver process, killed on drop.
@@ -41,17 +41,15 @@ impl Driver {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while driver
-            .http
-            .get(format!("{}/status", driver.url))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            Duration::from_secs(20),
+            "chromedriver answers",
+            async || {
+                let status = driver.http.get(format!("{}/status", driver.url)).send();
+                status.await.map(drop).map_err(|e| e.to_string())
+            },
+        )
+        .await;
         driver
     }
 
@@ -138,27 +136,24 @@ async fn the_status_page_shows_live_traffic_plugins_cache_and_backends_in_chromi
             cache: text('cache-entries'), hitRate: text('hit-rate'),
             points: document.getElementById('rps-line').getAttribute('points').split(' ').filter(Boolean).length,
         };"#, "args": []});
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let page = loop {
-        let page = driver
-            .call(
-                reqwest::Method::POST,
-                &s("/execute/sync"),
-                Some(read.clone()),
-            )
-            .await;
-        if page["loaded"] == true
-            && page["points"].as_u64() >= Some(3)
-            && page["rps"].as_str().and_then(|r| r.parse::<f64>().ok()) > Some(0.0)
-        {
-            break page;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the page never showed traffic: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let page = eventually(
+        Duration::from_secs(20),
+        "the page showing traffic",
+        async || {
+            let execute = s("/execute/sync");
+            let page = driver
+                .call(reqwest::Method::POST, &execute, Some(read.clone()))
+                .await;
+            match page["loaded"] == true
+                && page["points"].as_u64() >= Some(3)
+                && page["rps"].as_str().and_then(|r| r.parse::<f64>().ok()) > Some(0.0)
+            {
+                true => Ok(page),
+                false => Err(page.to_string()),
+            }
+        },
+    )
+    .await;
     assert_eq!(page["title"], "plughost status");
     assert_ne!(page["p99"], "-", "{page}");
     let plugin_row = &page["plugins"][0];

@@ -6,9 +6,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use plughost_e2e::Plughost;
+use plughost_e2e::{Plughost, eventually};
 
 /// A backend speaking HTTP/1.1 by hand, so that when it closes a connection is up to the test.
 /// `/then-close` answers and closes without saying so (a keep-alive timeout that ran out just
@@ -232,27 +232,27 @@ async fn assert_connections(
 
 /// Waits until the backend has seen `n` connections closed.
 async fn wait_closed(backend: &RawBackend, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while backend.closed.load(Ordering::SeqCst) < n {
-        assert!(Instant::now() < deadline, "{n} connections never closed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        &format!("{n} connections closed"),
+        async || match backend.closed.load(Ordering::SeqCst) {
+            closed if closed >= n => Ok(()),
+            closed => Err(format!("{closed} closed")),
+        },
+    )
+    .await
 }
 
 /// Polls `GET /backends` until the only server's entry satisfies `done`.
 async fn wait_for(server: &Plughost, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "the backend's state", async || {
         let backends = server.admin_json("/backends").await;
-        if done(&backends[0]) {
-            return;
+        match done(&backends[0]) {
+            true => Ok(()),
+            false => Err(backends.to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "backend never got there: {backends}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn get(client: &reqwest::Client, server: &Plughost, path: &str) -> (u16, String) {

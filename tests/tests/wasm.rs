@@ -410,21 +410,13 @@ async fn guest_stdout_and_stderr_go_to_the_log() {
         "config = { mode = \"print\" }",
     ));
     assert_eq!(get(&server, "/").await.0, 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let log = server.log();
-        if log.contains("hostile says hello on stdout")
-            && log.contains("hostile says hello on stderr")
-        {
-            assert!(
-                log.lines()
-                    .any(|l| l.contains("plugin=\"printer\"") || l.contains("plugin=printer"))
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "{log}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_log("hostile says hello on stdout");
+    let log = server.wait_log("hostile says hello on stderr");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("plugin=\"printer\"") || l.contains("plugin=printer")),
+        "{log}"
+    );
 }
 
 /// A plugin failing on every call goes into backoff after `failure_threshold` failures: its

@@ -75,7 +75,7 @@ impl Directives {
                 let secs = || value.as_deref().and_then(delta_seconds);
                 // Compared in place: lower-casing each name into a String, like the list into
                 // a Vec and each value into a String, were the allocations that made a
-                // parse cost ~1,400 instructions (callgrind).
+                // parse cost ~1,400 instructions (callgrind 2026-11).
                 let is = |name: &str| key.eq_ignore_ascii_case(name);
                 if is("max-age") {
                     d.max_age = d.max_age.or_else(|| Some(secs()));
@@ -348,7 +348,7 @@ pub fn request_directives(headers: &HeaderMap, present: Present) -> Directives {
 /// Which of the request fields the cache reads a request carries, found in one pass over its
 /// names. Most requests carry none of them, and looking each up by name (a hash and a probe,
 /// ~90 instructions) was the largest part of `http`'s cost in a cache hit: seven lookups
-/// that find nothing (callgrind, `bench/profile.py`).
+/// that find nothing (callgrind 2026-11, `bench/profile.py`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Present(u8);
 

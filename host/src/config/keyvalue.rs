@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ConfigError, DEFAULT_KV_COMMAND_TIMEOUT, DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_MAX_BYTES,
+use super::defaults::{
+    DEFAULT_KV_COMMAND_TIMEOUT, DEFAULT_KV_CONNECT_TIMEOUT, DEFAULT_KV_MAX_BYTES,
     DEFAULT_KV_MAX_KEYS, DEFAULT_KV_PREFIX,
 };
+use super::error::ConfigError;
 
 /// One bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
 //! Configuration: the typed `plughost.toml`, its defaults, CLI/environment overrides and validation.
 //!
-//! Defaults are the constants of the C server plughost replaces (10 requests at once, a
-//! 100-entry cache, a 1000-line log ring, port 9090, 10 plugins) and live here only, as named
-//! constants, so the README, `plughost config` and the code cannot disagree.
+//! Defaults are the constants of the C server plughost replaces and live in [`defaults`]
+//! only. Each section's file parses and validates that section; this one the top-level keys,
+//! loading, overrides and printing.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,114 +12,22 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod defaults;
+mod error;
 mod keyvalue;
 mod outbound;
 mod plugins;
+mod routes;
 mod upstreams;
 
+pub use defaults::*;
+pub use error::ConfigError;
+use error::explained;
 pub use keyvalue::{KeyValueConfig, KvBackend};
-pub use outbound::{Destination, OutboundConfig, UPSTREAM_HOST_SUFFIX};
+pub use outbound::{Destination, OutboundConfig, ProxyNet, UPSTREAM_HOST_SUFFIX};
 pub use plugins::{Grant, OnError, PluginConfig, PluginKind, Reuse};
-pub use upstreams::{RouteConfig, UpstreamConfig};
-
-/// Port of the public listener (C server: `SERVER_PORT`).
-pub const DEFAULT_PORT: u16 = 9090;
-/// Requests processed at once (C server: `MAX_THREADS`).
-pub const DEFAULT_MAX_CONCURRENCY: usize = 10;
-/// How long a request may wait for a processing slot before it gets 503.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Open connections held at once; more wait in the kernel's accept backlog.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// LRU cache entries (C server: `CACHE_CAPACITY`).
-pub const DEFAULT_CACHE_CAPACITY: usize = 100;
-/// Freshness of plughost's own responses (default page, responder plugins) that state none.
-pub const DEFAULT_OWN_RESPONSE_TTL: Duration = Duration::from_secs(60);
-/// Bytes the cache may hold, bodies and headers together.
-pub const DEFAULT_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// Longest heuristic freshness (10% of the time since `Last-Modified`).
-pub const DEFAULT_CACHE_HEURISTIC_MAX: Duration = Duration::from_secs(24 * 3600);
-/// Keys a memory key-value bucket holds.
-pub const DEFAULT_KV_MAX_KEYS: usize = 100_000;
-/// Bytes of keys and values a memory key-value bucket holds.
-pub const DEFAULT_KV_MAX_BYTES: usize = 64 * 1024 * 1024;
-/// What a Redis bucket's keys start with.
-pub const DEFAULT_KV_PREFIX: &str = "plughost";
-/// Bytes one host call (a key-value answer, a page of keys) may hand a plugin.
-pub const DEFAULT_PLUGIN_ANSWER_BYTES: usize = 8 * 1024 * 1024;
-/// Time to connect to a Redis key-value backend.
-pub const DEFAULT_KV_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Time for one Redis command's answer.
-pub const DEFAULT_KV_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
-/// `[outbound] connect_timeout`.
-pub const DEFAULT_OUTBOUND_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// `[outbound] first_byte_timeout`.
-pub const DEFAULT_OUTBOUND_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
-/// `[outbound] between_bytes_timeout`.
-pub const DEFAULT_OUTBOUND_BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
-/// Outbound requests one plugin may have in flight at once.
-pub const DEFAULT_PLUGIN_OUTBOUND_REQUESTS: usize = 16;
-/// Largest outbound response body (and request body to a pool) of one plugin's call.
-pub const DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES: usize = 1024 * 1024;
-/// Longest wait of a request for another one fetching the same response.
-pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest response body the cache keeps.
-pub const DEFAULT_CACHE_MAX_ENTRY_BYTES: usize = 1024 * 1024;
-/// Log lines buffered between request tasks and the log thread (C server: its 1000-line ring).
-pub const DEFAULT_LOG_BUFFER: usize = 1000;
-/// Most plugins loaded, native and wasm together (C server: `MAX_PLUGINS`).
-pub const DEFAULT_MAX_PLUGINS: usize = 10;
-/// The admin listener: loopback only, so metrics and cache purges are not public by default.
-pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091);
-/// How long in-flight requests may run on after SIGINT/SIGTERM.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (request line + headers); larger gets 431.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Most request headers; more gets 431.
-pub const DEFAULT_MAX_HEADERS: usize = 100;
-/// Largest request body; larger gets 413.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// Time a client has to send a complete request head, the first one counted from accept
-/// (stops slowloris and silent sockets).
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a keep-alive connection may stay open without a request.
-pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Wall-clock time one wasm plugin call may take (guest code and host calls it waits in).
-pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_millis(100);
-/// Wall-clock time to create a wasm instance and run its `plugin-init`.
-pub const DEFAULT_PLUGIN_INIT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Most headers a plugin may return (response, or a filter's edits).
-pub const DEFAULT_PLUGIN_RESPONSE_HEADERS: usize = 100;
-/// Most bytes of header names and values a plugin may return.
-pub const DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
-/// Largest response body a plugin may return (as `max_body_bytes` for requests).
-pub const DEFAULT_PLUGIN_RESPONSE_BODY_BYTES: usize = DEFAULT_MAX_BODY_BYTES;
-/// Bytes of log lines a plugin may write per second before lines are dropped.
-pub const DEFAULT_PLUGIN_LOG_BYTES_PER_SEC: usize = 256 * 1024;
-/// Longest log line a plugin may write; longer lines are cut with a marker.
-pub const PLUGIN_LOG_LINE_MAX: usize = 8 * 1024;
-/// Linear memory one wasm plugin instance may grow to.
-pub const DEFAULT_PLUGIN_MEMORY_BYTES: usize = 64 * 1024 * 1024;
-/// Failures within `failure_window` that put a plugin in backoff.
-pub const DEFAULT_PLUGIN_FAILURE_THRESHOLD: u32 = 5;
-/// Window in which plugin failures are counted.
-pub const DEFAULT_PLUGIN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
-/// Bytes of the request body shown to native plugins.
-pub const DEFAULT_NATIVE_BODY_CAP: usize = 64 * 1024;
-/// Bytes of rendered requests one native plugin may fall behind by before requests are
-/// skipped for it.
-pub const DEFAULT_NATIVE_QUEUE_BYTES: usize = 16 * 1024 * 1024;
-/// A native plugin call slower than this is logged.
-pub const DEFAULT_NATIVE_BUDGET: Duration = Duration::from_millis(10);
-/// Servers in one upstream pool (C server: its balancer's 5).
-pub const DEFAULT_MAX_BACKENDS: usize = 5;
-/// Time between active health checks of a backend.
-pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-/// Time to connect to a backend.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Time for a backend's response head.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a failing plugin is skipped before it is called again.
-pub const DEFAULT_PLUGIN_BACKOFF: Duration = Duration::from_secs(5);
+pub use routes::RouteConfig;
+pub use upstreams::UpstreamConfig;
 
 /// The whole configuration, as read from `plughost.toml`. Every key is optional.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,27 +235,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A trusted proxy: an address (`10.0.0.7`) or a network (`10.0.0.0/8`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ProxyNet(pub ipnet::IpNet);
-
-impl TryFrom<String> for ProxyNet {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse::<ipnet::IpNet>()
-            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
-            .map(Self)
-            .map_err(|_| format!("`{s}` is neither an address nor a network like 10.0.0.0/8"))
-    }
-}
-
-impl From<ProxyNet> for String {
-    fn from(n: ProxyNet) -> Self {
-        n.0.to_string()
-    }
-}
-
 /// The admin listener's address; `off` disables it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -410,107 +297,6 @@ pub struct Overrides {
     /// Log file [default: ./plughost.log]
     #[arg(long, env = "PLUGHOST_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,
-}
-
-/// A configuration that cannot be used; `main` exits with code 2 on it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file named with `--config` could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
-    #[error("{path}:{line}: {}{message}", key_prefix(.key))]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the offending key or value.
-        line: usize,
-        /// The key on that line.
-        key: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// A value parsed but is not usable.
-    #[error("{key}: {reason}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// What is wrong and what is allowed.
-        reason: String,
-    },
-}
-
-impl ConfigError {
-    /// A validation error with the file and line of the value it names, when the file has
-    /// one line setting its key to that value (validation works on the parsed tables, which
-    /// keep no positions).
-    fn located(self, path: &Path, text: &str) -> Self {
-        let ConfigError::Invalid { key, reason } = &self else {
-            return self;
-        };
-        let field = key.rsplit('.').next().unwrap_or(key);
-        // The reason quotes the value (and maybe the plugin or bucket it belongs to): the
-        // line is the one setting the key to one of them.
-        let quoted: Vec<&str> = reason.split('`').skip(1).step_by(2).collect();
-        let found = text.lines().position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(field)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-                && (quoted.is_empty() || quoted.iter().any(|v| l.contains(v)))
-        });
-        match found {
-            Some(i) => ConfigError::Parse {
-                path: path.to_path_buf(),
-                line: i + 1,
-                key: key.to_string(),
-                message: reason.clone(),
-            },
-            None => self,
-        }
-    }
-}
-
-/// A TOML error as a user can act on it. serde's "unknown field `prot`, expected one of ..."
-/// lists every key of the table (42 at the top level): the nearest one is suggested instead.
-/// A duration it could not read gets the form it takes.
-fn explained(message: &str) -> String {
-    if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((unknown, expected)) = rest.split_once("`, expected ")
-    {
-        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        let nearest = known
-            .iter()
-            .map(|k| (strsim::damerau_levenshtein(unknown, k), *k))
-            .filter(|(d, k)| {
-                *d <= 2.max(k.len() / 3) || k.starts_with(unknown) || unknown.starts_with(k)
-            })
-            .min();
-        return match nearest {
-            Some((_, k)) => format!("unknown key `{unknown}`; did you mean `{k}`?"),
-            None => format!(
-                "unknown key `{unknown}`; `plughost config` prints every key with its value"
-            ),
-        };
-    }
-    if message.contains("expected a duration") {
-        return format!("{message}: write a number and a unit, like `250ms`, `2s` or `1m`");
-    }
-    message.to_owned()
-}
-
-/// `key: `, or nothing when the error is not on a key (an unterminated string at the end of
-/// the file, say).
-fn key_prefix(key: &str) -> String {
-    if key.is_empty() {
-        String::new()
-    } else {
-        format!("{key}: ")
-    }
 }
 
 impl Config {
@@ -644,112 +430,15 @@ impl Config {
                 ),
             });
         }
-        self.validate_plugins()?;
-        if let Err(e) = self.log_level.parse::<tracing_subscriber::EnvFilter>() {
-            return Err(ConfigError::Invalid {
-                key: "log_level",
-                reason: format!("`{}` is not a log filter: {e}", self.log_level),
-            });
-        }
-        Ok(())
-    }
-
-    fn validate_plugins(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         let mut names = std::collections::HashSet::new();
         for p in &self.plugins {
             if p.name.is_empty() || !names.insert(p.name.as_str()) {
-                return invalid(
-                    "plugins.name",
-                    format!("`{}` is empty or used twice", p.name),
-                );
+                return Err(ConfigError::Invalid {
+                    key: "plugins.name",
+                    reason: format!("`{}` is empty or used twice", p.name),
+                });
             }
-            if p.timeout.is_zero() {
-                return invalid(
-                    "plugins.timeout",
-                    format!("plugin `{}`: must be longer than 0s", p.name),
-                );
-            }
-            if p.instances == Some(0) || p.max_requests == Some(0) {
-                return invalid(
-                    "plugins.instances",
-                    format!(
-                        "plugin `{}`: instances and max_requests must be at least 1",
-                        p.name
-                    ),
-                );
-            }
-            if p.reuse == Reuse::Fresh && p.max_requests.is_some() {
-                return invalid(
-                    "plugins.max_requests",
-                    format!(
-                        "plugin `{}`: max_requests applies to reuse = \"pooled\" only",
-                        p.name
-                    ),
-                );
-            }
-            if p.kind == PluginKind::WasiHttp && (p.request_headers.is_some() || !p.request_body) {
-                return invalid(
-                    "plugins.request_headers",
-                    format!(
-                        "plugin `{}`: request_headers and request_body apply to filters and responders; a wasi-http component is given the request as it is",
-                        p.name
-                    ),
-                );
-            }
-            if let Some(bad) = p
-                .request_headers
-                .iter()
-                .flatten()
-                .find(|n| http::HeaderName::from_bytes(n.as_bytes()).is_err())
-            {
-                return invalid(
-                    "plugins.request_headers",
-                    format!("plugin `{}`: `{bad}` is not a header name", p.name),
-                );
-            }
-            for bucket in &p.keyvalue {
-                if !self.keyvalue.contains_key(bucket) {
-                    return invalid(
-                        "plugins.keyvalue",
-                        format!(
-                            "plugin `{}`: no bucket named `{bucket}`; declare it as [keyvalue.{bucket}]",
-                            p.name
-                        ),
-                    );
-                }
-            }
-            for d in &p.allowed_outbound {
-                if let Destination::Upstream(pool) = d
-                    && !self.upstreams.contains_key(pool)
-                {
-                    return invalid(
-                        "plugins.allowed_outbound",
-                        format!(
-                            "plugin `{}`: no upstream pool named `{pool}`; declare it as [upstreams.{pool}]",
-                            p.name
-                        ),
-                    );
-                }
-            }
-            if p.max_outbound_requests == 0 {
-                return invalid(
-                    "plugins.max_outbound_requests",
-                    format!("plugin `{}`: must be at least 1", p.name),
-                );
-            }
-            for g in &p.grants {
-                if !g.host.is_dir() {
-                    return invalid(
-                        "plugins.grants.host",
-                        format!(
-                            "plugin `{}`: {} is not a directory",
-                            p.name,
-                            g.host.display()
-                        ),
-                    );
-                }
-            }
+            p.check(&self.keyvalue, &self.upstreams)?;
         }
         for (name, kv) in &self.keyvalue {
             kv.check(name)?;
@@ -758,40 +447,13 @@ impl Config {
             u.check(name, self.max_backends)?;
         }
         for r in &self.routes {
-            if !r.prefix.starts_with('/') {
-                return invalid("routes.prefix", format!("`{}` must start with /", r.prefix));
-            }
-            match (&r.plugin, &r.upstream) {
-                (Some(plugin), None) => match self.plugins.iter().find(|p| &p.name == plugin) {
-                    Some(p) if p.kind.answers_routes() => {}
-                    Some(_) => {
-                        return invalid(
-                            "routes.plugin",
-                            format!(
-                                "`{plugin}` is a filter; routes need kind = \"responder\" or \"wasi-http\""
-                            ),
-                        );
-                    }
-                    None => return invalid("routes.plugin", format!("no plugin named `{plugin}`")),
-                },
-                (None, Some(pool)) => {
-                    if !self.upstreams.contains_key(pool) {
-                        return invalid(
-                            "routes.upstream",
-                            format!("no upstream pool named `{pool}`"),
-                        );
-                    }
-                }
-                _ => {
-                    return invalid(
-                        "routes",
-                        format!(
-                            "route `{}` needs exactly one of plugin or upstream",
-                            r.prefix
-                        ),
-                    );
-                }
-            }
+            r.check(&self.plugins, &self.upstreams)?;
+        }
+        if let Err(e) = self.log_level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                reason: format!("`{}` is not a log filter: {e}", self.log_level),
+            });
         }
         Ok(())
     }

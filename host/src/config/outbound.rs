@@ -3,13 +3,16 @@
 //! may call (`allowed_outbound`).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DEFAULT_OUTBOUND_BETWEEN_BYTES_TIMEOUT, DEFAULT_OUTBOUND_CONNECT_TIMEOUT};
-use super::{DEFAULT_OUTBOUND_FIRST_BYTE_TIMEOUT, ProxyNet};
+use super::defaults::{
+    DEFAULT_OUTBOUND_BETWEEN_BYTES_TIMEOUT, DEFAULT_OUTBOUND_CONNECT_TIMEOUT,
+    DEFAULT_OUTBOUND_FIRST_BYTE_TIMEOUT,
+};
 
 /// The `[outbound]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +146,27 @@ impl fmt::Display for Destination {
 impl From<Destination> for String {
     fn from(d: Destination) -> Self {
         d.to_string()
+    }
+}
+
+/// An address or a network (trusted proxies, outbound allow-lists): (`10.0.0.7`) or a network (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProxyNet(pub ipnet::IpNet);
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("`{s}` is neither an address nor a network like 10.0.0.0/8"))
+    }
+}
+
+impl From<ProxyNet> for String {
+    fn from(n: ProxyNet) -> Self {
+        n.0.to_string()
     }
 }
 

@@ -1,19 +1,23 @@
 //! The `[[plugins]]` entries: which component or library, its kind, its sandbox limits and its
 //! failure policy.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
+use super::defaults::{
     DEFAULT_PLUGIN_ANSWER_BYTES, DEFAULT_PLUGIN_BACKOFF, DEFAULT_PLUGIN_FAILURE_THRESHOLD,
     DEFAULT_PLUGIN_FAILURE_WINDOW, DEFAULT_PLUGIN_INIT_TIMEOUT, DEFAULT_PLUGIN_LOG_BYTES_PER_SEC,
     DEFAULT_PLUGIN_MEMORY_BYTES, DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES,
     DEFAULT_PLUGIN_OUTBOUND_REQUESTS, DEFAULT_PLUGIN_RESPONSE_BODY_BYTES,
     DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES, DEFAULT_PLUGIN_RESPONSE_HEADERS, DEFAULT_PLUGIN_TIMEOUT,
-    Destination,
 };
+use super::error::ConfigError;
+use super::keyvalue::KeyValueConfig;
+use super::outbound::Destination;
+use super::upstreams::UpstreamConfig;
 
 /// One `[[plugins]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,4 +272,105 @@ pub struct Grant {
 
 fn yes() -> bool {
     true
+}
+
+impl PluginConfig {
+    /// Rejects values that parse but cannot work; `buckets` and `pools` are the declared ones
+    /// its grants may name.
+    pub(super) fn check(
+        &self,
+        buckets: &BTreeMap<String, KeyValueConfig>,
+        pools: &BTreeMap<String, UpstreamConfig>,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.timeout.is_zero() {
+            return invalid(
+                "plugins.timeout",
+                format!("plugin `{}`: must be longer than 0s", self.name),
+            );
+        }
+        if self.instances == Some(0) || self.max_requests == Some(0) {
+            return invalid(
+                "plugins.instances",
+                format!(
+                    "plugin `{}`: instances and max_requests must be at least 1",
+                    self.name
+                ),
+            );
+        }
+        if self.reuse == Reuse::Fresh && self.max_requests.is_some() {
+            return invalid(
+                "plugins.max_requests",
+                format!(
+                    "plugin `{}`: max_requests applies to reuse = \"pooled\" only",
+                    self.name
+                ),
+            );
+        }
+        if self.kind == PluginKind::WasiHttp
+            && (self.request_headers.is_some() || !self.request_body)
+        {
+            return invalid(
+                "plugins.request_headers",
+                format!(
+                    "plugin `{}`: request_headers and request_body apply to filters and responders; a wasi-http component is given the request as it is",
+                    self.name
+                ),
+            );
+        }
+        if let Some(bad) = self
+            .request_headers
+            .iter()
+            .flatten()
+            .find(|n| http::HeaderName::from_bytes(n.as_bytes()).is_err())
+        {
+            return invalid(
+                "plugins.request_headers",
+                format!("plugin `{}`: `{bad}` is not a header name", self.name),
+            );
+        }
+        for bucket in &self.keyvalue {
+            if !buckets.contains_key(bucket) {
+                return invalid(
+                    "plugins.keyvalue",
+                    format!(
+                        "plugin `{}`: no bucket named `{bucket}`; declare it as [keyvalue.{bucket}]",
+                        self.name
+                    ),
+                );
+            }
+        }
+        for d in &self.allowed_outbound {
+            if let Destination::Upstream(pool) = d
+                && !pools.contains_key(pool)
+            {
+                return invalid(
+                    "plugins.allowed_outbound",
+                    format!(
+                        "plugin `{}`: no upstream pool named `{pool}`; declare it as [upstreams.{pool}]",
+                        self.name
+                    ),
+                );
+            }
+        }
+        if self.max_outbound_requests == 0 {
+            return invalid(
+                "plugins.max_outbound_requests",
+                format!("plugin `{}`: must be at least 1", self.name),
+            );
+        }
+        for g in &self.grants {
+            if !g.host.is_dir() {
+                return invalid(
+                    "plugins.grants.host",
+                    format!(
+                        "plugin `{}`: {} is not a directory",
+                        self.name,
+                        g.host.display()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
 }

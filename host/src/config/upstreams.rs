@@ -1,31 +1,12 @@
-//! The reverse proxy's sections: `[upstreams.NAME]` pools and the `[[routes]]` that lead to
-//! them or to responder plugins.
+//! The `[upstreams.NAME]` pools of backends the reverse proxy and plugins' outbound HTTP use.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_RESPONSE_TIMEOUT,
-};
-
-/// One `[[routes]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Path prefix, e.g. `/hello`; matches `/hello` and `/hello/...`.
-    pub prefix: String,
-    /// The responder plugin answering it (this or `upstream`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugin: Option<String>,
-    /// The `[upstreams.NAME]` pool its requests are proxied to (this or `plugin`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    /// With `upstream`: remove the prefix from the path sent to the backend.
-    #[serde(default)]
-    pub strip_prefix: bool,
-}
+use super::defaults::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_RESPONSE_TIMEOUT};
+use super::error::ConfigError;
 
 /// One `[upstreams.NAME]` pool of backends, balanced round robin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +81,7 @@ impl UpstreamConfig {
                 format!("pool `{name}`: must be at most 100"),
             );
         }
-        if !crate::proxy::h1::valid_target(&self.health_path) {
+        if !crate::target::valid_target(&self.health_path) {
             return invalid(
                 "upstreams.health_path",
                 format!(

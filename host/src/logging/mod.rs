@@ -223,7 +223,7 @@ struct AccessWriter {
 /// (text or JSON; RFC 3339 UTC time with µs), when the log filter lets `access` INFO through.
 ///
 /// Formatted here rather than through `tracing::info!`: the formatter cost 14,000
-/// instructions per request, 42% of a whole cache hit (callgrind, BENCHMARKS.md); this costs a
+/// instructions per request, 42% of a whole cache hit (callgrind 2026-11, BENCHMARKS.md); this costs a
 /// tenth of that. The line goes through the same bounded writer, so drops are counted alike.
 pub fn access(a: &Access<'_>) {
     let Some(out) = ACCESS.get() else { return };
@@ -238,7 +238,7 @@ pub fn access(a: &Access<'_>) {
         let micros = a.duration.as_micros() as u64;
         // Pushed piece by piece rather than through one `write!`: `fmt`'s machinery (padding,
         // Debug escaping char by char, the client's address, which is now written once per
-        // connection) was 4,800 instructions of a 32,400-instruction cache hit (callgrind).
+        // connection) was 4,800 instructions of a 32,400-instruction cache hit (callgrind 2026-11).
         if out.json {
             line.push_str("{\"timestamp\":\"");
             timestamp(line);

@@ -3,7 +3,7 @@
 //! Written here rather than with tracing-appender's non-blocking writer, which it replaces:
 //! that writer takes one line per message, so every access line was an allocation, a channel
 //! send and, when the thread slept, a wake-up and a write(2) (~2,000 instructions of a
-//! 24,000-instruction cache hit, callgrind). Access lines now gather in a batch per thread
+//! 24,000-instruction cache hit, callgrind 2026-11). Access lines now gather in a batch per thread
 //! that the log thread collects every [`COLLECT_EVERY`] or that is sent when full; the
 //! buffer's bound counts lines, whatever the batches, so `log_buffer` and the drop count mean
 //! what they did, which a writer counting messages could not give.

@@ -243,7 +243,7 @@ pub async fn load(
                     "plugin loaded",
                 );
                 report.loaded.push(p.name.clone());
-                let loaded = LoadedPlugin::new(p, file, digest, *wasm, metrics.clone());
+                let loaded = LoadedPlugin::new(p, file, digest, *wasm, &metrics);
                 add(&mut plugins, Arc::new(loaded));
             }
             Err(e) => {

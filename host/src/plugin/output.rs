@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use parking_lot::Mutex;
 
-use super::wasm::{Action, HeaderResult};
+use super::bindings::{Action, HeaderResult};
 use crate::body::{self, Body};
 use crate::config::PluginConfig;
 
@@ -268,7 +268,7 @@ pub fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::wasm::Response as WitResponse;
+    use crate::plugin::bindings::Response as WitResponse;
 
     const LIMITS: OutputLimits = OutputLimits {
         headers: 4,
@@ -341,7 +341,7 @@ mod tests {
         );
         let body = respond(200, vec![], &[0; 11]).err().unwrap();
         assert!(body.contains("max_response_body_bytes"), "{body}");
-        let edits = Action::Continue(crate::plugin::wasm::Edits {
+        let edits = Action::Continue(crate::plugin::bindings::Edits {
             set_headers: vec![h("a", "1"), h("content-length", "0")],
             remove_headers: vec!["b".into(), "c".into()],
             response_headers: vec![h("d", "1")],
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn filters_cannot_set_framing_headers_on_the_request() {
-        let edits = Action::Continue(crate::plugin::wasm::Edits {
+        let edits = Action::Continue(crate::plugin::bindings::Edits {
             set_headers: vec![h("content-length", "0"), h("x-a", "1")],
             remove_headers: vec![],
             response_headers: vec![h("transfer-encoding", "chunked")],

@@ -221,7 +221,7 @@ pub async fn serve<H, F>(
                 // The handler's future holds the whole pipeline's state (kilobytes), and hyper
                 // moves a service's future a few times before polling it: each move was a
                 // memcpy of that size, 8,900 instructions of a 39,600-instruction cache hit
-                // (callgrind). Boxed, and made only when first polled, it moves as a pointer.
+                // (callgrind 2026-11). Boxed, and made only when first polled, it moves as a pointer.
                 Box::pin(async move {
                     Ok::<_, Infallible>(handler(req, client).await.map(|b| Tracked::new(b, busy)))
                 })

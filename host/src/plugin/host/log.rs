@@ -21,14 +21,16 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
+use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi_http::WasiHttpView;
 
-use super::{Capability, CapabilityError, State};
+use super::capability::{Capability, CapabilityError, Getter, HasScoped, Scoped};
 use crate::config::{Config, PLUGIN_LOG_LINE_MAX, PluginConfig};
+use crate::plugin::bindings::plughost::plugin::host::{self as wit, Host, Level};
 use crate::plugin::output::truncated;
-use crate::plugin::wasm::bindings::plughost::plugin::host::{self as wit, Host, Level};
 
 /// The log capability.
 pub struct Log;
@@ -39,8 +41,11 @@ impl Capability for Log {
     type Instance = Arc<PluginLog>;
 
     /// Adds `plughost:plugin/host` to the linker.
-    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+    fn link<T: WasiView + WasiHttpView + Send + 'static>(
+        linker: &mut Linker<T>,
+        get: Getter<T, Arc<PluginLog>>,
+    ) -> wasmtime::Result<()> {
+        wit::add_to_linker::<T, HasScoped<Arc<PluginLog>>>(linker, get)
     }
 
     fn backend(
@@ -62,9 +67,9 @@ impl Capability for Log {
     }
 }
 
-impl Host for State {
+impl Host for Scoped<'_, Arc<PluginLog>> {
     fn log(&mut self, level: Level, message: String) {
-        self.caps.log.write(level, None, &message);
+        self.instance.write(level, None, &message);
     }
 }
 

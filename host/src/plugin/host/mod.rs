@@ -17,6 +17,7 @@
 //! hands back no more than a [`budget::Answer`] allows.
 
 pub mod budget;
+pub mod capability;
 pub mod keyvalue;
 pub mod log;
 pub mod outbound;
@@ -27,44 +28,13 @@ use prometheus_client::registry::Registry;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::config::{Config, PluginConfig};
+use capability::Scoped;
+pub use capability::{Capability, CapabilityError};
 use log::GuestOutput;
 pub use log::{PluginLog, StderrTail};
-
-/// Why a capability's backend or a plugin's grants could not be built (a CA file that cannot
-/// be read, say); the message names the key and the fix.
-pub type CapabilityError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One host capability offered to plugins.
-pub trait Capability {
-    /// What the whole server shares, built once and kept across reloads.
-    type Backend: Clone;
-    /// What one plugin may use, built when it loads and shared by its instances.
-    type Grants: Clone;
-    /// What one instance keeps in its store.
-    type Instance;
-
-    /// Adds its imports to `linker`, once per engine. A component importing none of them
-    /// loads as before.
-    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()>;
-
-    /// Its backend for `config`, counted in `registry`; `own` are plughost's listeners.
-    fn backend(
-        config: &Config,
-        own: &[SocketAddr],
-        registry: &mut Registry,
-    ) -> Result<Self::Backend, CapabilityError>;
-
-    /// What `plugin` may use of `backend`.
-    fn grants(
-        backend: &Self::Backend,
-        plugin: &PluginConfig,
-    ) -> Result<Self::Grants, CapabilityError>;
-
-    /// The state of one new instance of `plugin`.
-    fn instance(grants: &Self::Grants, plugin: &PluginConfig) -> Self::Instance;
-}
 
 /// Makes, from the list of capabilities, the structs that hold each one's part and the
 /// functions that build them all.
@@ -124,7 +94,10 @@ macro_rules! capabilities {
         /// Adds WASI and every capability to `linker`, once per engine.
         pub fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
-            $(<$cap as Capability>::link(linker)?;)*
+            $(<$cap as Capability>::link(linker, |s: &mut State| Scoped {
+                table: &mut s.table,
+                instance: &mut s.caps.$name,
+            })?;)*
             Ok(())
         }
     };
@@ -210,6 +183,12 @@ impl WasiView for State {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.caps.outbound.http(&mut self.table)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::super::budget::Answer;
-use super::{KvError, PAGE, Quota, counter, full, overflow};
+use super::rules::{Failure, PAGE, Quota, counter, full, overflow};
 
 /// One memory bucket.
 pub(super) struct Memory {
@@ -69,7 +69,7 @@ impl Memory {
         }
     }
 
-    pub(super) fn get(&mut self, key: &str, answer: &mut Answer) -> Result<Option<Bytes>, KvError> {
+    pub(super) fn get(&mut self, key: &str, answer: &mut Answer) -> Result<Option<Bytes>, Failure> {
         self.purge();
         let value = self.entries.get(key).map(|e| e.value.clone());
         answer.take(value.as_ref().map_or(0, Bytes::len))?;
@@ -81,7 +81,7 @@ impl Memory {
         &mut self,
         keys: &[String],
         answer: &mut Answer,
-    ) -> Result<Vec<Option<Bytes>>, KvError> {
+    ) -> Result<Vec<Option<Bytes>>, Failure> {
         self.purge();
         let mut found = Vec::with_capacity(keys.len());
         for k in keys {
@@ -102,7 +102,7 @@ impl Memory {
         &mut self,
         pairs: Vec<(String, Bytes)>,
         ttl: Option<Duration>,
-    ) -> Result<(), KvError> {
+    ) -> Result<(), Failure> {
         self.purge();
         let (mut keys, mut freed, mut added) = (self.entries.len(), 0, 0);
         for (k, v) in &pairs {
@@ -155,7 +155,7 @@ impl Memory {
         key: String,
         delta: i64,
         ttl: Option<Duration>,
-    ) -> Result<u64, KvError> {
+    ) -> Result<u64, Failure> {
         self.purge();
         let current = match self.entries.get(key.as_str()) {
             None => 0,
@@ -171,7 +171,7 @@ impl Memory {
         &mut self,
         cursor: Option<u64>,
         answer: &mut Answer,
-    ) -> Result<(Vec<String>, Option<u64>), KvError> {
+    ) -> Result<(Vec<String>, Option<u64>), Failure> {
         self.purge();
         let mut walk = self.order.range(cursor.unwrap_or(0)..);
         let mut keys = Vec::new();

@@ -26,23 +26,25 @@
 
 mod memory;
 mod redis;
+mod rules;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::WasiView;
+use wasmtime_wasi_http::WasiHttpView;
 
-use super::budget::{Answer, TooLarge};
-use super::{Capability, CapabilityError, State};
+use super::budget::Answer;
+use super::capability::{Capability, CapabilityError, Getter, HasScoped, Scoped};
 use crate::config::{Config, KeyValueConfig, KvBackend, PluginConfig};
 
 /// Bindings of `wasi:keyvalue@0.2.0-draft` (documented in `wit/deps/keyvalue`).
@@ -52,18 +54,20 @@ pub mod bindings {
         path: "../wit/deps/keyvalue",
         world: "wasi:keyvalue/imports",
         imports: { default: async | trappable },
-        with: { "wasi:keyvalue/store.bucket": super::Open },
+        with: { "wasi:keyvalue/store.bucket": crate::plugin::host::keyvalue::Open },
     });
 }
 
 use bindings::wasi::keyvalue::{atomics, batch, store};
+pub use rules::KEY_MAX;
+use rules::{Failure, Quota, check_key, distinct, overflow};
 use store::{Error as KvError, KeyResponse};
 
-/// Keys a `list-keys` page returns at most.
-const PAGE: usize = 100;
-
-/// Longest key, in bytes: what bounds a page of keys, on both backends.
-pub const KEY_MAX: usize = 1024;
+impl From<Failure> for KvError {
+    fn from(f: Failure) -> Self {
+        KvError::Other(f.0)
+    }
+}
 
 /// The key-value capability.
 pub struct KeyValue;
@@ -74,8 +78,11 @@ impl Capability for KeyValue {
     type Instance = Grants;
 
     /// Adds `wasi:keyvalue/{store,atomics,batch}` to the linker.
-    fn link(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-        bindings::Imports::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+    fn link<T: WasiView + WasiHttpView + Send + 'static>(
+        linker: &mut Linker<T>,
+        get: Getter<T, Grants>,
+    ) -> wasmtime::Result<()> {
+        bindings::Imports::add_to_linker::<T, HasScoped<Grants>>(linker, get)
     }
 
     fn backend(
@@ -195,22 +202,6 @@ impl KvMetrics {
     }
 }
 
-/// A bucket's quota.
-#[derive(Clone, Copy, Debug)]
-struct Quota {
-    max_keys: usize,
-    max_bytes: usize,
-}
-
-impl Quota {
-    fn of(c: &KeyValueConfig) -> Self {
-        Self {
-            max_keys: c.max_keys,
-            max_bytes: c.max_bytes,
-        }
-    }
-}
-
 /// One declared bucket and its backend.
 pub struct Bucket {
     name: String,
@@ -236,75 +227,6 @@ impl Backend {
             Self::Redis(_) => "redis",
         }
     }
-}
-
-fn other(e: impl std::fmt::Display) -> KvError {
-    KvError::Other(e.to_string())
-}
-
-fn full(q: Quota) -> KvError {
-    other(format!(
-        "bucket full (max_keys {}, max_bytes {}); nothing was written",
-        q.max_keys, q.max_bytes
-    ))
-}
-
-fn not_counter() -> KvError {
-    other(
-        "the value is not a counter (decimal digits from 0 to 9223372036854775807); nothing was written",
-    )
-}
-
-fn overflow() -> KvError {
-    other("the counter would pass 9223372036854775807; nothing was written")
-}
-
-impl From<TooLarge> for KvError {
-    fn from(e: TooLarge) -> Self {
-        other(e)
-    }
-}
-
-/// The counter a stored value holds: canonical decimal digits (no sign, no leading zero, as
-/// Redis' INCRBY reads them, kept non-negative for the interface's `u64`), at most i64::MAX.
-fn counter(v: &[u8]) -> Result<i64, KvError> {
-    let canonical = v == b"0"
-        || (v.first().is_some_and(|d| (b'1'..=b'9').contains(d)))
-            && v.iter().all(u8::is_ascii_digit);
-    std::str::from_utf8(v)
-        .ok()
-        .filter(|_| canonical)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(not_counter)
-}
-
-/// Refuses a key longer than [`KEY_MAX`].
-fn check_key(key: &str) -> Result<(), KvError> {
-    if key.len() > KEY_MAX {
-        return Err(other(format!(
-            "a key of {} bytes; keys are at most {KEY_MAX} bytes",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
-/// A batch's pairs with each key once (its last value), keys checked.
-fn distinct(pairs: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Bytes)>, KvError> {
-    let mut last: HashMap<&str, usize> = HashMap::with_capacity(pairs.len());
-    for (i, (k, _)) in pairs.iter().enumerate() {
-        check_key(k)?;
-        last.insert(k, i);
-    }
-    let keep: Vec<bool> = (0..pairs.len())
-        .map(|i| last.get(pairs[i].0.as_str()) == Some(&i))
-        .collect();
-    Ok(pairs
-        .into_iter()
-        .zip(keep)
-        .filter(|(_, keep)| *keep)
-        .map(|((k, v), _)| (k, Bytes::from(v)))
-        .collect())
 }
 
 impl Bucket {
@@ -333,14 +255,14 @@ impl Bucket {
     async fn run<T>(
         &self,
         op: &'static str,
-        f: impl AsyncFnOnce(&Self) -> Result<T, KvError>,
+        f: impl AsyncFnOnce(&Self) -> Result<T, Failure>,
     ) -> Result<T, KvError> {
         let started = Instant::now();
         let result = f(self).await;
         self.duration.observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
             Ok(_) => "ok",
-            Err(KvError::Other(why)) if why.starts_with("outcome unknown") => "unknown",
+            Err(Failure(why)) if why.starts_with("outcome unknown") => "unknown",
             Err(_) => "error",
         };
         self.counters
@@ -357,7 +279,7 @@ impl Bucket {
                     .clone()
             })
             .inc();
-        result
+        result.map_err(KvError::from)
     }
 
     async fn get(&self, key: String, mut answer: Answer) -> Result<Option<Vec<u8>>, KvError> {
@@ -478,36 +400,32 @@ impl Bucket {
 
 type Host<T> = wasmtime::Result<Result<T, KvError>>;
 
-impl State {
+/// A plugin instance's view of its store during a key-value call.
+type View<'a> = Scoped<'a, Grants>;
+
+impl View<'_> {
     fn bucket(&self, r: &Resource<Open>) -> wasmtime::Result<Arc<Bucket>> {
         Ok(self.table.get(r)?.0.clone())
     }
 
     /// The budget of one host call's answer.
     fn answer(&self) -> Answer {
-        Answer::new(self.caps.keyvalue.answer_bytes)
+        Answer::new(self.instance.answer_bytes)
     }
 }
 
-impl store::Host for State {
+impl store::Host for View<'_> {
     async fn open(&mut self, identifier: String) -> Host<Resource<Open>> {
-        let granted = self
-            .caps
-            .keyvalue
-            .granted
-            .iter()
-            .find(|b| b.name == identifier);
+        let granted = self.instance.granted.iter().find(|b| b.name == identifier);
         match granted {
             Some(b) => Ok(Ok(self.table.push(Open(b.clone()))?)),
-            None if self.caps.keyvalue.declared.contains(&identifier) => {
-                Ok(Err(KvError::AccessDenied))
-            }
+            None if self.instance.declared.contains(&identifier) => Ok(Err(KvError::AccessDenied)),
             None => Ok(Err(KvError::NoSuchStore)),
         }
     }
 }
 
-impl store::HostBucket for State {
+impl store::HostBucket for View<'_> {
     async fn get(&mut self, b: Resource<Open>, key: String) -> Host<Option<Vec<u8>>> {
         let answer = self.answer();
         Ok(self.bucket(&b)?.get(key, answer).await)
@@ -536,13 +454,13 @@ impl store::HostBucket for State {
     }
 }
 
-impl atomics::Host for State {
+impl atomics::Host for View<'_> {
     async fn increment(&mut self, b: Resource<Open>, key: String, delta: u64) -> Host<u64> {
         Ok(self.bucket(&b)?.increment(key, delta).await)
     }
 }
 
-impl batch::Host for State {
+impl batch::Host for View<'_> {
     async fn get_many(
         &mut self,
         b: Resource<Open>,

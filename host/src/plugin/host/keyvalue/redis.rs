@@ -21,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 
 use super::super::budget::{Answer, TooLarge, error_text};
-use super::{KvError, Quota, full, other, overflow};
+use super::rules::{Failure, Quota, full, not_counter, other, overflow};
 use crate::config::KeyValueConfig;
 
 /// One script: the shared layout and helpers, then its body.
@@ -154,7 +154,7 @@ impl Redis {
         }
     }
 
-    pub(super) async fn get(&self, key: &str, answer: &Answer) -> Result<Option<Vec<u8>>, KvError> {
+    pub(super) async fn get(&self, key: &str, answer: &Answer) -> Result<Option<Vec<u8>>, Failure> {
         let mut call = GET.key(&self.base);
         call.arg(answer.limit()).arg(key);
         self.invoke(&call, Kind::Read, answer).await
@@ -164,19 +164,19 @@ impl Redis {
         &self,
         keys: &[String],
         answer: &Answer,
-    ) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+    ) -> Result<Vec<Option<Vec<u8>>>, Failure> {
         let mut call = GET_MANY.key(&self.base);
         call.arg(answer.limit()).arg(keys);
         self.invoke(&call, Kind::Read, answer).await
     }
 
-    pub(super) async fn exists(&self, key: &str) -> Result<bool, KvError> {
+    pub(super) async fn exists(&self, key: &str) -> Result<bool, Failure> {
         let mut call = EXISTS.key(&self.base);
         call.arg(key);
         self.invoke(&call, Kind::Read, &Answer::new(0)).await
     }
 
-    pub(super) async fn set_all(&self, pairs: &[(String, bytes::Bytes)]) -> Result<(), KvError> {
+    pub(super) async fn set_all(&self, pairs: &[(String, bytes::Bytes)]) -> Result<(), Failure> {
         let mut call = SET_MANY.key(&self.base);
         call.arg(self.ttl_ms)
             .arg(self.quota.max_keys)
@@ -187,13 +187,13 @@ impl Redis {
         self.invoke(&call, Kind::Idempotent, &Answer::new(0)).await
     }
 
-    pub(super) async fn delete(&self, keys: &[String]) -> Result<(), KvError> {
+    pub(super) async fn delete(&self, keys: &[String]) -> Result<(), Failure> {
         let mut call = DELETE.key(&self.base);
         call.arg(keys);
         self.invoke(&call, Kind::Idempotent, &Answer::new(0)).await
     }
 
-    pub(super) async fn increment(&self, key: &str, delta: i64) -> Result<u64, KvError> {
+    pub(super) async fn increment(&self, key: &str, delta: i64) -> Result<u64, Failure> {
         let mut call = INCREMENT.key(&self.base);
         call.arg(self.ttl_ms)
             .arg(self.quota.max_keys)
@@ -209,7 +209,7 @@ impl Redis {
         &self,
         cursor: Option<u64>,
         answer: &mut Answer,
-    ) -> Result<(Vec<String>, Option<u64>), KvError> {
+    ) -> Result<(Vec<String>, Option<u64>), Failure> {
         let mut call = LIST.key(&self.base);
         call.arg(cursor.unwrap_or(0)).arg(self.ttl_ms);
         let mut page: Vec<String> = self.invoke(&call, Kind::Read, answer).await?;
@@ -226,7 +226,7 @@ impl Redis {
     }
 
     /// The connection, made on first use within `connect_timeout`.
-    async fn connection(&self) -> Result<ConnectionManager, KvError> {
+    async fn connection(&self) -> Result<ConnectionManager, Failure> {
         let mut conn = self.conn.lock().await;
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
@@ -260,7 +260,7 @@ impl Redis {
         call: &ScriptInvocation<'_>,
         kind: Kind,
         answer: &Answer,
-    ) -> Result<T, KvError> {
+    ) -> Result<T, Failure> {
         let mut conn = self.connection().await?;
         let attempts = async {
             match call.invoke_async(&mut conn).await {
@@ -297,7 +297,7 @@ fn retry(e: &RedisError, kind: Kind) -> bool {
 }
 
 /// The guest's error for a failed script.
-fn failure(e: &RedisError, kind: Kind, quota: Quota, answer: &Answer) -> KvError {
+fn failure(e: &RedisError, kind: Kind, quota: Quota, answer: &Answer) -> Failure {
     // A script's refusal: `redis.error_reply('PLUGHOST_… [N]')`, which the client reads as a
     // code or as the detail of a generic error, depending on the server's version.
     let words: Vec<&str> = [e.code(), e.detail()]
@@ -307,7 +307,7 @@ fn failure(e: &RedisError, kind: Kind, quota: Quota, answer: &Answer) -> KvError
         .collect();
     match words.iter().position(|w| w.starts_with("PLUGHOST_")) {
         Some(i) if words[i] == "PLUGHOST_FULL" => return full(quota),
-        Some(i) if words[i] == "PLUGHOST_NOT_COUNTER" => return super::not_counter(),
+        Some(i) if words[i] == "PLUGHOST_NOT_COUNTER" => return not_counter(),
         Some(i) if words[i] == "PLUGHOST_OVERFLOW" => return overflow(),
         Some(i) if words[i] == "PLUGHOST_TOO_LARGE" => {
             let needed = words.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(0);

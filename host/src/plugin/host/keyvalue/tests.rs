@@ -1,6 +1,7 @@
 //! The memory bucket's rules, called directly; the Redis bucket meets the same rules in the
 //! end-to-end tests (`tests/tests/keyvalue_hostile.rs`), which run one table on both.
 
+use super::rules::{PAGE, counter};
 use super::*;
 
 fn bucket(ttl: Option<Duration>, max_keys: usize) -> Bucket {

@@ -1,35 +1,23 @@
-//! The reverse proxy: forwards a request to a pool's next healthy server over kept-alive
-//! connections (`pool`), streaming both bodies, with hop-by-hop headers removed
-//! and `X-Forwarded-*` / `Via` added. Idempotent requests without a body that fail to connect
-//! are retried once on the next server, or that a kept-alive connection closed under, once
-//! more; a request with a body is not (its body is already being streamed and cannot be
-//! replayed).
-
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+//! The reverse proxy route: forwards a client's request to an upstream pool through
+//! [`exchange`] (which picks the server, retries and keeps the pool's health), with hop-by-hop
+//! headers removed and `X-Forwarded-*` / `Via` added, and hands the response on with both
+//! bodies streaming.
 
 use http::header::{self, HeaderName};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Response};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::BodyExt;
 
-use crate::balancer::{Backend, Pool};
 use crate::body::{self, Body};
 use crate::cache::FromUpstream;
 use crate::client::Client;
-use crate::error::{ClientError, RequestError, UpstreamError};
-use crate::metrics::BackendErrorLabel;
-
-pub mod h1;
-pub mod pool;
-
-use h1::Head;
-use pool::{SendError, Upstream};
+use crate::error::RequestError;
+use crate::upstream::{Pool, exchange, h1};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and `Upgrade`.
 /// Compared as text: the lengths mostly differ, so a name is told apart from all nine in a
 /// few instructions, where nine `HeaderName` comparisons cost a proxied request ~400
-/// (callgrind).
+/// (callgrind 2026-11).
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -53,7 +41,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names tells, where a removal by
     // name for each of the nine (parse, hash, probe) cost 2,600 instructions a message,
-    // twice per proxied request (callgrind). `Connection` is itself hop-by-hop, so a
+    // twice per proxied request (callgrind 2026-11). `Connection` is itself hop-by-hop, so a
     // message naming others takes the slow path too.
     if !headers.keys().any(hop_by_hop) {
         return;
@@ -75,13 +63,6 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect()
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-    )
 }
 
 /// How requests tell upstreams who sent them.
@@ -114,7 +95,7 @@ pub struct Https;
 ///
 /// Written straight into the request head (`h1::Rewrite`) rather than into the client's header
 /// map first: the five inserts, the host's re-insert and the removals cost a proxied request
-/// ~3,000 instructions (callgrind), more than the whole head costs to write.
+/// ~3,000 instructions (callgrind 2026-11), more than the whole head costs to write.
 struct Outgoing {
     /// Names the client's `Connection` lists.
     named: Vec<HeaderName>,
@@ -223,15 +204,6 @@ impl h1::Rewrite for Outgoing {
     }
 }
 
-/// Tracks one request in flight to a backend.
-struct InFlight<'a>(&'a Backend);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Forwards a request to `pool`, with `path` (path and query, prefix already stripped).
 pub async fn forward(
     pool: &Pool,
@@ -263,129 +235,12 @@ pub async fn forward(
     ))
 }
 
-/// Sends one request to the next healthy server of `pool` and returns its response head
-/// (the body still streaming), keeping the pool's health and metrics: the reverse proxy's
-/// path, and the one of plugins' outbound requests to `upstream:NAME`. Idempotent requests
-/// without a body that fail to connect are tried once more on another server, and once more
-/// when a kept-alive connection closes under them. `rewrite` changes the fields on the way
-/// (the reverse proxy's forwarding headers).
-pub async fn exchange(
-    pool: &Pool,
-    method: &Method,
-    headers: &HeaderMap,
-    body: Body,
-    path: &str,
-    body_limit: usize,
-    rewrite: Option<&dyn h1::Rewrite>,
-) -> Result<Response<Upstream>, RequestError> {
-    let metrics = pool.metrics();
-    let retryable = is_idempotent(method) && http_body::Body::is_end_stream(&body);
-    // A plugin's request may come without a `Host`; the proxy's always has the client's.
-    let has_host = headers.contains_key(header::HOST);
-    let mut body = Some(body);
-    let mut failed_on = None;
-    // A request is sent again at most once.
-    let mut again = false;
-    loop {
-        let Some(backend) = pool.pick(failed_on) else {
-            return Err(UpstreamError::NoHealthyServer(pool.name.clone()).into());
-        };
-        let body = body
-            .take()
-            .unwrap_or_else(|| body::full(bytes::Bytes::new()));
-        // Encoded for each try (the `Host` may be the server's), so the headers are never
-        // cloned in case of a retry: that clone cost 850 instructions a request (callgrind).
-        let host = (!has_host).then_some(&backend.host);
-        let head = Head::encode(method, path, headers, host, &body, rewrite)
-            .ok_or_else(|| RequestError::Internal("upstream URI".into()))?;
-        backend.inflight.fetch_add(1, Ordering::Relaxed);
-        backend.requests.fetch_add(1, Ordering::Relaxed);
-        backend.metered.requests.inc();
-        let started = Instant::now();
-        let result = {
-            let _inflight = InFlight(backend);
-            tokio::time::timeout(
-                pool.config.response_timeout,
-                backend.connections.send(&head, body),
-            )
-            .await
-        };
-        let fail = |reason: &'static str| {
-            backend.failures.fetch_add(1, Ordering::Relaxed);
-            metrics
-                .backend_errors
-                .get_or_create(&BackendErrorLabel::new(&backend.label, reason))
-                .inc();
-        };
-        match result {
-            Err(_) => {
-                fail("timeout");
-                pool.timed_out(backend);
-                tracing::warn!(pool = %pool.name, server = %backend.addr, timeout = ?pool.config.response_timeout, "backend response timed out");
-                return Err(UpstreamError::Timeout(pool.name.clone()).into());
-            }
-            Ok(Err(SendError::Connect(e))) => {
-                fail("connect");
-                pool.connect_failed(backend);
-                tracing::debug!(pool = %pool.name, server = %backend.addr, error = %e, "backend connect failed");
-                if retryable && !again {
-                    again = true;
-                    failed_on = Some(backend.addr);
-                    continue;
-                }
-                return Err(UpstreamError::Connect(pool.name.clone()).into());
-            }
-            // As nginx's `proxy_next_upstream error` does for such requests; not the
-            // backend's failure.
-            Ok(Err(SendError::Stale(e))) if retryable && !again => {
-                tracing::debug!(pool = %pool.name, server = %backend.addr, error = %e, "kept-alive backend connection closed under a request; sending it again");
-                again = true;
-            }
-            // The request body went past its limit while streaming: the sender's fault, 413,
-            // and nothing against the backend.
-            Ok(Err(SendError::Http(e))) if body_too_large(&e) => {
-                return Err(ClientError::BodyTooLarge { limit: body_limit }.into());
-            }
-            Ok(Err(SendError::Http(e) | SendError::Stale(e))) => {
-                fail("io");
-                tracing::warn!(pool = %pool.name, server = %backend.addr, error = %e, "backend request failed");
-                return Err(UpstreamError::Failed(pool.name.clone()).into());
-            }
-            Ok(Ok(resp)) => {
-                let status = resp.status().as_u16();
-                pool.responded(backend, status);
-                if status >= 500 {
-                    fail("status_5xx");
-                }
-                backend
-                    .metered
-                    .duration
-                    .observe(started.elapsed().as_secs_f64());
-                return Ok(resp);
-            }
-        }
-    }
-}
-
-/// Whether a client error came from the request body's size limit.
-fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        if c.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use http::Request;
 
     use super::*;
+    use crate::upstream::h1::Head;
 
     /// The fields of the head the proxy sends for `parts` from `client`, in order.
     fn sent(parts: &mut Parts, client: &str, fwd: &Forwarding) -> Vec<(String, String)> {

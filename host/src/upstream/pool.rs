@@ -8,7 +8,7 @@
 //! one), writes its request and reads the response head itself (`h1`), and the response body
 //! reads the same socket; the connection goes back to the idle list when the body has been
 //! read to its end. With hyper's `client::conn` driven this way a proxied request went from
-//! 85,115 to 80,927 instructions (callgrind, `bench/profile.py`, path `proxy`); `h1` then
+//! 85,115 to 80,927 instructions (callgrind 2026-11, `bench/profile.py`, path `proxy`); `h1` then
 //! replaced hyper's client (BENCHMARKS.md has the figures).
 //!
 //! Kept here: the idle list (LIFO, bounded, idle connections closed after `IDLE_TIMEOUT`), the

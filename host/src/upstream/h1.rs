@@ -8,7 +8,7 @@
 //! the connection's dispatcher over channels (`want`, an mpsc and a oneshot), and each crossing
 //! wakes the request's task and polls its whole future again. Driving hyper's connection in the
 //! request's task (`pool`'s first design) still spent 16,200 instructions of a proxied request
-//! in hyper's client and the wake-ups it caused (callgrind, `bench/profile.py`, path `proxy`);
+//! in hyper's client and the wake-ups it caused (callgrind 2026-11, `bench/profile.py`, path `proxy`);
 //! see BENCHMARKS.md for what this module spends. Only the framing is done here: parsing is
 //! httparse's and header validation `http`'s.
 
@@ -78,12 +78,6 @@ pub struct Head {
     head_request: bool,
 }
 
-/// Whether `target` can go on a request line as it is: a path (or `*`), and no byte that could
-/// end the line or the target early.
-pub fn valid_target(target: &str) -> bool {
-    (target.starts_with('/') || target == "*") && target.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// Changes to a request's own fields on their way out (the reverse proxy's forwarding headers).
 pub trait Rewrite: Sync {
     /// Whether the request's own field `name` is left out.
@@ -122,7 +116,7 @@ impl Head {
         body: &Body,
         rewrite: Option<&dyn Rewrite>,
     ) -> Option<Self> {
-        if !valid_target(target) {
+        if !crate::target::valid_target(target) {
             return None;
         }
         let sends = match body.size_hint().exact() {
