@@ -15,9 +15,11 @@ use plughost::pipeline::Pipeline;
 use plughost::plugin::authoring;
 use plughost::plugin::host::Backends;
 use plughost::plugin::loader::LoadReport;
+use plughost::plugin::scaffold::{self, Lang, Services};
 use plughost::reload::{NotLoaded, Reloader};
 use plughost::status::Status;
 use plughost::{logging, server, shutdown, tls};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// jemalloc rather than glibc's malloc: a request allocates ~10 times, and jemalloc's
@@ -59,7 +61,7 @@ enum PluginCommand {
         name: String,
         /// Its language.
         #[arg(long, value_enum)]
-        lang: plughost::plugin::scaffold::Lang,
+        lang: Lang,
         /// `filter` (every request), `responder` (its route) or `wasi-http` (a standard
         /// wasi:http component on its route; Rust).
         #[arg(long, default_value = "responder", value_parser = ["filter", "responder", "wasi-http"])]
@@ -216,22 +218,12 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         // The plugins load while the server listens; what needs them answers 503 until then.
         let started = reloader.start();
         reloader.spawn_triggers(&config);
-        // The start-up lines are the CLI's contract: scripts and tests read the bound
-        // addresses from them (port 0 picks a free port).
-        let addr = public.local_addr()?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(%addr, scheme, "plughost listening");
-        println!("plughost listening on {scheme}://{addr}");
-        if let Some(l) = &redirect {
-            let addr = l.local_addr()?;
-            tracing::info!(%addr, "redirecting to HTTPS");
-            println!("plughost redirect listening on http://{addr}");
-        }
-        if let Some(l) = &admin_listener {
-            let addr = l.local_addr()?;
-            tracing::info!(%addr, "admin API listening");
-            println!("plughost admin listening on http://{addr}");
-        }
+        announce(
+            &public,
+            tls.is_some(),
+            redirect.as_ref(),
+            admin_listener.as_ref(),
+        )?;
         let token = config.admin_token.clone();
         let admin = admin_listener.map(|l| {
             let parts = ServerParts {
@@ -267,6 +259,31 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log);
     result
+}
+
+/// The start-up lines, the CLI's contract: scripts and tests read the bound addresses from
+/// them (port 0 picks a free port).
+fn announce(
+    public: &TcpListener,
+    https: bool,
+    redirect: Option<&TcpListener>,
+    admin: Option<&TcpListener>,
+) -> std::io::Result<()> {
+    let addr = public.local_addr()?;
+    let scheme = if https { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "plughost listening");
+    println!("plughost listening on {scheme}://{addr}");
+    if let Some(l) = redirect {
+        let addr = l.local_addr()?;
+        tracing::info!(%addr, "redirecting to HTTPS");
+        println!("plughost redirect listening on http://{addr}");
+    }
+    if let Some(l) = admin {
+        let addr = l.local_addr()?;
+        tracing::info!(%addr, "admin API listening");
+        println!("plughost admin listening on http://{addr}");
+    }
+    Ok(())
 }
 
 /// Waits for the start-up load of the plugins: says `plughost ready` (a line scripts and
@@ -317,65 +334,20 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
                 "wasi-http" => PluginKind::WasiHttp,
                 _ => PluginKind::Responder,
             };
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let services = plughost::plugin::scaffold::Services { kv, outbound };
-            let files =
-                plughost::plugin::scaffold::new_project(&dir, &name, lang, kind, &services)?;
-            println!("wrote {} files into {}", files.len(), dir.display());
-            let try_it = services.run_command(&name)?;
-            println!("next: cd {} && make && {try_it}", dir.display());
-            Ok(())
+            let services = Services { kv, outbound };
+            new_project(&name, lang, kind, dir, &services)
         }
         PluginCommand::Wit { dir, world } => {
-            let written = plughost::plugin::scaffold::write_wit(&dir, world)?;
+            let written = scaffold::write_wit(&dir, world)?;
             for path in written {
                 println!("{}", path.display());
             }
             Ok(())
         }
         PluginCommand::Check { file } => {
-            let r = authoring::check(&file, cache)
+            let report = authoring::check(&file, cache)
                 .with_context(|| format!("{} would not load", file.display()))?;
-            println!(
-                "file: {} ({:.1} KiB)",
-                file.display(),
-                r.size as f64 / 1024.0
-            );
-            println!("compile: {} ms", r.compile.as_millis());
-            // What plughost calls, then what it does not (componentize-py adds an instance
-            // named `exports`, say), so no one reads those as part of the plugin's contract.
-            let (called, other): (Vec<&String>, Vec<&String>) = r.exports.iter().partition(|e| {
-                e.as_str() == "plugin-init"
-                    || e.as_str() == "plugin-process"
-                    || e.starts_with("wasi:http/incoming-handler@")
-            });
-            let list = |names: &[&String]| {
-                names
-                    .iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            println!("exports: {}", list(&called));
-            if !other.is_empty() {
-                println!(
-                    "other exports (plughost does not call them): {}",
-                    list(&other)
-                );
-            }
-            println!("imports ({}, all provided by plughost):", r.imports.len());
-            for i in &r.imports {
-                println!("  {i}");
-            }
-            match r.kind {
-                PluginKind::WasiHttp => println!(
-                    "kind: wasi-http (a wasi:http/proxy component: route it with [[routes]])"
-                ),
-                _ => println!(
-                    "kind: filter or responder (a plughost:plugin component is either: its [[plugins]] entry's kind says which, filter by default)"
-                ),
-            }
-            println!("ok: plughost would load it");
+            print_check(&file, &report);
             Ok(())
         }
         PluginCommand::Run {
@@ -423,6 +395,66 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             Ok(())
         }
     }
+}
+
+/// `plughost plugin new`: writes the project and says what to run next.
+fn new_project(
+    name: &str,
+    lang: Lang,
+    kind: PluginKind,
+    dir: Option<PathBuf>,
+    services: &Services,
+) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let files = scaffold::new_project(&dir, name, lang, kind, services)?;
+    println!("wrote {} files into {}", files.len(), dir.display());
+    let try_it = services.run_command(name)?;
+    println!("next: cd {} && make && {try_it}", dir.display());
+    Ok(())
+}
+
+/// What `plughost plugin check` prints of a plugin that would load.
+fn print_check(file: &std::path::Path, r: &authoring::CheckReport) {
+    println!(
+        "file: {} ({:.1} KiB)",
+        file.display(),
+        r.size as f64 / 1024.0
+    );
+    println!("compile: {} ms", r.compile.as_millis());
+    // What plughost calls, then what it does not (componentize-py adds an instance named
+    // `exports`, say), so no one reads those as part of the plugin's contract.
+    let (called, other): (Vec<&String>, Vec<&String>) = r.exports.iter().partition(|e| {
+        e.as_str() == "plugin-init"
+            || e.as_str() == "plugin-process"
+            || e.starts_with("wasi:http/incoming-handler@")
+    });
+    let list = |names: &[&String]| {
+        names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("exports: {}", list(&called));
+    if !other.is_empty() {
+        println!(
+            "other exports (plughost does not call them): {}",
+            list(&other)
+        );
+    }
+    println!("imports ({}, all provided by plughost):", r.imports.len());
+    for i in &r.imports {
+        println!("  {i}");
+    }
+    match r.kind {
+        PluginKind::WasiHttp => {
+            println!("kind: wasi-http (a wasi:http/proxy component: route it with [[routes]])")
+        }
+        _ => println!(
+            "kind: filter or responder (a plughost:plugin component is either: its [[plugins]] entry's kind says which, filter by default)"
+        ),
+    }
+    println!("ok: plughost would load it");
 }
 
 /// 10,000 keep-alive connections need more descriptors than the usual soft limit of 1024.

@@ -106,29 +106,7 @@ fn parse_grant(spec: &str) -> anyhow::Result<Grant> {
 
 /// Runs `plugin-init`, then `plugin-process` `repeat` times; returns the printable report.
 pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
-    let config: toml::Table = serde_json::from_str(&o.config)
-        .context("--config must be a JSON object (no nulls), e.g. '{\"greeting\": \"Hi\"}'")?;
-    let mut plugin = PluginConfig::filter(
-        file.file_stem()
-            .map_or("plugin".into(), |s| s.to_string_lossy().into_owned()),
-        file.to_path_buf(),
-    );
-    plugin.config = config;
-    plugin.reuse = Reuse::Pooled;
-    plugin.timeout = o.timeout;
-    plugin.max_memory_bytes = o.max_memory_bytes;
-    plugin.grants = o
-        .grants
-        .iter()
-        .map(|g| parse_grant(g))
-        .collect::<Result<_, _>>()?;
-    plugin.allowed_outbound = o
-        .allow_outbound
-        .iter()
-        .map(|d| {
-            Destination::try_from(d.clone()).map_err(|e| anyhow::anyhow!("--allow-outbound {e}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let plugin = entry(file, &o)?;
     let headers = o
         .headers
         .iter()
@@ -142,95 +120,21 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     let runtime = Runtime::new(o.cache.clone(), 1)?;
     let (component, _) = runtime.compile(file)?;
     let pre = runtime.prepare(&component, PluginKind::Responder)?;
-    let limits = OutputLimits::of(&plugin);
-    plugin.keyvalue = o.keyvalue.clone();
-    let mut server = Config::default();
-    for bucket in &o.keyvalue {
-        let mut c = KeyValueConfig::memory();
-        if let Some(url) = &o.kv_url {
-            redis::Client::open(url.as_str()).with_context(|| {
-                format!("--kv-url {url}: not a Redis URL like redis://127.0.0.1:6379/0")
-            })?;
-            c.backend = KvBackend::Redis;
-            c.url = Some(url.clone());
-        }
-        server.keyvalue.insert(bucket.clone(), c);
-    }
-    let caps = Backends::new(&server, &[], &mut Default::default())
+    let caps = Backends::new(&server(&o)?, &[], &mut Default::default())
         .and_then(|b| b.capabilities(&plugin))
         .map_err(|e| anyhow::anyhow!(e))?;
-    let name = plugin.name.clone();
+    let checks = Checks {
+        limits: OutputLimits::of(&plugin),
+        name: plugin.name.clone(),
+        dropped: Dropped::default(),
+    };
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
-    let dropped = Dropped::default();
     let repeat = o.repeat.max(1);
-    let mut times = Vec::with_capacity(repeat);
-    let mut out = String::new();
-    if wasm.kind() == PluginKind::WasiHttp {
-        let wasm = std::sync::Arc::new(wasm);
-        for _ in 0..repeat {
-            let mut req = http::Request::builder()
-                .method(o.method.as_str())
-                .uri(o.uri.as_str());
-            for (name, value) in &headers {
-                req = req.header(name, value);
-            }
-            if !headers.iter().any(|(name, _)| name == "host") {
-                req = req.header("host", "localhost");
-            }
-            let req = req
-                .body(body::full(o.body.clone()))
-                .context("--method, --uri and --header must make a valid HTTP request")?;
-            let started = Instant::now();
-            let call = wasm.handle(req, false, Box::new(|_| {})).await;
-            let resp = call
-                .head
-                .map_err(|e| anyhow::anyhow!("incoming-handler.handle failed: {e}"))?;
-            let (mut head, stream) = resp.into_parts();
-            if let Err(why) = output::check_head(&mut head, limits, &name, &dropped) {
-                bail!("the component answered something plughost refuses: {why}");
-            }
-            let bytes = http_body_util::Limited::new(stream, limits.body_bytes)
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("the response body failed: {e}"))?
-                .to_bytes();
-            times.push(started.elapsed());
-            out = describe_http(&head, &bytes);
-        }
+    let (mut out, mut times) = if wasm.kind() == PluginKind::WasiHttp {
+        run_wasi_http(wasm, &o, &headers, &checks, repeat).await?
     } else {
-        let headers: Vec<_> = headers
-            .iter()
-            .map(|(name, value)| HeaderParam { name, value })
-            .collect();
-        let req = Request {
-            method: &o.method,
-            uri: &o.uri,
-            headers: &headers,
-            body: &o.body,
-            client: "127.0.0.1:0",
-        };
-        for _ in 0..repeat {
-            let started = Instant::now();
-            let outcome = wasm.process(req.clone()).await;
-            times.push(started.elapsed());
-            match outcome.result {
-                Ok(action) => {
-                    // The server's own check: what it would refuse, `plugin run` refuses too.
-                    if let Err(why) = output::check(action.clone(), limits, &name, &dropped) {
-                        bail!("plugin-process answered something plughost refuses: {why}");
-                    }
-                    out = describe(&action);
-                }
-                Err(e) => {
-                    let trace = outcome
-                        .backtrace
-                        .map(|bt| format!("\nguest backtrace:\n{bt}"))
-                        .unwrap_or_default();
-                    bail!("plugin-process failed: {e}{trace}");
-                }
-            }
-        }
-    }
+        run_plugin(wasm, &o, &headers, &checks, repeat).await?
+    };
     times.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     if times.len() == 1 {
@@ -245,6 +149,152 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// The `[[plugins]]` entry `plugin run` loads `file` with.
+fn entry(file: &Path, o: &RunOptions) -> anyhow::Result<PluginConfig> {
+    let config: toml::Table = serde_json::from_str(&o.config)
+        .context("--config must be a JSON object (no nulls), e.g. '{\"greeting\": \"Hi\"}'")?;
+    let mut plugin = PluginConfig::filter(
+        file.file_stem()
+            .map_or("plugin".into(), |s| s.to_string_lossy().into_owned()),
+        file.to_path_buf(),
+    );
+    plugin.config = config;
+    plugin.reuse = Reuse::Pooled;
+    plugin.timeout = o.timeout;
+    plugin.max_memory_bytes = o.max_memory_bytes;
+    plugin.keyvalue = o.keyvalue.clone();
+    plugin.grants = o
+        .grants
+        .iter()
+        .map(|g| parse_grant(g))
+        .collect::<Result<_, _>>()?;
+    plugin.allowed_outbound = o
+        .allow_outbound
+        .iter()
+        .map(|d| {
+            Destination::try_from(d.clone()).map_err(|e| anyhow::anyhow!("--allow-outbound {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(plugin)
+}
+
+/// The server configuration whose capabilities `plugin run` offers: the buckets it names,
+/// in memory or in `--kv-url`'s Redis.
+fn server(o: &RunOptions) -> anyhow::Result<Config> {
+    let mut server = Config::default();
+    for bucket in &o.keyvalue {
+        let mut c = KeyValueConfig::memory();
+        if let Some(url) = &o.kv_url {
+            redis::Client::open(url.as_str()).with_context(|| {
+                format!("--kv-url {url}: not a Redis URL like redis://127.0.0.1:6379/0")
+            })?;
+            c.backend = KvBackend::Redis;
+            c.url = Some(url.clone());
+        }
+        server.keyvalue.insert(bucket.clone(), c);
+    }
+    Ok(server)
+}
+
+/// The server's checks of an answer, which `plugin run` applies too: what it would refuse,
+/// `plugin run` refuses.
+struct Checks {
+    limits: OutputLimits,
+    name: String,
+    dropped: Dropped,
+}
+
+/// Calls a wasi:http component `repeat` times; its last answer as text, and each call's time.
+async fn run_wasi_http(
+    wasm: WasmPlugin,
+    o: &RunOptions,
+    headers: &[(String, String)],
+    checks: &Checks,
+    repeat: usize,
+) -> anyhow::Result<(String, Vec<Duration>)> {
+    let wasm = std::sync::Arc::new(wasm);
+    let (mut out, mut times) = (String::new(), Vec::with_capacity(repeat));
+    for _ in 0..repeat {
+        let mut req = http::Request::builder()
+            .method(o.method.as_str())
+            .uri(o.uri.as_str());
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        if !headers.iter().any(|(name, _)| name == "host") {
+            req = req.header("host", "localhost");
+        }
+        let req = req
+            .body(body::full(o.body.clone()))
+            .context("--method, --uri and --header must make a valid HTTP request")?;
+        let started = Instant::now();
+        let call = wasm.handle(req, false, Box::new(|_| {})).await;
+        let resp = call
+            .head
+            .map_err(|e| anyhow::anyhow!("incoming-handler.handle failed: {e}"))?;
+        let (mut head, stream) = resp.into_parts();
+        if let Err(why) =
+            output::check_head(&mut head, checks.limits, &checks.name, &checks.dropped)
+        {
+            bail!("the component answered something plughost refuses: {why}");
+        }
+        let bytes = http_body_util::Limited::new(stream, checks.limits.body_bytes)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("the response body failed: {e}"))?
+            .to_bytes();
+        times.push(started.elapsed());
+        out = describe_http(&head, &bytes);
+    }
+    Ok((out, times))
+}
+
+/// Calls a plughost plugin's `plugin-process` `repeat` times; its last answer as text, and
+/// each call's time.
+async fn run_plugin(
+    wasm: WasmPlugin,
+    o: &RunOptions,
+    headers: &[(String, String)],
+    checks: &Checks,
+    repeat: usize,
+) -> anyhow::Result<(String, Vec<Duration>)> {
+    let headers: Vec<_> = headers
+        .iter()
+        .map(|(name, value)| HeaderParam { name, value })
+        .collect();
+    let req = Request {
+        method: &o.method,
+        uri: &o.uri,
+        headers: &headers,
+        body: &o.body,
+        client: "127.0.0.1:0",
+    };
+    let (mut out, mut times) = (String::new(), Vec::with_capacity(repeat));
+    for _ in 0..repeat {
+        let started = Instant::now();
+        let outcome = wasm.process(req.clone()).await;
+        times.push(started.elapsed());
+        match outcome.result {
+            Ok(action) => {
+                let checked =
+                    output::check(action.clone(), checks.limits, &checks.name, &checks.dropped);
+                if let Err(why) = checked {
+                    bail!("plugin-process answered something plughost refuses: {why}");
+                }
+                out = describe(&action);
+            }
+            Err(e) => {
+                let trace = outcome
+                    .backtrace
+                    .map(|bt| format!("\nguest backtrace:\n{bt}"))
+                    .unwrap_or_default();
+                bail!("plugin-process failed: {e}{trace}");
+            }
+        }
+    }
+    Ok((out, times))
 }
 
 /// A wasi:http component's response as text, as a plugin's `respond` action is shown.

@@ -129,20 +129,7 @@ pub async fn load(
 ) -> (Plugins, LoadReport) {
     let mut report = LoadReport::default();
     let mut wanted = wanted(config);
-    if wanted.len() > config.max_plugins {
-        for p in wanted.drain(config.max_plugins..) {
-            tracing::warn!(plugin = %p.name, file = %p.file.display(), max_plugins = config.max_plugins, "plugin not loaded: max_plugins reached");
-            report.refused.push(Refusal {
-                plugin: p.name.clone(),
-                reason: format!(
-                    "max_plugins ({}) reached; raise max_plugins",
-                    config.max_plugins
-                ),
-                kept_previous: false,
-                optional: p.optional,
-            });
-        }
-    }
+    refuse_past_max(config, &mut wanted, &mut report);
     let mut plugins = Plugins {
         native_body_cap: config.native_body_cap,
         ..Plugins::default()
@@ -160,12 +147,65 @@ pub async fn load(
         }
         None => load_natives(config, natives, &mut plugins, &mut report),
     }
+    let outcomes = load_wasm(config, &wanted, backends, previous).await;
+    for (p, attempt) in wanted.iter().zip(outcomes) {
+        keep(p, attempt, &metrics, &mut plugins, &mut report);
+    }
+    warn_unrouted(config, &plugins);
+    if let Some(previous) = previous {
+        for gone in previous.wasm() {
+            if plugins.get(&gone.name).is_none() {
+                tracing::info!(plugin = %gone.name, "plugin unloaded");
+                report.removed.push(gone.name.clone());
+            }
+        }
+    }
+    (plugins, report)
+}
+
+/// Refuses the plugins past `max_plugins`, in config order.
+fn refuse_past_max(config: &Config, wanted: &mut Vec<PluginConfig>, report: &mut LoadReport) {
+    if wanted.len() <= config.max_plugins {
+        return;
+    }
+    for p in wanted.drain(config.max_plugins..) {
+        tracing::warn!(plugin = %p.name, file = %p.file.display(), max_plugins = config.max_plugins, "plugin not loaded: max_plugins reached");
+        report.refused.push(Refusal {
+            plugin: p.name.clone(),
+            reason: format!(
+                "max_plugins ({}) reached; raise max_plugins",
+                config.max_plugins
+            ),
+            kept_previous: false,
+            optional: p.optional,
+        });
+    }
+}
+
+/// One wasm plugin's load: what came of it, its file, the running version (on reload) and
+/// when it started.
+struct Attempt {
+    outcome: Outcome,
+    file: PathBuf,
+    running: Option<Arc<LoadedPlugin>>,
+    started: Instant,
+}
+
+/// Loads the wasm plugins of `wanted` concurrently (reading, hashing and compiling on
+/// blocking threads, each plugin-init within its own init_timeout): one slow plugin delays
+/// neither the others nor the requests a reload runs beside. The engine is made on first
+/// need only: a server without wasm plugins stays small.
+async fn load_wasm(
+    config: &Config,
+    wanted: &[PluginConfig],
+    backends: &Backends,
+    previous: Option<&Plugins>,
+) -> Vec<Attempt> {
     // Pool slots for the instances of every wasm plugin wanted, should all of them load.
     let instances: usize = wanted
         .iter()
         .map(|p| p.instances.unwrap_or(config.max_concurrency))
         .sum();
-    // The engine is made on first need only: a server without wasm plugins stays small.
     let runtime = tokio::sync::OnceCell::new();
     let engine = || async {
         runtime
@@ -178,93 +218,112 @@ pub async fn load(
             .await
             .clone()
     };
-    // Plugins load concurrently (reading, hashing and compiling on blocking threads, each
-    // plugin-init within its own init_timeout): one slow plugin delays neither the others nor
-    // the requests a reload runs beside.
-    let outcomes = futures_util::future::join_all(wanted.iter().map(|p| async {
+    futures_util::future::join_all(wanted.iter().map(|p| async {
         let started = Instant::now();
         let file = resolve(&config.plugins_dir, &p.file);
         let running = previous.and_then(|prev| prev.get(&p.name));
-        let read = {
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || {
-                std::fs::read(&file).map(|bytes| {
-                    let digest: [u8; 32] = Sha256::digest(&bytes).into();
-                    (bytes, digest)
-                })
-            })
-            .await
-            .expect("reading a plugin file does not panic")
-        };
-        let outcome = match read {
-            Err(e) => Err(PluginError::Load(format!("cannot read it: {e}"))),
+        let outcome = match read_hashed(file.clone()).await {
+            Err(e) => Outcome::Loaded(Err(PluginError::Load(format!("cannot read it: {e}")))),
             Ok((_, digest))
                 if running
                     .as_ref()
                     .is_some_and(|r| r.source.0 == *p && r.source.1 == digest) =>
             {
-                return (Outcome::Unchanged, file, running, started);
+                Outcome::Unchanged
             }
-            Ok((bytes, digest)) => match engine().await {
+            Ok((bytes, digest)) => Outcome::Loaded(match engine().await {
                 Err(e) => Err(PluginError::Load(e)),
-                Ok(runtime) => match backends
-                    .capabilities(p)
-                    .map_err(|e| PluginError::Load(e.to_string()))
-                {
+                Ok(runtime) => match backends.capabilities(p) {
                     Ok(caps) => load_one(runtime, p, bytes, digest, config.max_concurrency, caps)
                         .await
                         .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest)),
-                    Err(e) => Err(e),
+                    Err(e) => Err(PluginError::Load(e.to_string())),
                 },
-            },
+            }),
         };
-        (Outcome::Loaded(outcome), file, running, started)
+        Attempt {
+            outcome,
+            file,
+            running,
+            started,
+        }
     }))
-    .await;
-    for (p, (outcome, file, running, started)) in wanted.iter().zip(outcomes) {
-        let outcome = match outcome {
-            Outcome::Unchanged => {
-                report.unchanged.push(p.name.clone());
-                add(&mut plugins, running.expect("unchanged means running"));
-                continue;
-            }
-            Outcome::Loaded(outcome) => outcome,
-        };
-        match outcome {
-            Ok((wasm, from_cache, digest)) => {
-                tracing::info!(
-                    plugin = %p.name,
-                    file = %file.display(),
-                    kind = ?p.kind,
-                    reuse = ?p.reuse,
-                    from_cache,
-                    reload = running.is_some(),
-                    load_ms = started.elapsed().as_millis() as u64,
-                    "plugin loaded",
-                );
-                report.loaded.push(p.name.clone());
-                let loaded = LoadedPlugin::new(p, file, digest, *wasm, &metrics);
-                add(&mut plugins, Arc::new(loaded));
-            }
-            Err(e) => {
-                match &running {
-                    Some(running) => {
-                        tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "new plugin version refused; the running version stays");
-                        add(&mut plugins, running.clone());
-                    }
-                    None => {
-                        tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded")
-                    }
+    .await
+}
+
+/// A plugin file's bytes and their SHA-256, read on a blocking thread.
+async fn read_hashed(file: PathBuf) -> std::io::Result<(Vec<u8>, [u8; 32])> {
+    tokio::task::spawn_blocking(move || {
+        std::fs::read(&file).map(|bytes| {
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            (bytes, digest)
+        })
+    })
+    .await
+    .expect("reading a plugin file does not panic")
+}
+
+/// Adds what `attempt` made of `p` to `plugins` (the new version, or the running one when the
+/// new one is unchanged or refused), and says so in `report` and the log.
+fn keep(
+    p: &PluginConfig,
+    attempt: Attempt,
+    metrics: &Metrics,
+    plugins: &mut Plugins,
+    report: &mut LoadReport,
+) {
+    let Attempt {
+        outcome,
+        file,
+        running,
+        started,
+    } = attempt;
+    let outcome = match outcome {
+        Outcome::Unchanged => {
+            report.unchanged.push(p.name.clone());
+            add(plugins, running.expect("unchanged means running"));
+            return;
+        }
+        Outcome::Loaded(outcome) => outcome,
+    };
+    match outcome {
+        Ok((wasm, from_cache, digest)) => {
+            tracing::info!(
+                plugin = %p.name,
+                file = %file.display(),
+                kind = ?p.kind,
+                reuse = ?p.reuse,
+                from_cache,
+                reload = running.is_some(),
+                load_ms = started.elapsed().as_millis() as u64,
+                "plugin loaded",
+            );
+            report.loaded.push(p.name.clone());
+            let loaded = LoadedPlugin::new(p, file, digest, *wasm, metrics);
+            add(plugins, Arc::new(loaded));
+        }
+        Err(e) => {
+            match &running {
+                Some(running) => {
+                    tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "new plugin version refused; the running version stays");
+                    add(plugins, running.clone());
                 }
-                report.refused.push(Refusal {
-                    plugin: p.name.clone(),
-                    reason: e.to_string(),
-                    kept_previous: running.is_some(),
-                    optional: p.optional,
-                });
+                None => {
+                    tracing::warn!(plugin = %p.name, file = %file.display(), reason = %e, "plugin not loaded")
+                }
             }
+            report.refused.push(Refusal {
+                plugin: p.name.clone(),
+                reason: e.to_string(),
+                kept_previous: running.is_some(),
+                optional: p.optional,
+            });
         }
     }
+}
+
+/// Warns of each responder no route leads to: it is never called.
+fn warn_unrouted(config: &Config, plugins: &Plugins) {
     for p in plugins.wasm() {
         let routed = config
             .routes
@@ -274,15 +333,6 @@ pub async fn load(
             tracing::warn!(plugin = %p.name, "responder has no [[routes]] entry and is never called; add [[routes]] with prefix = \"/PATH\" and plugin = \"{}\"", p.name);
         }
     }
-    if let Some(previous) = previous {
-        for gone in previous.wasm() {
-            if plugins.get(&gone.name).is_none() {
-                tracing::info!(plugin = %gone.name, "plugin unloaded");
-                report.removed.push(gone.name.clone());
-            }
-        }
-    }
-    (plugins, report)
 }
 
 fn add(plugins: &mut Plugins, plugin: Arc<LoadedPlugin>) {

@@ -1,8 +1,9 @@
 //! Listeners and connections: binding with errors a user can act on, the accept loop, one task
 //! per connection (HTTP/1.1 with keep-alive, or HTTP/2 — by prior knowledge in cleartext, by
 //! ALPN over TLS — chosen by hyper-util's auto builder), and the graceful drain at shutdown.
-//! The deadlines of one connection, and the reclaiming of idle ones at `max_connections`,
-//! are in [`conn`].
+//! As mini-redis does, the accept loop (`Listener`) is apart from one connection's task
+//! (`Connection`). The deadlines of one connection, and the reclaiming of idle ones at
+//! `max_connections`, are in [`conn`].
 
 pub mod conn;
 
@@ -18,8 +19,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
-use conn::{Close, Deadlines, Tracked, Tracker, Watched};
+use conn::{Close, ConnState, Deadlines, Tracked, Tracker, Watched};
 
 /// A listener that could not be opened, in words that say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +160,6 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = Arc::new(limits.builder());
     let tracker = Tracker::new();
     let sweeper = tokio::spawn({
         let tracker = tracker.clone();
@@ -169,131 +169,22 @@ pub async fn serve<H, F>(
         };
         async move { tracker.sweep(deadlines).await }
     });
-    // Permits for open connections; one moves into each connection task and drops with it.
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => break,
-        };
-        let (stream, client) = match accepted {
-            Ok((stream, addr)) => (stream, Client::new(addr)),
-            Err(e) => {
-                // Out of file descriptors or a connection reset before accept: the listener
-                // itself is fine, so wait a little and go on.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                // Full: the connection idle longest makes room. With none idle (every one
-                // has a request in progress), the new client waits for a slot.
-                if tracker.reclaim_idle()
-                    && let Some(m) = &metrics
-                {
-                    m.connections_closed
-                        .get_or_create(&ReasonLabel {
-                            reason: "reclaimed",
-                        })
-                        .inc();
-                }
-                tokio::select! {
-                    slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
-        // Responses are written whole; Nagle's algorithm would only delay them.
-        let _ = stream.set_nodelay(true);
-        let state = tracker.open();
-        let https = tls.is_some();
-        let service = {
-            let (handler, state, client) = (handler.clone(), state.clone(), client.clone());
-            service_fn(move |mut req: Request<Incoming>| {
-                if https {
-                    req.extensions_mut().insert(crate::proxy::Https);
-                }
-                let busy = state.begin(req.version() == http::Version::HTTP_2);
-                let (handler, client) = (handler.clone(), client.clone());
-                // The handler's future holds the whole pipeline's state (kilobytes), and hyper
-                // moves a service's future a few times before polling it: each move was a
-                // memcpy of that size, 8,900 instructions of a 39,600-instruction cache hit
-                // (callgrind 2026-11). Boxed, and made only when first polled, it moves as a pointer.
-                Box::pin(async move {
-                    Ok::<_, Infallible>(handler(req, client).await.map(|b| Tracked::new(b, busy)))
-                })
-            })
-        };
-        let builder = builder.clone();
-        let (metrics, tracker) = (metrics.clone(), tracker.clone());
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            if let Some(m) = &metrics {
-                m.connections.inc();
-            }
-            // Closes for a deadline are counted here; reclaims where the accept loop asks.
-            let closed = |reason: Close| {
-                tracing::debug!(%client, reason = reason.as_str(), "connection closed by plughost");
-                if let Some(m) = &metrics
-                    && !matches!(reason, Close::Reclaimed | Close::Shutdown)
-                {
-                    m.connections_closed
-                        .get_or_create(&ReasonLabel {
-                            reason: reason.as_str(),
-                        })
-                        .inc();
-                }
-            };
-            // The TLS handshake counts against the time to the first request head.
-            let io = match tls {
-                None => Some(Either::Left(stream)),
-                Some(tls) => tokio::select! {
-                    done = tls.accept(stream) => match done {
-                        Ok(io) => Some(Either::Right(io)),
-                        Err(e) => {
-                            tracing::debug!(%client, error = %e, "TLS handshake failed");
-                            None
-                        }
-                    },
-                    reason = state.closed() => {
-                        closed(reason);
-                        None
-                    }
-                },
-            };
-            if let Some(io) = io {
-                let io = TokioIo::new(Watched::new(io, state.clone()));
-                let conn = builder.serve_connection(io, service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    biased;
-                    result = conn.as_mut() => Some(result),
-                    reason = state.closed() => {
-                        if reason == Close::Shutdown {
-                            // Idle connections close now; open requests may finish.
-                            conn.as_mut().graceful_shutdown();
-                            Some(conn.await)
-                        } else {
-                            closed(reason);
-                            None
-                        }
-                    }
-                };
-                if let Some(Err(e)) = result {
-                    // Client resets and protocol errors: the client's business.
-                    tracing::debug!(%client, error = %e, "connection ended with an error");
-                }
-            }
-            tracker.close(&state);
-            if let Some(m) = &metrics {
-                m.connections.dec();
-            }
-            drop(slot);
-        });
-    }
+    let accept = Listener {
+        listener,
+        tls,
+        builder: Arc::new(limits.builder()),
+        tracker,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        metrics,
+        handler,
+    };
+    accept.run(&shutdown).await;
+    let Listener {
+        listener,
+        tracker,
+        slots,
+        ..
+    } = accept;
     drop(listener);
     tracker.shut_down();
     sweeper.abort();
@@ -305,6 +196,217 @@ pub async fn serve<H, F>(
             tracing::warn!(timeout = ?limits.shutdown_timeout, "requests still open at the end of the shutdown timeout were cut off");
         }
     }
+}
+
+/// The accept loop of one listener and what its connections share. Lives until shutdown.
+struct Listener<H> {
+    listener: TcpListener,
+    /// Makes the listener HTTPS.
+    tls: Option<TlsAcceptor>,
+    /// hyper-util's HTTP/1 + HTTP/2 server, configured from the limits.
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Every open connection's state, for the sweeper, reclaiming and shutdown.
+    tracker: Arc<Tracker>,
+    /// Permits for open connections; one moves into each connection task and drops with it.
+    slots: Arc<Semaphore>,
+    metrics: Option<Arc<Metrics>>,
+    handler: H,
+}
+
+impl<H, F> Listener<H>
+where
+    H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Accepts connections, one task each, until `shutdown` is cancelled.
+    async fn run(&self, shutdown: &CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                () = shutdown.cancelled() => return,
+            };
+            let (stream, client) = match accepted {
+                Ok((stream, addr)) => (stream, Client::new(addr)),
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: the
+                    // listener itself is fine, so wait a little and go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.slot(shutdown).await else {
+                return;
+            };
+            // Responses are written whole; Nagle's algorithm would only delay them.
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                client,
+                state: self.tracker.open(),
+                tracker: self.tracker.clone(),
+                metrics: self.metrics.clone(),
+                _slot: slot,
+            };
+            let service = service(
+                self.handler.clone(),
+                conn.state.clone(),
+                conn.client.clone(),
+                self.tls.is_some(),
+            );
+            let (builder, tls) = (self.builder.clone(), self.tls.clone());
+            tokio::spawn(conn.run(stream, tls, builder, service));
+        }
+    }
+
+    /// A connection slot, once one is free: when all are taken, the connection idle longest
+    /// makes room; with none idle (every one has a request in progress), the new client waits
+    /// for a slot. `None` at shutdown.
+    async fn slot(&self, shutdown: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Some(slot);
+        }
+        if self.tracker.reclaim_idle()
+            && let Some(m) = &self.metrics
+        {
+            m.connections_closed
+                .get_or_create(&ReasonLabel {
+                    reason: "reclaimed",
+                })
+                .inc();
+        }
+        tokio::select! {
+            slot = self.slots.clone().acquire_owned() => Some(slot.expect("never closed")),
+            () = shutdown.cancelled() => None,
+        }
+    }
+}
+
+/// One connection's task: its TLS handshake, hyper's connection, and the deadlines its state
+/// says it passed. Lives as long as the connection, and holds its slot until then.
+struct Connection {
+    client: Client,
+    state: Arc<ConnState>,
+    tracker: Arc<Tracker>,
+    metrics: Option<Arc<Metrics>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves the connection until it ends, is closed for a deadline, or drains at shutdown.
+    async fn run<S>(
+        self,
+        stream: TcpStream,
+        tls: Option<TlsAcceptor>,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        service: S,
+    ) where
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Tracked<Body>>,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        if let Some(m) = &self.metrics {
+            m.connections.inc();
+        }
+        // The TLS handshake counts against the time to the first request head.
+        let io = match tls {
+            None => Some(Either::Left(stream)),
+            Some(tls) => tokio::select! {
+                done = tls.accept(stream) => match done {
+                    Ok(io) => Some(Either::Right(io)),
+                    Err(e) => {
+                        tracing::debug!(client = %self.client, error = %e, "TLS handshake failed");
+                        None
+                    }
+                },
+                reason = self.state.closed() => {
+                    self.closed(reason);
+                    None
+                }
+            },
+        };
+        if let Some(io) = io {
+            let io = TokioIo::new(Watched::new(io, self.state.clone()));
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                biased;
+                result = conn.as_mut() => Some(result),
+                reason = self.state.closed() => {
+                    if reason == Close::Shutdown {
+                        // Idle connections close now; open requests may finish.
+                        conn.as_mut().graceful_shutdown();
+                        Some(conn.await)
+                    } else {
+                        self.closed(reason);
+                        None
+                    }
+                }
+            };
+            if let Some(Err(e)) = result {
+                // Client resets and protocol errors: the client's business.
+                tracing::debug!(client = %self.client, error = %e, "connection ended with an error");
+            }
+        }
+        self.tracker.close(&self.state);
+        if let Some(m) = &self.metrics {
+            m.connections.dec();
+        }
+    }
+
+    /// Counts and logs a close for a deadline (reclaims are counted where the accept loop
+    /// asks for them).
+    fn closed(&self, reason: Close) {
+        tracing::debug!(client = %self.client, reason = reason.as_str(), "connection closed by plughost");
+        if let Some(m) = &self.metrics
+            && !matches!(reason, Close::Reclaimed | Close::Shutdown)
+        {
+            m.connections_closed
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// The hyper service of one connection: each request goes to `handler` with the connection's
+/// `client`, and its response body keeps the connection's `state` told of when it is done.
+fn service<H, F>(
+    handler: H,
+    state: Arc<ConnState>,
+    client: Client,
+    https: bool,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<Body>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Tracked<Body>>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static
+where
+    H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    service_fn(move |mut req: Request<Incoming>| {
+        if https {
+            req.extensions_mut().insert(crate::proxy::Https);
+        }
+        let busy = state.begin(req.version() == http::Version::HTTP_2);
+        let (handler, client) = (handler.clone(), client.clone());
+        // The handler's future holds the whole pipeline's state (kilobytes), and hyper moves a
+        // service's future a few times before polling it: each move was a memcpy of that
+        // size, 8,900 instructions of a 39,600-instruction cache hit (callgrind 2026-11).
+        // Boxed, and made only when first polled, it moves as a pointer.
+        Box::pin(async move {
+            Ok::<_, Infallible>(handler(req, client).await.map(|b| Tracked::new(b, busy)))
+        })
+    })
 }
 
 /// The bound listeners of a server.
