@@ -184,15 +184,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let public = server::bind(config.listen_addr())?;
-        let redirect = match config.tls.as_ref().and_then(|t| t.redirect_port) {
-            Some(port) => Some(server::bind(SocketAddr::new(config.bind, port))?),
-            None => None,
-        };
-        let admin_listener = match config.admin.0 {
-            Some(addr) => Some(server::bind(addr)?),
-            None => None,
-        };
+        let (public, redirect, admin_listener) = bind_all(&config)?;
         let mut metrics = Metrics::new();
         // Plugins may not call plughost itself by name: its listeners are refused.
         let own: Vec<SocketAddr> = [Some(&public), redirect.as_ref(), admin_listener.as_ref()]
@@ -259,6 +251,23 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log);
     result
+}
+
+/// The public listener, the HTTPS redirect's (with `tls.redirect_port`) and the admin API's
+/// (unless `admin = "off"`), each bound or refused with an error that says what to do.
+fn bind_all(
+    config: &Config,
+) -> Result<(TcpListener, Option<TcpListener>, Option<TcpListener>), server::BindError> {
+    let public = server::bind(config.listen_addr())?;
+    let redirect = match config.tls.as_ref().and_then(|t| t.redirect_port) {
+        Some(port) => Some(server::bind(SocketAddr::new(config.bind, port))?),
+        None => None,
+    };
+    let admin = match config.admin.0 {
+        Some(addr) => Some(server::bind(addr)?),
+        None => None,
+    };
+    Ok((public, redirect, admin))
 }
 
 /// The start-up lines, the CLI's contract: scripts and tests read the bound addresses from
@@ -387,14 +396,19 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
                 allow_outbound,
                 cache,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            print!("{}", runtime.block_on(authoring::run(&file, options))?);
-            Ok(())
+            run_plugin(&file, options)
         }
     }
+}
+
+/// `plughost plugin run`: one plugin's calls on a runtime of their own, the report printed.
+fn run_plugin(file: &std::path::Path, options: authoring::RunOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    print!("{}", runtime.block_on(authoring::run(file, options))?);
+    Ok(())
 }
 
 /// `plughost plugin new`: writes the project and says what to run next.

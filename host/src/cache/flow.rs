@@ -187,31 +187,7 @@ impl Cache {
         if resp.status() == StatusCode::NOT_MODIFIED
             && let Some(old) = validated
         {
-            // §4.3.4: the stored response, its headers updated by the 304's.
-            let mut headers = old.headers.clone();
-            for (name, value) in resp.headers() {
-                if name != CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
-            let times = (sent, received);
-            let len = Some(old.body.len() as u64);
-            let entry = match self.admit(old.status, &headers, len, times, own) {
-                Some(f) => self.put(
-                    key,
-                    &parts.headers,
-                    old.status,
-                    headers,
-                    old.body.clone(),
-                    f,
-                ),
-                None => {
-                    self.invalidate(&key);
-                    let mut freshness = old.freshness.clone();
-                    freshness.received = received;
-                    Arc::new(old.unstored(headers, freshness))
-                }
-            };
+            let entry = self.refresh(key, parts, old, resp.headers(), (sent, received), own);
             let outcome = Outcome::Revalidated;
             return Ok((
                 answer(&entry, parts, policy.present, received, outcome),
@@ -219,40 +195,98 @@ impl Cache {
             ));
         }
         let mut resp = resp;
-        if policy.store
-            && parts.method == Method::GET
-            && let Some(freshness) = self.admit(
-                resp.status(),
-                resp.headers(),
-                resp.body().size_hint().exact(),
-                (sent, received),
-                own,
-            )
-        {
-            let (head, body) = resp.into_parts();
-            resp = match collect_at_most(body, self.max_entry_bytes()).await {
-                Ok(Ok(bytes)) => {
-                    let entry = self.put(
-                        key,
-                        &parts.headers,
-                        head.status,
-                        head.headers.clone(),
-                        bytes.clone(),
-                        freshness,
-                    );
-                    // The client may have asked for a range of it, or sent a validator.
-                    let mut r = answer(&entry, parts, policy.present, received, Outcome::Miss);
-                    r.headers_mut().remove(AGE);
-                    return Ok((r, Outcome::Miss));
-                }
-                // Larger than an entry may be: sent on as it streams, not stored.
-                Ok(Err(rest)) => Response::from_parts(head, rest),
-                Err(_) => return Err(RequestError::Internal("response body failed".into())),
+        if policy.store && parts.method == Method::GET {
+            resp = match self
+                .store(key, parts, resp, policy, (sent, received), own)
+                .await?
+            {
+                Ok(answered) => return Ok((answered, Outcome::Miss)),
+                Err(unstored) => unstored,
             };
         }
         resp.headers_mut()
             .insert(&X_CACHE, HeaderValue::from_static("miss"));
         Ok((resp, Outcome::Miss))
+    }
+
+    /// Stores a GET's response `resp` if it may be, and answers the request from the stored
+    /// entry (`Ok(Ok)`); a response that may not be stored, or is larger than an entry may
+    /// be, comes back to be sent on as it streams (`Ok(Err)`).
+    async fn store(
+        &self,
+        key: String,
+        parts: &Parts,
+        resp: Response<Body>,
+        policy: &RequestPolicy,
+        (sent, received): (SystemTime, SystemTime),
+        own: bool,
+    ) -> Result<Result<Response<Body>, Response<Body>>, RequestError> {
+        let Some(freshness) = self.admit(
+            resp.status(),
+            resp.headers(),
+            resp.body().size_hint().exact(),
+            (sent, received),
+            own,
+        ) else {
+            return Ok(Err(resp));
+        };
+        let (head, body) = resp.into_parts();
+        match collect_at_most(body, self.max_entry_bytes()).await {
+            Ok(Ok(bytes)) => {
+                let entry = self.put(
+                    key,
+                    &parts.headers,
+                    head.status,
+                    head.headers.clone(),
+                    bytes.clone(),
+                    freshness,
+                );
+                // The client may have asked for a range of it, or sent a validator.
+                let mut r = answer(&entry, parts, policy.present, received, Outcome::Miss);
+                r.headers_mut().remove(AGE);
+                Ok(Ok(r))
+            }
+            // Larger than an entry may be: sent on as it streams, not stored.
+            Ok(Err(rest)) => Ok(Err(Response::from_parts(head, rest))),
+            Err(_) => Err(RequestError::Internal("response body failed".into())),
+        }
+    }
+
+    /// The entry `old` refreshed by a 304 (§4.3.4): its headers updated by the 304's
+    /// `fields`, stored again if it may be, else handed to this request only. `times` are
+    /// when the validation was sent and answered.
+    fn refresh(
+        &self,
+        key: String,
+        parts: &Parts,
+        old: &Entry,
+        fields: &http::HeaderMap,
+        times: (SystemTime, SystemTime),
+        own: bool,
+    ) -> Arc<Entry> {
+        let mut headers = old.headers.clone();
+        for (name, value) in fields {
+            if name != CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        let len = Some(old.body.len() as u64);
+        match self.admit(old.status, &headers, len, times, own) {
+            Some(f) => self.put(
+                key,
+                &parts.headers,
+                old.status,
+                headers,
+                old.body.clone(),
+                f,
+            ),
+            None => {
+                self.invalidate(&key);
+                let mut freshness = old.freshness.clone();
+                freshness.received = times.1;
+                Arc::new(old.unstored(headers, freshness))
+            }
+        }
     }
 
     /// A request the cache does not answer: routed as it is. An unsafe method that succeeds

@@ -224,37 +224,8 @@ impl Freshness {
             return None;
         }
         let date = http_date(headers, &DATE);
-        let explicit = if let Some(s) = d.s_maxage {
-            Some(Duration::from_secs(s.unwrap_or(0)))
-        } else if let Some(m) = d.max_age {
-            Some(Duration::from_secs(m.unwrap_or(0)))
-        } else if headers.contains_key(EXPIRES) {
-            // An invalid Expires (a bad date, "0") means already expired.
-            let expires = http_date(headers, &EXPIRES);
-            let base = date.unwrap_or(response_time);
-            Some(
-                expires
-                    .and_then(|e| e.duration_since(base).ok())
-                    .unwrap_or_default(),
-            )
-        } else {
-            None
-        };
-        let heuristic = || {
-            if !HEURISTIC_STATUSES.contains(&status.as_u16()) {
-                return None;
-            }
-            let modified = http_date(headers, &LAST_MODIFIED)?;
-            let since = date
-                .unwrap_or(response_time)
-                .duration_since(modified)
-                .ok()?;
-            Some(
-                since
-                    .mul_f64(settings.heuristic_fraction)
-                    .min(settings.heuristic_max),
-            )
-        };
+        let explicit = explicit_lifetime(d, headers, date, response_time);
+        let heuristic = || heuristic_lifetime(status, headers, date, response_time, settings);
         let lifetime = match explicit.or_else(heuristic).or(default) {
             Some(l) => l,
             // Storable (§3) but with no freshness: worth keeping only to revalidate.
@@ -276,19 +247,7 @@ impl Freshness {
         {
             return None;
         }
-        // §4.2.3: received age, response delay and the clocks' disagreement.
-        let age_value = headers
-            .get(AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| delta_seconds(v.trim()))
-            .map_or(Duration::ZERO, Duration::from_secs);
-        let apparent_age = date
-            .and_then(|d| response_time.duration_since(d).ok())
-            .unwrap_or_default();
-        let delay = response_time
-            .duration_since(request_time)
-            .unwrap_or_default();
-        let initial_age = apparent_age.max(age_value + delay);
+        let initial_age = initial_age(headers, date, request_time, response_time);
         Some(Self {
             lifetime,
             initial_age,
@@ -309,6 +268,79 @@ impl Freshness {
     pub fn staleness(&self, now: SystemTime) -> Duration {
         self.age(now).saturating_sub(self.lifetime)
     }
+}
+
+/// The freshness lifetime a response states (§4.2.1): `s-maxage`, `max-age`, or `Expires`
+/// from its `Date` (or when it was received).
+fn explicit_lifetime(
+    d: &Directives,
+    headers: &HeaderMap,
+    date: Option<SystemTime>,
+    response_time: SystemTime,
+) -> Option<Duration> {
+    if let Some(s) = d.s_maxage {
+        return Some(Duration::from_secs(s.unwrap_or(0)));
+    }
+    if let Some(m) = d.max_age {
+        return Some(Duration::from_secs(m.unwrap_or(0)));
+    }
+    if !headers.contains_key(EXPIRES) {
+        return None;
+    }
+    // An invalid Expires (a bad date, "0") means already expired.
+    let expires = http_date(headers, &EXPIRES);
+    let base = date.unwrap_or(response_time);
+    Some(
+        expires
+            .and_then(|e| e.duration_since(base).ok())
+            .unwrap_or_default(),
+    )
+}
+
+/// The heuristic lifetime of a response that states none (§4.2.2): a fraction of the time
+/// since its `Last-Modified`, capped, for the statuses that allow it.
+fn heuristic_lifetime(
+    status: StatusCode,
+    headers: &HeaderMap,
+    date: Option<SystemTime>,
+    response_time: SystemTime,
+    settings: Settings,
+) -> Option<Duration> {
+    if !HEURISTIC_STATUSES.contains(&status.as_u16()) {
+        return None;
+    }
+    let modified = http_date(headers, &LAST_MODIFIED)?;
+    let since = date
+        .unwrap_or(response_time)
+        .duration_since(modified)
+        .ok()?;
+    Some(
+        since
+            .mul_f64(settings.heuristic_fraction)
+            .min(settings.heuristic_max),
+    )
+}
+
+/// A response's age when received (§4.2.3): its `Age`, the response delay and the clocks'
+/// disagreement.
+fn initial_age(
+    headers: &HeaderMap,
+    date: Option<SystemTime>,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
+    let age_value = headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| delta_seconds(v.trim()))
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let apparent_age = date
+        .and_then(|d| response_time.duration_since(d).ok())
+        .unwrap_or_default();
+    let delay = response_time
+        .duration_since(request_time)
+        .unwrap_or_default();
+    apparent_age.max(age_value + delay)
 }
 
 /// Whether a response carries a validator (an entity tag or a modification date).

@@ -430,6 +430,18 @@ impl Config {
                 ),
             });
         }
+        self.validate_sections()?;
+        if let Err(e) = self.log_level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                reason: format!("`{}` is not a log filter: {e}", self.log_level),
+            });
+        }
+        Ok(())
+    }
+
+    /// Each section's own checks, and the plugins' names unique.
+    fn validate_sections(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
         for p in &self.plugins {
             if p.name.is_empty() || !names.insert(p.name.as_str()) {
@@ -448,12 +460,6 @@ impl Config {
         }
         for r in &self.routes {
             r.check(&self.plugins, &self.upstreams)?;
-        }
-        if let Err(e) = self.log_level.parse::<tracing_subscriber::EnvFilter>() {
-            return Err(ConfigError::Invalid {
-                key: "log_level",
-                reason: format!("`{}` is not a log filter: {e}", self.log_level),
-            });
         }
         Ok(())
     }

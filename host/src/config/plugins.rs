@@ -329,6 +329,35 @@ impl PluginConfig {
                 format!("plugin `{}`: `{bad}` is not a header name", self.name),
             );
         }
+        self.check_grants(buckets, pools)?;
+        if self.max_outbound_requests == 0 {
+            return invalid(
+                "plugins.max_outbound_requests",
+                format!("plugin `{}`: must be at least 1", self.name),
+            );
+        }
+        for g in &self.grants {
+            if !g.host.is_dir() {
+                return invalid(
+                    "plugins.grants.host",
+                    format!(
+                        "plugin `{}`: {} is not a directory",
+                        self.name,
+                        g.host.display()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects a grant of a bucket or an upstream pool that is not declared.
+    fn check_grants(
+        &self,
+        buckets: &BTreeMap<String, KeyValueConfig>,
+        pools: &BTreeMap<String, UpstreamConfig>,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
         for bucket in &self.keyvalue {
             if !buckets.contains_key(bucket) {
                 return invalid(
@@ -349,24 +378,6 @@ impl PluginConfig {
                     format!(
                         "plugin `{}`: no upstream pool named `{pool}`; declare it as [upstreams.{pool}]",
                         self.name
-                    ),
-                );
-            }
-        }
-        if self.max_outbound_requests == 0 {
-            return invalid(
-                "plugins.max_outbound_requests",
-                format!("plugin `{}`: must be at least 1", self.name),
-            );
-        }
-        for g in &self.grants {
-            if !g.host.is_dir() {
-                return invalid(
-                    "plugins.grants.host",
-                    format!(
-                        "plugin `{}`: {} is not a directory",
-                        self.name,
-                        g.host.display()
                     ),
                 );
             }

@@ -85,6 +85,88 @@ struct Loaded {
 // pointers in it point into CStrings and a Box that it owns.
 unsafe impl Send for Loaded {}
 
+impl Loaded {
+    fn context_ptr(&self) -> *mut c_void {
+        (&*self.context as *const Context).cast_mut().cast()
+    }
+
+    /// Loads the library at `file` after its checks, finds its symbols and calls
+    /// `plugin_init` with `name` and `config_json`.
+    fn open(name: &str, file: &Path, config_json: &str) -> Result<Self, NativeError> {
+        check_file(file)?;
+        // SAFETY: loading a library runs its initialisers with our rights. That is the
+        // documented contract of native plugins (README: they run with the server's rights);
+        // the file has passed the ownership and permission checks above.
+        let library =
+            unsafe { Library::new(file) }.map_err(|e| NativeError::Open(e.to_string()))?;
+        // SAFETY: the symbols are declared with the C ABI of plughost_plugin.h; the function
+        // pointers are used only while `library` (moved along with them) stays loaded.
+        let (init, process, shutdown) = unsafe {
+            let init = *library
+                .get::<InitFn>(b"plugin_init\0")
+                .map_err(|_| NativeError::MissingSymbol("plugin_init"))?;
+            let process = *library
+                .get::<ProcessFn>(b"plugin_process\0")
+                .map_err(|_| NativeError::MissingSymbol("plugin_process"))?;
+            let shutdown = library.get::<InitFn>(b"plugin_shutdown\0").ok().map(|s| *s);
+            (init, process, shutdown)
+        };
+        let c_name = CString::new(name.replace('\0', "")).expect("NULs removed");
+        let c_config = CString::new(config_json.replace('\0', "")).expect("NULs removed");
+        let context = Box::new(Context {
+            abi_version: ABI_VERSION,
+            name: c_name.as_ptr(),
+            config: c_config.as_ptr(),
+            log: log_callback,
+        });
+        let loaded = Loaded {
+            process,
+            shutdown,
+            context,
+            _name: c_name,
+            _config: c_config,
+            _library: library,
+        };
+        // SAFETY: `context` points to a live, fully initialised `Context`.
+        unsafe { init(loaded.context_ptr()) };
+        Ok(loaded)
+    }
+
+    /// The plugin's thread: calls `plugin_process` for each request `pending` holds until
+    /// `stop` is set and the queue is empty, then `plugin_shutdown`, and unloads the library.
+    fn drive(
+        self,
+        pending: &ArrayQueue<Arc<CString>>,
+        stop: &AtomicBool,
+        pending_bytes: &AtomicUsize,
+        budget: Duration,
+        name: &str,
+    ) {
+        loop {
+            let Some(data) = pending.pop() else {
+                if stop.load(Ordering::Acquire) && pending.is_empty() {
+                    break;
+                }
+                std::thread::sleep(POLL);
+                continue;
+            };
+            let started = Instant::now();
+            // SAFETY: `data` is NUL-terminated and outlives the call; the context and the
+            // library are owned by `self`, alive for the whole loop.
+            unsafe { (self.process)(data.as_ptr(), self.context_ptr()) };
+            pending_bytes.fetch_sub(data.as_bytes().len(), Ordering::Relaxed);
+            let took = started.elapsed();
+            if took > budget {
+                tracing::warn!(plugin = %name, took_ms = took.as_millis() as u64, budget_ms = budget.as_millis() as u64, "native plugin call was slow");
+            }
+        }
+        if let Some(shutdown) = self.shutdown {
+            // SAFETY: as above; called once, after the last plugin_process.
+            unsafe { shutdown(self.context_ptr()) };
+        }
+    }
+}
+
 /// A loaded native plugin, fed from requests.
 pub struct NativePlugin {
     /// Name (the file's stem unless configured).
@@ -204,42 +286,7 @@ impl NativePlugin {
         stop_timeout: Duration,
         max_queued_bytes: usize,
     ) -> Result<Self, NativeError> {
-        check_file(file)?;
-        // SAFETY: loading a library runs its initialisers with our rights. That is the
-        // documented contract of native plugins (README: they run with the server's rights);
-        // the file has passed the ownership and permission checks above.
-        let library =
-            unsafe { Library::new(file) }.map_err(|e| NativeError::Open(e.to_string()))?;
-        // SAFETY: the symbols are declared with the C ABI of plughost_plugin.h; the function
-        // pointers are used only while `library` (moved along with them) stays loaded.
-        let (init, process, shutdown) = unsafe {
-            let init = *library
-                .get::<InitFn>(b"plugin_init\0")
-                .map_err(|_| NativeError::MissingSymbol("plugin_init"))?;
-            let process = *library
-                .get::<ProcessFn>(b"plugin_process\0")
-                .map_err(|_| NativeError::MissingSymbol("plugin_process"))?;
-            let shutdown = library.get::<InitFn>(b"plugin_shutdown\0").ok().map(|s| *s);
-            (init, process, shutdown)
-        };
-        let c_name = CString::new(name.replace('\0', "")).expect("NULs removed");
-        let c_config = CString::new(config_json.replace('\0', "")).expect("NULs removed");
-        let context = Box::new(Context {
-            abi_version: ABI_VERSION,
-            name: c_name.as_ptr(),
-            config: c_config.as_ptr(),
-            log: log_callback,
-        });
-        let loaded = Loaded {
-            process,
-            shutdown,
-            context,
-            _name: c_name,
-            _config: c_config,
-            _library: library,
-        };
-        // SAFETY: `context` points to a live, fully initialised `Context`.
-        unsafe { init(loaded.context_ptr()) };
+        let loaded = Loaded::open(name, file, config_json)?;
         let queue = Arc::new(ArrayQueue::<Arc<CString>>::new(QUEUE));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
@@ -250,30 +297,7 @@ impl NativePlugin {
         std::thread::Builder::new()
             .name(format!("plughost-native-{name}"))
             .spawn(move || {
-                let loaded = loaded;
-                loop {
-                    let Some(data) = pending.pop() else {
-                        if stop.load(Ordering::Acquire) && pending.is_empty() {
-                            break;
-                        }
-                        std::thread::sleep(POLL);
-                        continue;
-                    };
-                    let started = Instant::now();
-                    // SAFETY: `data` is NUL-terminated and outlives the call; the context
-                    // and the library are owned by `loaded`, alive for the whole loop.
-                    unsafe { (loaded.process)(data.as_ptr(), loaded.context_ptr()) };
-                    pending_bytes.fetch_sub(data.as_bytes().len(), Ordering::Relaxed);
-                    let took = started.elapsed();
-                    if took > budget {
-                        tracing::warn!(plugin = %thread_name, took_ms = took.as_millis() as u64, budget_ms = budget.as_millis() as u64, "native plugin call was slow");
-                    }
-                }
-                if let Some(shutdown) = loaded.shutdown {
-                    // SAFETY: as above; called once, after the last plugin_process.
-                    unsafe { shutdown(loaded.context_ptr()) };
-                }
-                drop(loaded);
+                loaded.drive(&pending, &stop, &pending_bytes, budget, &thread_name);
                 let _ = done_tx.send(());
             })
             .map_err(|e| NativeError::Open(format!("cannot start its thread: {e}")))?;
@@ -323,12 +347,6 @@ impl Drop for NativePlugin {
         {
             tracing::warn!(plugin = %self.name, "native plugin did not finish within the shutdown timeout");
         }
-    }
-}
-
-impl Loaded {
-    fn context_ptr(&self) -> *mut c_void {
-        (&*self.context as *const Context).cast_mut().cast()
     }
 }
 

@@ -45,144 +45,11 @@ impl Lang {
     fn files(self, kind: PluginKind, services: bool) -> Vec<(&'static str, &'static str)> {
         let responder = kind != PluginKind::Filter;
         match self {
-            Self::Rust => {
-                let mut files = vec![
-                    (
-                        "Cargo.toml",
-                        include_str!("../../templates/rust/Cargo.toml"),
-                    ),
-                    ("Makefile", include_str!("../../templates/rust/Makefile")),
-                    (
-                        "src/lib.rs",
-                        if kind == PluginKind::WasiHttp {
-                            include_str!("../../templates/rust/wasi_http.rs")
-                        } else if services {
-                            include_str!("../../templates/rust/services.rs")
-                        } else if responder {
-                            include_str!("../../templates/rust/responder.rs")
-                        } else {
-                            include_str!("../../templates/rust/filter.rs")
-                        },
-                    ),
-                ];
-                if kind != PluginKind::WasiHttp {
-                    // The Rust SDK, copied in (its WIT beside it, written by `new_project`)
-                    // and named by a path dependency: the project builds with no checkout of
-                    // plughost.
-                    files.extend([
-                        (
-                            "plughost-sdk/Cargo.toml",
-                            include_str!("../../../plugin-guest-sdk/Cargo.toml"),
-                        ),
-                        (
-                            "plughost-sdk/src/lib.rs",
-                            include_str!("../../../plugin-guest-sdk/src/lib.rs"),
-                        ),
-                        (
-                            "plughost-sdk/src/http.rs",
-                            include_str!("../../../plugin-guest-sdk/src/http.rs"),
-                        ),
-                        (
-                            "plughost-sdk/src/kv.rs",
-                            include_str!("../../../plugin-guest-sdk/src/kv.rs"),
-                        ),
-                    ]);
-                }
-                files
-            }
-            Self::C => vec![
-                ("Makefile", include_str!("../../templates/c/Makefile")),
-                // wit-bindgen's C bindings of the `plugin` world, generated from wit/ and
-                // kept in step with it by a test (tests/tests/plugin_new.rs).
-                (
-                    "plugin.c",
-                    include_str!("../../templates/c/bindings/plugin.c"),
-                ),
-                (
-                    "plugin.h",
-                    include_str!("../../templates/c/bindings/plugin.h"),
-                ),
-                (
-                    "main.c",
-                    if responder {
-                        include_str!("../../templates/c/responder.c")
-                    } else {
-                        include_str!("../../templates/c/filter.c")
-                    },
-                ),
-            ],
-            Self::Python => vec![
-                ("Makefile", include_str!("../../templates/python/Makefile")),
-                // The Python SDK, copied in: the project builds with no path into plughost's
-                // checkout.
-                (
-                    "plughost_sdk/__init__.py",
-                    include_str!("../../../plugin-guest-sdk/python/plughost_sdk/__init__.py"),
-                ),
-                (
-                    "app.py",
-                    if responder {
-                        include_str!("../../templates/python/responder.py")
-                    } else {
-                        include_str!("../../templates/python/filter.py")
-                    },
-                ),
-            ],
-            Self::Js => vec![
-                ("Makefile", include_str!("../../templates/js/Makefile")),
-                // The JavaScript SDK, copied in (ComponentizeJS resolves relative imports,
-                // not node_modules).
-                (
-                    "plughost-sdk/index.js",
-                    include_str!("../../../plugin-guest-sdk/js/index.js"),
-                ),
-                (
-                    "plughost-sdk/index.d.ts",
-                    include_str!("../../../plugin-guest-sdk/js/index.d.ts"),
-                ),
-                (
-                    "package.json",
-                    include_str!("../../templates/js/package.json"),
-                ),
-                (
-                    "app.js",
-                    if responder {
-                        include_str!("../../templates/js/responder.js")
-                    } else {
-                        include_str!("../../templates/js/filter.js")
-                    },
-                ),
-            ],
-            Self::Go => vec![
-                ("go.mod", include_str!("../../templates/go/go.mod")),
-                ("Makefile", include_str!("../../templates/go/Makefile")),
-                // The Go SDK, copied in and named by a `replace` in go.mod: the project builds
-                // with no module download.
-                (
-                    "plughost-sdk/go.mod",
-                    include_str!("../../../plugin-guest-sdk/go/go.mod"),
-                ),
-                (
-                    "plughost-sdk/plughost.go",
-                    include_str!("../../../plugin-guest-sdk/go/plughost.go"),
-                ),
-                (
-                    "plughost-sdk/abi.go",
-                    include_str!("../../../plugin-guest-sdk/go/abi.go"),
-                ),
-                (
-                    "plughost-sdk/abi_other.go",
-                    include_str!("../../../plugin-guest-sdk/go/abi_other.go"),
-                ),
-                (
-                    "main.go",
-                    if responder {
-                        include_str!("../../templates/go/responder.go")
-                    } else {
-                        include_str!("../../templates/go/filter.go")
-                    },
-                ),
-            ],
+            Self::Rust => rust_files(kind, services),
+            Self::C => c_files(responder),
+            Self::Python => python_files(responder),
+            Self::Js => js_files(responder),
+            Self::Go => go_files(responder),
         }
     }
 
@@ -306,6 +173,164 @@ fn origin(url: &str) -> anyhow::Result<String> {
     Ok(origin)
 }
 
+/// A Rust project's own files: Cargo.toml, Makefile, the plugin and (for plughost's world)
+/// the SDK.
+fn rust_files(kind: PluginKind, services: bool) -> Vec<(&'static str, &'static str)> {
+    let responder = kind != PluginKind::Filter;
+    let mut files = vec![
+        (
+            "Cargo.toml",
+            include_str!("../../templates/rust/Cargo.toml"),
+        ),
+        ("Makefile", include_str!("../../templates/rust/Makefile")),
+        (
+            "src/lib.rs",
+            if kind == PluginKind::WasiHttp {
+                include_str!("../../templates/rust/wasi_http.rs")
+            } else if services {
+                include_str!("../../templates/rust/services.rs")
+            } else if responder {
+                include_str!("../../templates/rust/responder.rs")
+            } else {
+                include_str!("../../templates/rust/filter.rs")
+            },
+        ),
+    ];
+    if kind != PluginKind::WasiHttp {
+        // The Rust SDK, copied in (its WIT beside it, written by `new_project`)
+        // and named by a path dependency: the project builds with no checkout of
+        // plughost.
+        files.extend([
+            (
+                "plughost-sdk/Cargo.toml",
+                include_str!("../../../plugin-guest-sdk/Cargo.toml"),
+            ),
+            (
+                "plughost-sdk/src/lib.rs",
+                include_str!("../../../plugin-guest-sdk/src/lib.rs"),
+            ),
+            (
+                "plughost-sdk/src/http.rs",
+                include_str!("../../../plugin-guest-sdk/src/http.rs"),
+            ),
+            (
+                "plughost-sdk/src/kv.rs",
+                include_str!("../../../plugin-guest-sdk/src/kv.rs"),
+            ),
+        ]);
+    }
+    files
+}
+
+/// A C project's own files: Makefile, wit-bindgen's bindings and the plugin.
+fn c_files(responder: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Makefile", include_str!("../../templates/c/Makefile")),
+        // wit-bindgen's C bindings of the `plugin` world, generated from wit/ and
+        // kept in step with it by a test (tests/tests/plugin_new.rs).
+        (
+            "plugin.c",
+            include_str!("../../templates/c/bindings/plugin.c"),
+        ),
+        (
+            "plugin.h",
+            include_str!("../../templates/c/bindings/plugin.h"),
+        ),
+        (
+            "main.c",
+            if responder {
+                include_str!("../../templates/c/responder.c")
+            } else {
+                include_str!("../../templates/c/filter.c")
+            },
+        ),
+    ]
+}
+
+/// A Python project's own files: Makefile, the SDK and the plugin.
+fn python_files(responder: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Makefile", include_str!("../../templates/python/Makefile")),
+        // The Python SDK, copied in: the project builds with no path into plughost's
+        // checkout.
+        (
+            "plughost_sdk/__init__.py",
+            include_str!("../../../plugin-guest-sdk/python/plughost_sdk/__init__.py"),
+        ),
+        (
+            "app.py",
+            if responder {
+                include_str!("../../templates/python/responder.py")
+            } else {
+                include_str!("../../templates/python/filter.py")
+            },
+        ),
+    ]
+}
+
+/// A JavaScript project's own files: Makefile, the SDK, package.json and the plugin.
+fn js_files(responder: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("Makefile", include_str!("../../templates/js/Makefile")),
+        // The JavaScript SDK, copied in (ComponentizeJS resolves relative imports,
+        // not node_modules).
+        (
+            "plughost-sdk/index.js",
+            include_str!("../../../plugin-guest-sdk/js/index.js"),
+        ),
+        (
+            "plughost-sdk/index.d.ts",
+            include_str!("../../../plugin-guest-sdk/js/index.d.ts"),
+        ),
+        (
+            "package.json",
+            include_str!("../../templates/js/package.json"),
+        ),
+        (
+            "app.js",
+            if responder {
+                include_str!("../../templates/js/responder.js")
+            } else {
+                include_str!("../../templates/js/filter.js")
+            },
+        ),
+    ]
+}
+
+/// A Go project's own files: go.mod, Makefile, the SDK and the plugin.
+fn go_files(responder: bool) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("go.mod", include_str!("../../templates/go/go.mod")),
+        ("Makefile", include_str!("../../templates/go/Makefile")),
+        // The Go SDK, copied in and named by a `replace` in go.mod: the project builds
+        // with no module download.
+        (
+            "plughost-sdk/go.mod",
+            include_str!("../../../plugin-guest-sdk/go/go.mod"),
+        ),
+        (
+            "plughost-sdk/plughost.go",
+            include_str!("../../../plugin-guest-sdk/go/plughost.go"),
+        ),
+        (
+            "plughost-sdk/abi.go",
+            include_str!("../../../plugin-guest-sdk/go/abi.go"),
+        ),
+        (
+            "plughost-sdk/abi_other.go",
+            include_str!("../../../plugin-guest-sdk/go/abi_other.go"),
+        ),
+        (
+            "main.go",
+            if responder {
+                include_str!("../../templates/go/responder.go")
+            } else {
+                include_str!("../../templates/go/filter.go")
+            },
+        ),
+    ]
+}
+
 /// Writes the project of plugin `name` into `dir` (which must not exist or be empty) and
 /// returns the files written.
 pub fn new_project(
@@ -315,27 +340,7 @@ pub fn new_project(
     kind: PluginKind,
     services: &Services,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && name.len() <= 64;
-    if !valid {
-        bail!(
-            "`{name}` cannot name a plugin: use lower-case letters, digits and `-`, starting with a letter (it becomes a header and a crate name)"
-        );
-    }
-    if kind == PluginKind::WasiHttp && lang != Lang::Rust {
-        bail!(
-            "--kind wasi-http writes a Rust project (the `wasi` crate); in {} build the wasi:http/proxy world with its toolchain against `plughost plugin wit DIR --world wasi-http` (docs/plugins.md, \"Standard wasi:http components\")",
-            lang.label()
-        );
-    }
-    if services.any() && (lang != Lang::Rust || kind != PluginKind::Responder) {
-        bail!(
-            "--kv and --outbound write a Rust responder using them (--lang rust, the default --kind); for other languages declare the bucket and the grant in plughost.toml by hand and build against the plugin-keyvalue world (docs/plugins.md, \"Key-value state\" and \"Outbound HTTP\")"
-        );
-    }
+    refuse_unsupported(name, lang, kind, services)?;
     let (config, grants, tables) = if services.any() {
         services.config()?
     } else {
@@ -389,6 +394,37 @@ pub fn new_project(
         .iter()
         .map(|(path, text)| (path.as_str(), text.as_bytes()));
     write_files(dir, texts.chain(binaries))
+}
+
+/// Refuses a name that cannot name a plugin and the combinations `plugin new` does not write.
+fn refuse_unsupported(
+    name: &str,
+    lang: Lang,
+    kind: PluginKind,
+    services: &Services,
+) -> anyhow::Result<()> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.len() <= 64;
+    if !valid {
+        bail!(
+            "`{name}` cannot name a plugin: use lower-case letters, digits and `-`, starting with a letter (it becomes a header and a crate name)"
+        );
+    }
+    if kind == PluginKind::WasiHttp && lang != Lang::Rust {
+        bail!(
+            "--kind wasi-http writes a Rust project (the `wasi` crate); in {} build the wasi:http/proxy world with its toolchain against `plughost plugin wit DIR --world wasi-http` (docs/plugins.md, \"Standard wasi:http components\")",
+            lang.label()
+        );
+    }
+    if services.any() && (lang != Lang::Rust || kind != PluginKind::Responder) {
+        bail!(
+            "--kv and --outbound write a Rust responder using them (--lang rust, the default --kind); for other languages declare the bucket and the grant in plughost.toml by hand and build against the plugin-keyvalue world (docs/plugins.md, \"Key-value state\" and \"Outbound HTTP\")"
+        );
+    }
+    Ok(())
 }
 
 /// A Rust project's dependencies: plughost's SDK for its own world, the `wasi` crate (the

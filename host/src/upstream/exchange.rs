@@ -94,18 +94,8 @@ pub async fn exchange(
         let host = (!has_host).then_some(&backend.host);
         let head = Head::encode(method, path, headers, host, &body, rewrite)
             .ok_or(UpstreamError::Unencodable)?;
-        backend.inflight.fetch_add(1, Ordering::Relaxed);
-        backend.requests.fetch_add(1, Ordering::Relaxed);
-        backend.metered.requests.inc();
         let started = Instant::now();
-        let result = {
-            let _inflight = InFlight(backend);
-            tokio::time::timeout(
-                pool.config.response_timeout,
-                backend.connections.send(&head, body),
-            )
-            .await
-        };
+        let result = send_to(pool, backend, &head, body).await;
         let fail = |reason: &'static str| pool.count_error(backend, reason);
         match result {
             Err(_) => {
@@ -155,6 +145,25 @@ pub async fn exchange(
             }
         }
     }
+}
+
+/// Sends one encoded request to `backend`, counted as sent and in flight until it is
+/// answered, within the pool's response timeout.
+async fn send_to(
+    pool: &Pool,
+    backend: &Backend,
+    head: &Head,
+    body: Body,
+) -> Result<Result<Response<Upstream>, SendError>, tokio::time::error::Elapsed> {
+    backend.inflight.fetch_add(1, Ordering::Relaxed);
+    backend.requests.fetch_add(1, Ordering::Relaxed);
+    backend.metered.requests.inc();
+    let _inflight = InFlight(backend);
+    tokio::time::timeout(
+        pool.config.response_timeout,
+        backend.connections.send(head, body),
+    )
+    .await
 }
 
 /// Whether a client error came from the request body's size limit.

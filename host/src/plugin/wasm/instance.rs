@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::engine::{ERROR_MESSAGE_MAX, Prepared, root};
@@ -308,19 +309,7 @@ impl WasmPlugin {
             Err(e) => return HttpCall::failed(e, None),
         };
         let (tx, rx) = oneshot::channel();
-        let scheme = if https {
-            wasmtime_wasi_http::p2::bindings::http::types::Scheme::Https
-        } else {
-            wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http
-        };
-        let mut req = req.map(|b| b.map_err(body_error));
-        // wasi:http requires an authority; an HTTP/1.0 request may come without one.
-        if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
-            req.headers_mut().insert(
-                http::header::HOST,
-                http::HeaderValue::from_static("localhost"),
-            );
-        }
+        let (scheme, req) = incoming(req, https);
         let mut http = instance.store.data_mut().http();
         let resources = http
             .new_incoming_request(scheme, req)
@@ -365,45 +354,80 @@ impl WasmPlugin {
             std::pin::Pin::new(&mut rx).poll(cx).map(Ok)
         })
         .await;
-        let call = match first {
+        let (answer, call) = match first {
             Ok(head) => (head.ok(), Call::Running(tokio::spawn(call))),
             Err(result) => (rx.try_recv().ok(), Call::Ended(result)),
         };
-        let head = match call {
-            // The call ended well: the whole body is already in the stream's buffer (a guest
-            // writing more would still be waiting for it to drain), so it is sent with its
-            // length, in one write.
-            (Some(Ok(resp)), Call::Ended(Ok(()))) => {
-                let (head, stream) = resp.into_parts();
-                match stream.collect().await {
-                    Ok(bytes) => Ok(http::Response::from_parts(
-                        head,
-                        body::full(bytes.to_bytes()),
-                    )),
-                    Err(e) => Err(PluginError::Failed(FailureReason::Error, e.to_string())),
-                }
-            }
-            (Some(Ok(resp)), call) => Ok(resp.map(|inner| {
-                body::from_unsync(UntilDone {
-                    inner,
-                    done: Some(call.result()),
-                    on_failure: Some(on_failure),
-                })
-            })),
-            (Some(Err(code)), _) => Err(PluginError::Failed(
-                FailureReason::Error,
-                format!("the component answered with error-code {code:?}"),
-            )),
-            // The sender is gone: the call ended without setting a response.
-            (None, call) => Err(match call.result().await {
-                Err(e) => e,
-                Ok(()) => PluginError::Failed(
-                    FailureReason::Error,
-                    "incoming-handler.handle returned without setting a response".into(),
-                ),
-            }),
-        };
+        let head = response(answer, call, on_failure).await;
         HttpCall { head, instantiated }
+    }
+}
+
+/// A client's request as a wasi:http component is given it: with the scheme it came by, and
+/// a `Host` when it has no authority (an HTTP/1.0 request), which wasi:http requires.
+fn incoming(
+    req: http::Request<Body>,
+    https: bool,
+) -> (
+    Scheme,
+    http::Request<
+        impl http_body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error>
+        + Send
+        + Sync
+        + 'static,
+    >,
+) {
+    let scheme = if https { Scheme::Https } else { Scheme::Http };
+    let mut req = req.map(|b| b.map_err(body_error));
+    if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
+        req.headers_mut().insert(
+            http::header::HOST,
+            http::HeaderValue::from_static("localhost"),
+        );
+    }
+    (scheme, req)
+}
+
+/// The response of a wasi:http call from what the guest set (`answer`, `None` when it set
+/// nothing) and the call itself, ended or still running.
+async fn response(
+    answer: Option<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>,
+    call: Call,
+    on_failure: OnFailure,
+) -> Result<http::Response<Body>, PluginError> {
+    match (answer, call) {
+        // The call ended well: the whole body is already in the stream's buffer (a guest
+        // writing more would still be waiting for it to drain), so it is sent with its
+        // length, in one write.
+        (Some(Ok(resp)), Call::Ended(Ok(()))) => {
+            let (head, stream) = resp.into_parts();
+            match stream.collect().await {
+                Ok(bytes) => Ok(http::Response::from_parts(
+                    head,
+                    body::full(bytes.to_bytes()),
+                )),
+                Err(e) => Err(PluginError::Failed(FailureReason::Error, e.to_string())),
+            }
+        }
+        (Some(Ok(resp)), call) => Ok(resp.map(|inner| {
+            body::from_unsync(UntilDone {
+                inner,
+                done: Some(call.result()),
+                on_failure: Some(on_failure),
+            })
+        })),
+        (Some(Err(code)), _) => Err(PluginError::Failed(
+            FailureReason::Error,
+            format!("the component answered with error-code {code:?}"),
+        )),
+        // The sender is gone: the call ended without setting a response.
+        (None, call) => Err(match call.result().await {
+            Err(e) => e,
+            Ok(()) => PluginError::Failed(
+                FailureReason::Error,
+                "incoming-handler.handle returned without setting a response".into(),
+            ),
+        }),
     }
 }
 

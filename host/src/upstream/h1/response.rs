@@ -1,0 +1,317 @@
+//! A backend's response as plughost reads it: the head parsed by httparse off the read buffer
+//! (interim 1xx heads dropped), and its body framed as RFC 9112 §6.3 says: no body for HEAD,
+//! 204 and 304; chunked over a length; a length; else until close.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+use super::error::Error;
+
+/// The largest response head read (status line, fields, and any interim 1xx heads before it).
+/// nginx's `proxy_buffer_size` is 4 or 8 KiB; hyper's read buffer grows to ~400 KiB.
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+
+/// The most header fields a response head may have (hyper's default).
+pub(super) const MAX_HEADERS: usize = 100;
+
+/// The longest chunk-size line (size, extensions, CRLF): real ones are a few bytes.
+pub(super) const MAX_CHUNK_LINE: usize = 4096;
+
+/// How much the read buffer grows by when it needs room.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+
+/// The head of a response, and how to read its body off the connection.
+pub struct Response {
+    /// Status, version and fields, framing fields included.
+    pub parts: http::response::Parts,
+    /// How its body is read.
+    pub body: Framing,
+    /// The connection can take another request once the body has been read.
+    pub keep_alive: bool,
+}
+
+/// How a response body is delimited (RFC 9112 §6.3), and how much of it is left.
+#[derive(Debug)]
+pub enum Framing {
+    /// Read to its end (or it never had one: HEAD, 1xx, 204, 304).
+    Done,
+    /// `Content-Length`: this many bytes left.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(Chunked),
+    /// Neither: the body ends when the backend closes the connection.
+    UntilClose,
+}
+
+impl Framing {
+    /// Nothing left to read.
+    pub fn ended(&self) -> bool {
+        matches!(self, Self::Done)
+    }
+
+    /// Bytes left, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            Self::Done => Some(0),
+            Self::Length(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `buf` holds an empty line (the end of a head: LF LF, or LF CR LF) that ends past
+/// `scanned`, the part already searched.
+pub(super) fn has_blank_line(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    buf.get(from..).is_some_and(|rest| {
+        rest.iter().enumerate().any(|(i, b)| {
+            *b == b'\n'
+                && (rest.get(i + 1) == Some(&b'\n')
+                    || (rest.get(i + 1) == Some(&b'\r') && rest.get(i + 2) == Some(&b'\n')))
+        })
+    })
+}
+
+/// Parses a final response head off the front of `buf`, dropping interim ones before it;
+/// `None` until the head is whole.
+pub(super) fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<Response>, Error> {
+    loop {
+        // Uninitialized, as hyper has them: zeroing 100 slots cost more than parsing a head.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::Malformed("more than 100 header fields"));
+            }
+            Err(_) => return Err(Error::Malformed("not an HTTP/1.x response head")),
+        };
+        let code = parsed.code.unwrap_or_default();
+        if code == 101 {
+            return Err(Error::Malformed(
+                "101 Switching Protocols to a request that asked for none",
+            ));
+        }
+        if (100..200).contains(&code) {
+            // Interim responses (100 Continue, 103 Early Hints) are not forwarded.
+            buf.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| Error::Malformed("status code"))?;
+        let version = match parsed.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        // Names are parsed now; values become slices of the head's bytes once it is split off
+        // the buffer, without a copy each.
+        let base = buf.as_ptr() as usize;
+        let mut fields = Vec::with_capacity(parsed.headers.len());
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| Error::Malformed("header name"))?;
+            let start = h.value.as_ptr() as usize - base;
+            fields.push((name, start..start + h.value.len()));
+        }
+        let bytes = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, range) in fields {
+            let value = if range.is_empty() {
+                HeaderValue::from_static("")
+            } else {
+                HeaderValue::from_maybe_shared(bytes.slice(range))
+                    .map_err(|_| Error::Malformed("header value"))?
+            };
+            headers.append(name, value);
+        }
+        let (body, reusable) = framing(head_request, status, &mut headers)?;
+        let keep_alive = reusable && keeps_alive(version, &headers);
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some(Response {
+            parts,
+            body,
+            keep_alive,
+        }));
+    }
+}
+
+/// The body's framing (RFC 9112 §6.3), and whether the connection can be kept after it.
+pub(super) fn framing(
+    head_request: bool,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) -> Result<(Framing, bool), Error> {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Done, true));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|c| !c.is_empty())
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        // Both framings at once may be an attempt to desynchronize the connection (§6.3 ¶3):
+        // the body is read as chunked, its length is not passed on, and the connection is
+        // not kept.
+        let both = headers.remove(CONTENT_LENGTH).is_some();
+        return Ok(if chunked {
+            (Framing::Chunked(Chunked::Size), !both)
+        } else {
+            (Framing::UntilClose, false)
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for n in value.as_bytes().split(|b| *b == b',') {
+            let n = n.trim_ascii();
+            let parsed = (!n.is_empty() && n.len() <= 19 && n.iter().all(u8::is_ascii_digit))
+                .then(|| n.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
+                .ok_or(Error::Malformed("Content-Length"))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(Error::Malformed("Content-Length values differ"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Done, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+/// Whether the backend keeps the connection after this response (RFC 9112 §9.3).
+pub(super) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &[u8]| {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive")
+    } else {
+        !has(b"close")
+    }
+}
+
+/// Where a chunked body's decoder is (RFC 9112 §7.1).
+#[derive(Debug)]
+pub enum Chunked {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines (dropped) until an empty one; bytes seen so far.
+    Trailers(usize),
+}
+
+pub(super) enum Decoded {
+    Data(Bytes),
+    End,
+    NeedMore,
+}
+
+/// The line at the front of `buf` without its line ending (a bare LF is taken too, as RFC 9112
+/// §2.2 allows), and the length to advance past it; `None` while it has no end.
+pub(super) fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let end = buf.iter().position(|b| *b == b'\n')?;
+    let line = &buf[..end];
+    Some((line.strip_suffix(b"\r").unwrap_or(line), end + 1))
+}
+
+impl Chunked {
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+        loop {
+            match self {
+                Self::Size => {
+                    let Some((text, used)) = line(buf) else {
+                        return if buf.len() > MAX_CHUNK_LINE {
+                            Err(Error::Malformed("chunk size line too long"))
+                        } else {
+                            Ok(Decoded::NeedMore)
+                        };
+                    };
+                    // Extensions (after `;`) are ignored, as RFC 9112 §7.1.1 lets a recipient.
+                    let digits = text
+                        .split(|b| *b == b';')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_ascii();
+                    if digits.is_empty()
+                        || digits.len() > 15
+                        || !digits.iter().all(u8::is_ascii_hexdigit)
+                    {
+                        return Err(Error::Malformed("chunk size"));
+                    }
+                    let size = digits.iter().fold(0u64, |acc, d| {
+                        acc * 16 + u64::from((*d as char).to_digit(16).unwrap_or_default())
+                    });
+                    buf.advance(used);
+                    *self = if size == 0 {
+                        Self::Trailers(0)
+                    } else {
+                        Self::Data(size)
+                    };
+                }
+                Self::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *self = Self::DataEnd;
+                    }
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                Self::DataEnd => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                    } else if buf.starts_with(b"\n") {
+                        buf.advance(1);
+                    } else if buf.is_empty() || buf[..] == b"\r"[..] {
+                        return Ok(Decoded::NeedMore);
+                    } else {
+                        return Err(Error::Malformed("chunk data longer than its size"));
+                    }
+                    *self = Self::Size;
+                }
+                Self::Trailers(seen) => {
+                    // Each line is bounded like a chunk-size line, so that one arriving in
+                    // pieces is searched a bounded number of times.
+                    let Some((text, used)) = line(buf) else {
+                        return if buf.len() > MAX_CHUNK_LINE || *seen + buf.len() > MAX_HEAD {
+                            Err(Error::Malformed(
+                                "trailer line over 4 KiB or trailers over 64 KiB",
+                            ))
+                        } else {
+                            Ok(Decoded::NeedMore)
+                        };
+                    };
+                    let empty = text.is_empty();
+                    buf.advance(used);
+                    if empty {
+                        return Ok(Decoded::End);
+                    }
+                    *seen += used;
+                }
+            }
+        }
+    }
+}
