@@ -121,15 +121,9 @@ async fn idle_keep_alive_connections_make_room_busy_ones_do_not() {
         let addr = server.addr;
         std::thread::spawn(move || get(addr, "/_debug/sleep?ms=1500"))
     };
-    eventually(
-        Duration::from_secs(5),
-        "the busy request in flight",
-        async || match server.metric("plughost_inflight_requests").await {
-            n if n >= 1.0 => Ok(()),
-            n => Err(format!("{n} in flight")),
-        },
-    )
-    .await;
+    server
+        .metric_reaches("plughost_inflight_requests", 1.0)
+        .await;
     let mut idle: Vec<TcpStream> = (0..9).map(|_| served_and_kept(server.addr)).collect();
     // New clients that stay connected get in, each taking the slot of the longest idle one.
     let newcomers: Vec<TcpStream> = (0..5).map(|_| served_and_kept(server.addr)).collect();

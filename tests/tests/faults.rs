@@ -77,15 +77,10 @@ async fn a_plugin_hitting_its_deadline_on_every_call_leaves_other_routes_respons
     );
     let server = Plughost::start(&config);
     let wrk = Wrk::start(&server.url("/spin"), 8, Duration::from_secs(3));
-    eventually(
-        Duration::from_secs(10),
-        "the load reaching the plugin",
-        async || match server.metric("plughost_plugin_errors_total").await {
-            n if n >= 8.0 => Ok(()),
-            n => Err(format!("{n} failed calls")),
-        },
-    )
-    .await;
+    // Under load: the plugin's calls are failing.
+    server
+        .metric_reaches("plughost_plugin_errors_total", 8.0)
+        .await;
     let client = reqwest::Client::new();
     for _ in 0..30 {
         let resp = client.get(server.url("/")).send().await.unwrap();
@@ -114,15 +109,9 @@ async fn a_log_file_on_a_full_disk_keeps_serving_counts_the_lost_lines_and_says_
     }
     // 300 access lines and the start-up lines, none of which reached the file: counted as
     // the log thread meets them.
-    eventually(
-        Duration::from_secs(10),
-        "300 lost lines counted",
-        async || match server.metric("plughost_log_dropped_total").await {
-            n if n >= 300.0 => Ok(()),
-            n => Err(format!("{n} dropped")),
-        },
-    )
-    .await;
+    server
+        .metric_reaches("plughost_log_dropped_total", 300.0)
+        .await;
     let stderr = std::fs::read_to_string(server.dir.path().join("stderr.txt")).unwrap();
     assert_eq!(
         stderr
@@ -141,15 +130,9 @@ async fn sigterm_under_load_loses_no_accepted_request_and_no_log_line() {
     let mut server = Plughost::start("log_buffer = 1000000\nlog_stderr = false");
     let wrk = Wrk::start(&server.url("/"), 16, Duration::from_secs(4));
     // In the middle of the run: wrk's requests are being answered.
-    eventually(
-        Duration::from_secs(10),
-        "wrk's requests answered",
-        async || match server.metric("plughost_requests_total").await {
-            n if n >= 1000.0 => Ok(()),
-            n => Err(format!("{n} answered")),
-        },
-    )
-    .await;
+    server
+        .metric_reaches("plughost_requests_total", 1000.0)
+        .await;
     server.signal(libc::SIGTERM);
     let status = tokio::task::block_in_place(|| server.wait(Duration::from_secs(15)));
     assert!(status.success(), "{status:?}");
@@ -199,15 +182,9 @@ async fn a_backend_killed_and_restarted_under_load_costs_at_most_the_requests_in
     .await;
     a.stop();
     // Noticed: its failed connects ejected it, or its health check marked it down.
-    eventually(
-        Duration::from_secs(10),
-        "a's failure noticed",
-        async || match server.metric("plughost_backend_errors_total").await {
-            n if n > 0.0 => Ok(()),
-            n => Err(format!("{n} backend errors")),
-        },
-    )
-    .await;
+    server
+        .metric_reaches("plughost_backend_errors_total", 1.0)
+        .await;
     let a = TestBackend::start_on(a_addr, "a");
     let hits_at_restart = a.hits.load(std::sync::atomic::Ordering::Relaxed);
     let run = wrk.finish();

@@ -2,13 +2,15 @@
 //! wasmtime-wasi, with everything a plugin has not been granted turned off), the memory cap,
 //! and the host capabilities, one module each.
 //!
-//! Every capability implements [`Capability`] (spin's "factors" are the model): `link` adds
+//! Every capability implements [`Capability`] (spin's "factors" are the model; the trait and
+//! the [`capability::Scoped`] view its host functions get are in [`capability`]): `link` adds
 //! its imports to the linker once per engine; `backend` builds what the whole server shares
 //! from the config (a store, a client) and registers its own metrics; `grants` builds what one
 //! plugin may use from its `[[plugins]]` entry; `instance` the state of one instance, kept in
 //! its store. The [`capabilities!`] list below is the only place they are named: it makes
 //! [`Backends`] (built by [`Backends::new`], which the server, `plugin run` and the benches all
-//! call), [`Capabilities`] and the instances' state. Adding a capability is one new module
+//! call), [`Capabilities`] and the instances' state, which [`State`] holds beside WASI's (and
+//! whose `WasiView` and `WasiHttpView` are implemented here). Adding a capability is one new module
 //! here and one line in that list; its config section lives beside the others in `config/`
 //! (a typed field of `Config`, and of `PluginConfig` for its grants).
 //!
