@@ -1,6 +1,8 @@
-//! Plugins: the registry of loaded plugins (filters in chain order, responders by route), the
-//! errors a plugin call can end in, per-plugin counters and the backoff that keeps a plugin
-//! failing on every call from costing the server its time.
+//! Plugins: the registry of loaded plugins (filters in chain order, responders by route), each
+//! plugin's counters and the backoff that keeps a plugin failing on every call from costing
+//! the server its time. The errors a call can end in are in [`error`], the series in
+//! [`metrics`]; the engine in [`wasm`], native libraries in [`native`], what a plugin may
+//! import in [`host`].
 
 pub mod authoring;
 pub mod backoff;
@@ -28,7 +30,7 @@ use serde::Serialize;
 
 use crate::client::Client;
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
-use crate::metrics::{Latency, Metrics};
+use crate::metrics::Latency;
 use backoff::{Backoff, Failure};
 pub use error::{Failed, FailureReason, PluginError};
 use metrics::{PluginErrorLabel, PluginLabel, PluginMetrics, Series};
@@ -118,9 +120,8 @@ impl LoadedPlugin {
         file: PathBuf,
         digest: [u8; 32],
         wasm: WasmPlugin,
-        metrics: &Metrics,
+        metrics: Arc<PluginMetrics>,
     ) -> Self {
-        let metrics = metrics.families::<PluginMetrics>();
         let label = PluginLabel {
             plugin: config.name.clone(),
         };

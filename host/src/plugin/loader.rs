@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::host::{Backends, Capabilities};
+use super::metrics::PluginMetrics;
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
 use super::{LoadedPlugin, PluginError, Plugins};
@@ -127,6 +128,8 @@ pub async fn load(
     backends: &Backends,
     previous: Option<&Plugins>,
 ) -> (Plugins, LoadReport) {
+    // Registered at every load, plugins or not, so /metrics always declares their series.
+    let families = metrics.families::<PluginMetrics>();
     let mut report = LoadReport::default();
     let mut wanted = wanted(config);
     refuse_past_max(config, &mut wanted, &mut report);
@@ -149,7 +152,7 @@ pub async fn load(
     }
     let outcomes = load_wasm(config, &wanted, backends, previous).await;
     for (p, attempt) in wanted.iter().zip(outcomes) {
-        keep(p, attempt, &metrics, &mut plugins, &mut report);
+        keep(p, attempt, &families, &mut plugins, &mut report);
     }
     warn_unrouted(config, &plugins);
     if let Some(previous) = previous {
@@ -268,7 +271,7 @@ async fn read_hashed(file: PathBuf) -> std::io::Result<(Vec<u8>, [u8; 32])> {
 fn keep(
     p: &PluginConfig,
     attempt: Attempt,
-    metrics: &Metrics,
+    metrics: &Arc<PluginMetrics>,
     plugins: &mut Plugins,
     report: &mut LoadReport,
 ) {
@@ -299,7 +302,7 @@ fn keep(
                 "plugin loaded",
             );
             report.loaded.push(p.name.clone());
-            let loaded = LoadedPlugin::new(p, file, digest, *wasm, metrics);
+            let loaded = LoadedPlugin::new(p, file, digest, *wasm, metrics.clone());
             add(plugins, Arc::new(loaded));
         }
         Err(e) => {

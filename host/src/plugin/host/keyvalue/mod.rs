@@ -15,7 +15,7 @@
 //!   the plugin's `max_answer_bytes` before it is gathered; keys are at most [`KEY_MAX`]
 //!   bytes; each bucket holds at most `max_keys` keys and `max_bytes` bytes, on both backends.
 //!
-//! Both backends follow one set of rules, so a plugin behaves the same on either: a write
+//! Both backends follow one set of rules ([`rules`]), so a plugin behaves the same on either: a write
 //! past the quota is refused whole (a batch writes all its pairs or none); a counter is a
 //! value of decimal digits from 0 to `i64::MAX` (what Redis' INCRBY reads, kept to the
 //! interface's unsigned type), and an increment of anything else, or past that maximum, is
@@ -62,12 +62,6 @@ use bindings::wasi::keyvalue::{atomics, batch, store};
 pub use rules::KEY_MAX;
 use rules::{Failure, Quota, check_key, distinct, overflow};
 use store::{Error as KvError, KeyResponse};
-
-impl From<Failure> for KvError {
-    fn from(f: Failure) -> Self {
-        KvError::Other(f.0)
-    }
-}
 
 /// The key-value capability.
 pub struct KeyValue;
@@ -395,6 +389,13 @@ impl Bucket {
                 .collect())
         })
         .await
+    }
+}
+
+/// A backend's failure as the interface says it: `other`, with its words.
+impl From<Failure> for KvError {
+    fn from(f: Failure) -> Self {
+        KvError::Other(f.0)
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::super::budget::TooLarge;
 use crate::config::KeyValueConfig;
+use crate::plugin::host::budget::TooLarge;
 
 /// Keys a `list-keys` page returns at most.
 pub(super) const PAGE: usize = 100;
