@@ -46,10 +46,11 @@ def serve_once(binary, work, wasm, kind, config):
     proc = subprocess.Popen([binary, "--config", conf], stdout=subprocess.PIPE, text=True)
     try:
         addrs = []
+        # Both listening lines, then `plughost ready` (its plugin loaded).
         for line in proc.stdout:
             if "listening on http://" in line:
                 addrs.append(line.strip().split("http://", 1)[1])
-            if len(addrs) == 2:
+            if line.strip() == "plughost ready":
                 break
         path = "/" if kind == "responder" else "/_debug/body"
         urllib.request.urlopen(f"http://{addrs[0]}{path}", data=b"x" * 1024).read()

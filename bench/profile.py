@@ -113,10 +113,12 @@ def profile(binary, wasm, out_dir, name, n):
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", binary, "--config", config],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # Its routes are served once its plugins have loaded: `plughost ready`.
     addr = None
     for line in proc.stdout:
         if m := re.match(r"plughost listening on http://(\S+)", line):
             addr = m.group(1)
+        elif line.strip() == "plughost ready":
             break
     if addr is None:
         sys.exit(f"profile: plughost ({name}) did not start under valgrind")

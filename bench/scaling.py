@@ -34,9 +34,13 @@ def start(binary, work, name, config):
                 f'log_file = "{work}/{name}.log"\nwasm_cache_dir = "{work}/cache"\n' + config)
     proc = subprocess.Popen([binary, "--config", path], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
+    # Its routes are served once its plugins have loaded: `plughost ready`.
+    addr = None
     for line in proc.stdout:
         if m := re.match(r"plughost listening on http://(\S+)", line):
-            return proc, m.group(1)
+            addr = m.group(1)
+        elif line.strip() == "plughost ready" and addr:
+            return proc, addr
     sys.exit(f"scaling: plughost ({name}) did not start")
 
 

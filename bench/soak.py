@@ -42,10 +42,13 @@ class Server:
             [BINARY, "--config", "plughost.toml"], cwd=self.dir,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.addr = self.admin = None
-        while self.addr is None or self.admin is None:
+        ready = False
+        while not ready:
             line = self.proc.stdout.readline()
             if not line:
                 sys.exit("plughost did not start")
+            # Its routes are served once its plugins have loaded: `plughost ready`.
+            ready = line.strip() == "plughost ready"
             if m := re.match(r"plughost listening on http://(\S+)", line):
                 self.addr = m.group(1)
             if m := re.match(r"plughost admin listening on http://(\S+)", line):

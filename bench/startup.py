@@ -18,10 +18,13 @@ def run(binary, config, cwd):
         [binary, "--config", config], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
+        addr = None
         for line in proc.stdout:
             if line.startswith("plughost listening on http://"):
                 listening = time.monotonic() - start
                 addr = line.strip().split("http://", 1)[1]
+            # It answers 503 until its plugins have loaded: `plughost ready`.
+            elif line.strip() == "plughost ready" and addr:
                 break
         else:
             raise SystemExit("plughost did not start")
