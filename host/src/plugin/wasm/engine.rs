@@ -134,8 +134,12 @@ impl Runtime {
                     .into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Load(format!("not a valid component: {}", root(&e))))?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| match wasi_03(bytes) {
+            Some(world) => PluginError::Load(format!(
+                "it is {world}, a WASI 0.3 component, and plughost runs WASI 0.2 ones for now (wasi:http 0.2's incoming-handler, and its own plughost:plugin world): build it for wasi:http 0.2 (Rust: the `wasi` crate 0.14, as `plughost plugin new --kind wasi-http` writes)"
+            )),
+            None => PluginError::Load(format!("not a valid component: {}", root(&e))),
+        })?;
         if let Some(path) = &cached
             && let Err(e) = write_cache(path, &component)
         {
@@ -245,6 +249,39 @@ impl Prepared {
             Self::Plugin(p) => p.engine(),
             Self::WasiHttp(p) => p.engine(),
         }
+    }
+}
+
+/// The imports and exports that make a component a WASI 0.3 `wasi:http` one (any 0.3.x).
+const HANDLER_03: &str = "wasi:http/handler@0.3";
+
+/// What a component wasmtime would not compile is, when it is a `wasi:http@0.3` service or
+/// middleware: the engine runs WASI 0.2, whose components have no async types, so a 0.3 one
+/// fails to compile with a message about those types. Its names are read with wasmparser,
+/// without validating it, to say instead what it is.
+fn wasi_03(bytes: &[u8]) -> Option<&'static str> {
+    let (mut exports, mut imports) = (false, false);
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            wasmparser::Payload::ComponentExportSection(section) => {
+                for export in section {
+                    exports |= export.ok()?.name.name.starts_with(HANDLER_03);
+                }
+            }
+            wasmparser::Payload::ComponentImportSection(section) => {
+                for import in section {
+                    imports |= import.ok()?.name.name.starts_with(HANDLER_03);
+                }
+            }
+            _ => {}
+        }
+    }
+    match (exports, imports) {
+        (true, true) => {
+            Some("a wasi:http@0.3 middleware (it imports and exports wasi:http/handler@0.3)")
+        }
+        (true, false) => Some("a wasi:http@0.3 service (it exports wasi:http/handler@0.3)"),
+        _ => None,
     }
 }
 
