@@ -163,11 +163,24 @@ async fn age_is_sent_and_counts_the_origins_age() {
         "/a",
         Script::ok(&[("cache-control", "max-age=3600"), ("age", "100")], "a"),
     );
-    get(&server, "/a", &[]).await;
+    // The miss passes the origin's age on (it was stored, not made, for this request)...
+    let miss = get(&server, "/a", &[]).await;
+    assert_eq!(x_cache(&miss), "miss");
+    let age: u64 = miss.headers()["age"].to_str().unwrap().parse().unwrap();
+    assert!((100..110).contains(&age), "age {age}");
     let hit = get(&server, "/a", &[]).await;
     assert_eq!(x_cache(&hit), "hit");
     let age: u64 = hit.headers()["age"].to_str().unwrap().parse().unwrap();
     assert!((100..110).contains(&age), "age {age}");
+    // ...and one the origin made for it gets none.
+    origin.script("/b", Script::ok(&[("cache-control", "max-age=3600")], "b"));
+    let fresh = get(&server, "/b", &[]).await;
+    assert_eq!(x_cache(&fresh), "miss");
+    assert!(
+        fresh.headers().get("age").is_none(),
+        "{:?}",
+        fresh.headers()
+    );
 }
 
 #[tokio::test]

@@ -243,7 +243,12 @@ impl Cache {
                 );
                 // The client may have asked for a range of it, or sent a validator.
                 let mut r = answer(&entry, parts, policy.present, received, Outcome::Miss);
-                r.headers_mut().remove(AGE);
+                // A response the origin made for this request has no age; one that came
+                // with an `Age` (from a cache behind it) keeps it, corrected for its trip
+                // (RFC 9111 §5.1, §4.2.3).
+                if !head.headers.contains_key(AGE) {
+                    r.headers_mut().remove(AGE);
+                }
                 Ok(Ok(r))
             }
             // Larger than an entry may be: sent on as it streams, not stored.
