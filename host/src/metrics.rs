@@ -288,6 +288,33 @@ mod tests {
         }
     }
 
+    /// A subsystem's families, registered by the first part that asks and shared by the
+    /// next: a reload's new parts count into the series the old ones did.
+    #[test]
+    fn families_are_registered_once_and_shared() {
+        struct Counted(Counter);
+        impl Families for Counted {
+            fn register(registry: &mut Registry) -> Self {
+                let c = Counter::default();
+                registry.register("plughost_test_things", "Things", c.clone());
+                Counted(c)
+            }
+        }
+        let m = Metrics::new();
+        m.families::<Counted>().0.inc();
+        m.families::<Counted>().0.inc();
+        let text = m.encode();
+        assert_eq!(
+            text.matches("# TYPE plughost_test_things").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l == "plughost_test_things_total 2"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn latency_quantiles_are_within_a_bucket() {
         let l = Latency::default();
