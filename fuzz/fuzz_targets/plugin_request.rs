@@ -8,7 +8,7 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use plughost::client::Client;
 use plughost::plugin::output::{self, Decision, Dropped, OutputLimits};
-use plughost::plugin::wasm::{Action, Edits, HeaderResult};
+use plughost::plugin::bindings::{Action, Edits, HeaderResult};
 use plughost::plugin::{Given, ResponseHeaders, apply_edits};
 
 mod common;
@@ -62,7 +62,7 @@ fuzz_target!(|input: Input| {
         apply_edits(edits, &mut parts.headers, &mut extra);
         assert!(!extra.iter().any(|(name, _)| name == "content-length"));
     }
-    let resp = Action::Respond(plughost::plugin::wasm::Response {
+    let resp = Action::Respond(plughost::plugin::bindings::Response {
         status: input.status,
         headers: headers(&input.add),
         body: body.to_vec(),

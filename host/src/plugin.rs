@@ -32,13 +32,13 @@ use crate::client::Client;
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
 use crate::metrics::Latency;
 use backoff::{Backoff, Failure};
+pub use bindings::{HeaderParam, Request};
 pub use error::{Failed, FailureReason, PluginError};
 use metrics::{PluginErrorLabel, PluginLabel, PluginMetrics, Series};
 use native::NativePlugin;
 pub use output::{Decision, Edits};
 use output::{Dropped, OutputLimits};
 use wasm::WasmPlugin;
-pub use wasm::{HeaderParam, Request};
 
 /// A loaded plugin with its counters and failure bookkeeping.
 pub struct LoadedPlugin {

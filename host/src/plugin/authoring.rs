@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 
+use super::bindings::{Action, HeaderParam, Request};
 use super::host::Backends;
 use super::output::{self, Dropped, OutputLimits};
-use super::wasm::{Action, HeaderParam, Request, Runtime, WasmPlugin};
+use super::wasm::{Runtime, WasmPlugin};
 use crate::body;
 use crate::config::{
     Config, Destination, Grant, KeyValueConfig, KvBackend, PluginConfig, PluginKind, Reuse,

@@ -15,6 +15,5 @@
 pub mod engine;
 pub mod instance;
 
-pub use super::bindings::{Action, Edits, HeaderParam, HeaderResult, Request, Response};
 pub use engine::{Prepared, Runtime, TICK};
 pub use instance::{CallOutcome, HttpCall, InstanceStats, OnFailure, WasmPlugin};
