@@ -24,7 +24,7 @@ pub enum RequestError {
     Plugin(#[from] crate::plugin::error::Failed),
     /// A backend failed or none was available.
     #[error(transparent)]
-    Upstream(#[from] UpstreamError),
+    Upstream(UpstreamError),
     /// A plugin the request needs is not there: still loading, or it did not load.
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
@@ -72,6 +72,19 @@ pub enum ClientError {
     MethodNotAllowed,
 }
 
+/// The upstream side's failures by who caused them: a request body past its limit is the
+/// client's (413, and never a backend error that `stale-if-error` would answer for), a
+/// request that cannot be written is plughost's.
+impl From<UpstreamError> for RequestError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::BodyTooLarge { limit } => ClientError::BodyTooLarge { limit }.into(),
+            UpstreamError::Unencodable => Self::Internal(e.to_string()),
+            e => Self::Upstream(e),
+        }
+    }
+}
+
 impl From<body::ReadError> for RequestError {
     fn from(e: body::ReadError) -> Self {
         match e {
@@ -95,8 +108,6 @@ impl RequestError {
             Self::Overloaded(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Plugin(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream(UpstreamError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Upstream(UpstreamError::Unencodable) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -131,5 +142,29 @@ impl RequestError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the upstream side reports is classed by who caused it: a body past its limit is
+    /// the client's (so `stale-if-error`, which answers for backends, leaves it alone).
+    #[test]
+    fn upstream_failures_are_classed_by_who_caused_them() {
+        let too_large = RequestError::from(UpstreamError::BodyTooLarge { limit: 10 });
+        assert!(
+            matches!(too_large, RequestError::Client(_)),
+            "{too_large:?}"
+        );
+        assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let timeout = RequestError::from(UpstreamError::Timeout("api".into()));
+        assert!(matches!(timeout, RequestError::Upstream(_)));
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        let down = RequestError::from(UpstreamError::NoHealthyServer("api".into()));
+        assert_eq!(down.status(), StatusCode::BAD_GATEWAY);
+        let unwritable = RequestError::from(UpstreamError::Unencodable);
+        assert_eq!(unwritable.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
