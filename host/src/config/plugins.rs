@@ -1,5 +1,5 @@
-//! The `[[plugins]]` entries: which component or library, its kind, its sandbox limits and its
-//! failure policy.
+//! The `[[plugins]]` entries: which component or library, its kind, its sandbox limits, its
+//! grants and its failure policy, and the checks of each entry.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! The `[upstreams.NAME]` pools of backends the reverse proxy and plugins' outbound HTTP use.
+//! The `[upstreams.NAME]` pools of backends the reverse proxy and plugins' outbound HTTP use,
+//! and their checks.
 
 use std::net::SocketAddr;
 use std::time::Duration;
