@@ -107,7 +107,7 @@ impl Reloader {
         let this = self.clone();
         tokio::spawn(async move {
             let live = this.pipeline.live();
-            let metrics = this.pipeline.clone_metrics();
+            let metrics = this.pipeline.metrics();
             let (plugins, report) = loader::load(&config, metrics, &this.backends, None).await;
             if let Some(refused) = report.required_refusal() {
                 return Err(NotLoaded {
@@ -143,14 +143,14 @@ impl Reloader {
             tracing::warn!(keys = ?restart_needed, "config changes that need a restart were not applied");
         }
         let live = self.pipeline.live();
-        let metrics = self.pipeline.clone_metrics();
+        let metrics = self.pipeline.metrics();
         let (plugins, report) =
-            loader::load(&new, metrics.clone(), &self.backends, Some(&live.plugins)).await;
+            loader::load(&new, metrics, &self.backends, Some(&live.plugins)).await;
         let upstreams_changed = new.upstreams != current.upstreams;
         let pools = if !upstreams_changed {
             live.pools.clone()
         } else {
-            let pools = Arc::new(Pools::new(&new.upstreams, &metrics));
+            let pools = Arc::new(Pools::new(&new.upstreams, metrics));
             let health = self.stop.child_token();
             pools.spawn_health_checks(&health);
             self.backends.outbound.set_pools(pools.clone());

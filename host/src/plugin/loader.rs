@@ -124,7 +124,7 @@ impl LoadReport {
 /// ones stay and a change to them is reported as needing a restart.
 pub async fn load(
     config: &Config,
-    metrics: Arc<Metrics>,
+    metrics: &Metrics,
     backends: &Backends,
     previous: Option<&Plugins>,
 ) -> (Plugins, LoadReport) {
