@@ -42,7 +42,7 @@ fn load_as(
 ) -> WasmPlugin {
     let (component, _) = runtime.compile(&config.file).expect("compile");
     let pre = runtime
-        .prepare(&component, PluginKind::Filter)
+        .prepare(&component, PluginKind::Filter, true)
         .expect("prepare");
     config.log_bytes_per_sec = usize::MAX;
     let caps = Backends::new(server, &[], &mut Default::default())

@@ -62,10 +62,11 @@ enum PluginCommand {
         /// Its language.
         #[arg(long, value_enum)]
         lang: Lang,
-        /// `filter` (every request), `responder` (its route) or `wasi-http` (a standard
-        /// wasi:http component on its route; Rust).
-        #[arg(long, default_value = "responder", value_parser = ["filter", "responder", "wasi-http"])]
-        kind: String,
+        /// `filter` (every request), `responder` (its route), or a standard wasi:http component
+        /// in Rust: `wasi-http` (0.2, on its route), `service` (WASI 0.3, on its route) or
+        /// `middleware` (WASI 0.3, in the filter chain).
+        #[arg(long, value_enum, default_value = "responder")]
+        kind: scaffold::Kind,
         /// Where to write it [default: ./NAME].
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -338,11 +339,6 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             kv,
             outbound,
         } => {
-            let kind = match kind.as_str() {
-                "filter" => PluginKind::Filter,
-                "wasi-http" => PluginKind::WasiHttp,
-                _ => PluginKind::Responder,
-            };
             let services = Services { kv, outbound };
             new_project(&name, lang, kind, dir, &services)
         }
@@ -415,7 +411,7 @@ fn run_plugin(file: &std::path::Path, options: authoring::RunOptions) -> anyhow:
 fn new_project(
     name: &str,
     lang: Lang,
-    kind: PluginKind,
+    kind: scaffold::Kind,
     dir: Option<PathBuf>,
     services: &Services,
 ) -> anyhow::Result<()> {
@@ -441,6 +437,7 @@ fn print_check(file: &std::path::Path, r: &authoring::CheckReport) {
         e.as_str() == "plugin-init"
             || e.as_str() == "plugin-process"
             || e.starts_with("wasi:http/incoming-handler@")
+            || e.starts_with("wasi:http/handler@")
     });
     let list = |names: &[&String]| {
         names
@@ -460,10 +457,14 @@ fn print_check(file: &std::path::Path, r: &authoring::CheckReport) {
     for i in &r.imports {
         println!("  {i}");
     }
+    println!("world: {}", r.world.name());
     match r.kind {
         PluginKind::WasiHttp => {
-            println!("kind: wasi-http (a wasi:http/proxy component: route it with [[routes]])")
+            println!("kind: wasi-http (a wasi:http service: route it with [[routes]])")
         }
+        PluginKind::Middleware => println!(
+            "kind: middleware (a wasi:http@0.3 middleware: in the filter chain, before the cache and the routes; its imported handler is the rest of the chain)"
+        ),
         _ => println!(
             "kind: filter or responder (a plughost:plugin component is either: its [[plugins]] entry's kind says which, filter by default)"
         ),

@@ -19,10 +19,15 @@ use crate::body::{self, Body, BoxError};
 use crate::cache::{Cache, Limits, Outcome, Settings};
 use crate::client::Client;
 use crate::config::Config;
+use crate::config::PluginKind;
 use crate::error::{ClientError, RequestError, Unavailable};
 use crate::limiter::Limiter;
 use crate::metrics::Metrics;
-use crate::plugin::{Decision, Plugins, ResponseHeaders, apply_edits};
+use crate::plugin::{
+    Decision, Failed, FailureReason, LoadedPlugin, PluginError, Plugins, ResponseHeaders, Rest,
+    apply_edits,
+};
+use crate::proxy::Https;
 use crate::routes::Router;
 use crate::upstream::Pools;
 
@@ -30,8 +35,8 @@ use crate::upstream::Pools;
 pub struct Pipeline {
     /// Caps requests processed at once.
     pub limiter: Limiter,
-    /// Stored GET responses.
-    pub cache: Cache,
+    /// Stored GET responses (shared with the rest of a chain a middleware calls on).
+    pub cache: Arc<Cache>,
     /// What a reload replaces. Each request takes the version current when it starts and
     /// finishes on it, whatever reloads happen meanwhile.
     live: ArcSwap<Live>,
@@ -92,7 +97,7 @@ impl Pipeline {
                 config.queue_timeout,
                 metrics.clone(),
             ),
-            cache: Cache::new(
+            cache: Arc::new(Cache::new(
                 Limits {
                     capacity: config.cache_capacity,
                     max_bytes: config.cache_max_bytes,
@@ -105,7 +110,7 @@ impl Pipeline {
                 },
                 config.own_response_ttl,
                 &metrics,
-            ),
+            )),
             live: ArcSwap::from_pointee(live),
             metrics,
             max_body_bytes: config.max_body_bytes,
@@ -216,7 +221,7 @@ impl Pipeline {
     async fn filtered_and_served<B>(
         &self,
         live: &Arc<Live>,
-        mut parts: Parts,
+        parts: Parts,
         body: B,
         client: &Client,
         extra: &mut ResponseHeaders,
@@ -225,43 +230,15 @@ impl Pipeline {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        let mut body = body::limited(body, self.max_body_bytes);
-        if live.plugins.any_before_route() {
-            // Read whole only when a plugin sees it; otherwise it streams to the route.
-            let bytes = if live.plugins.need_body() {
-                let bytes = body::read_body(body, self.max_body_bytes).await?;
-                live.plugins.observe(&parts, &bytes);
-                body = body::full(bytes.clone());
-                bytes
-            } else {
-                Bytes::new()
-            };
-            // Boxed like the cache's ways to the origin: the filter calls' future is large,
-            // and inline it would make every request's future that large (see cache::flow).
-            // The drain of a body after a filter's answer is inside for the same reason: at an
-            // await point of its own it grew every request's future by 368 bytes.
-            let max_body_bytes = self.max_body_bytes;
-            let answer = Box::pin(async {
-                let answer = run_filters(&live.plugins, &mut parts, &bytes, client, extra).await?;
-                if answer.is_some() {
-                    // A filter's answer needs no body: the one no filter read is dropped first,
-                    // as the router does for its own errors, so the connection stays open.
-                    let unread = std::mem::replace(&mut body, body::full(Bytes::new()));
-                    let _ = body::discard_body(unread, max_body_bytes).await;
-                }
-                Ok::<_, RequestError>(answer)
-            })
-            .await?;
-            if let Some(resp) = answer {
-                return Ok((resp, Outcome::Bypass));
-            }
-        }
-        let (live, client) = (live.clone(), client.clone());
-        let route = move |req| {
-            let (live, client) = (live.clone(), client.clone());
-            async move { live.router.route(req, &client).await }
+        let chain = Chain {
+            cache: &self.cache,
+            live,
+            client,
+            max_body_bytes: self.max_body_bytes,
+            retry_after: self.limiter.retry_after_secs(),
         };
-        self.cache.serve(parts, body, route).await
+        let body = body::limited(body, self.max_body_bytes);
+        chain.serve(parts, body, 0, extra).await
     }
 
     /// The response for an error, logged at the level its cause deserves.
@@ -301,25 +278,212 @@ fn check_request(parts: &Parts) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Runs the filter chain in order. `Some` when a filter answered the request itself.
+/// A request's way from filter `from` on: the filters, the cache, the route.
+#[derive(Clone, Copy)]
+struct Chain<'a> {
+    cache: &'a Arc<Cache>,
+    live: &'a Arc<Live>,
+    client: &'a Client,
+    max_body_bytes: usize,
+    retry_after: u64,
+}
+
+/// Where the filters leave a request.
+enum Stop {
+    /// Every filter let it through.
+    Through,
+    /// A filter answered it.
+    Answered(Response<Body>),
+    /// It reached the middleware at this index of the chain, which takes it on.
+    Middleware(usize),
+}
+
+impl Chain<'_> {
+    /// The filters from `from` on (native plugins see the request first, when `from` is 0),
+    /// then the cache and the route.
+    async fn serve(
+        self,
+        mut parts: Parts,
+        mut body: Body,
+        from: usize,
+        extra: &mut ResponseHeaders,
+    ) -> Result<(Response<Body>, Outcome), RequestError> {
+        let plugins = &self.live.plugins;
+        let filters = plugins.filters.get(from..).unwrap_or_default();
+        if !filters.is_empty() || (from == 0 && !plugins.natives.is_empty()) {
+            // Read whole only when a plugin sees it; otherwise it streams to the route.
+            let bytes = if plugins.need_body() {
+                let bytes = body::read_body(body, self.max_body_bytes).await?;
+                if from == 0 {
+                    plugins.observe(&parts, &bytes);
+                }
+                body = body::full(bytes.clone());
+                bytes
+            } else {
+                Bytes::new()
+            };
+            // Boxed like the cache's ways to the origin: the filter calls' future is large,
+            // and inline it would make every request's future that large (see cache::flow).
+            // The drain of a body after a filter's answer is inside for the same reason: at an
+            // await point of its own it grew every request's future by 368 bytes.
+            let max_body_bytes = self.max_body_bytes;
+            let client = self.client;
+            let stop = Box::pin(async {
+                let stop = run_filters(filters, from, &mut parts, &bytes, client, extra).await?;
+                if let Stop::Answered(_) = stop {
+                    // A filter's answer needs no body: the one no filter read is dropped first,
+                    // as the router does for its own errors, so the connection stays open.
+                    let unread = std::mem::replace(&mut body, body::full(Bytes::new()));
+                    let _ = body::discard_body(unread, max_body_bytes).await;
+                }
+                Ok::<_, RequestError>(stop)
+            })
+            .await?;
+            match stop {
+                Stop::Through => {}
+                Stop::Answered(resp) => return Ok((resp, Outcome::Bypass)),
+                Stop::Middleware(at) => return Box::pin(self.middleware(at, parts, body)).await,
+            }
+        }
+        let (live, client) = (self.live.clone(), self.client.clone());
+        let route = move |req| {
+            let (live, client) = (live.clone(), client.clone());
+            async move { live.router.route(req, &client).await }
+        };
+        self.cache.serve(parts, body, route).await
+    }
+
+    /// Hands the request to the middleware at `at`, whose imported `handler` is the rest of
+    /// the chain after it ([`Chain::rest`]). A middleware that failed with
+    /// `on_error = "continue"` is passed over when the request can still be sent on (it had
+    /// no body, or the filters had read it whole).
+    async fn middleware(
+        self,
+        at: usize,
+        parts: Parts,
+        body: Body,
+    ) -> Result<(Response<Body>, Outcome), RequestError> {
+        let filter = &self.live.plugins.filters[at];
+        let https = parts.extensions.get::<Https>().is_some();
+        let outcome = Arc::new(parking_lot::Mutex::new(Outcome::Bypass));
+        let again = (http_body::Body::is_end_stream(&body) || self.live.plugins.need_body())
+            .then(|| parts.clone());
+        let authority = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| parts.uri.authority().cloned())
+            .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+        let rest = self.rest(at + 1, https, authority, outcome.clone());
+        let req = Request::from_parts(parts, body);
+        match filter.middleware(req, https, self.client, rest).await? {
+            Some(resp) => Ok((resp, *outcome.lock())),
+            None => match again {
+                Some(parts) => {
+                    let mut extra = ResponseHeaders::new();
+                    let (resp, outcome) =
+                        self.serve(parts, body::full(Bytes::new()), at + 1, &mut extra).await?;
+                    Ok((with_headers(resp, extra), outcome))
+                }
+                None => Err(RequestError::Plugin(Failed {
+                    plugin: filter.name.clone(),
+                    source: PluginError::Failed(
+                        FailureReason::Error,
+                        "it failed after taking the request body, which cannot be sent on without it (on_error = \"continue\")".into(),
+                    ),
+                })),
+            },
+        }
+    }
+
+    /// The rest of the chain from filter `from` on, as a middleware's next hop: owned (its
+    /// calls outlive this one), taking the request the middleware made, answering with the
+    /// response the chain ends in, plughost's errors included (a middleware adding headers
+    /// to every response sees them). The cache's outcome is kept in `outcome` for the log.
+    fn rest(
+        &self,
+        from: usize,
+        https: bool,
+        authority: http::uri::Authority,
+        outcome: Arc<parking_lot::Mutex<Outcome>>,
+    ) -> Rest {
+        let (cache, live, client) = (self.cache.clone(), self.live.clone(), self.client.clone());
+        let (max_body_bytes, retry_after) = (self.max_body_bytes, self.retry_after);
+        let serve = Arc::new(move |req: Request<Body>| {
+            let (cache, live, client) = (cache.clone(), live.clone(), client.clone());
+            let outcome = outcome.clone();
+            Box::pin(async move {
+                let chain = Chain {
+                    cache: &cache,
+                    live: &live,
+                    client: &client,
+                    max_body_bytes,
+                    retry_after,
+                };
+                let (parts, body) = req.into_parts();
+                let parts = origin_form(parts, https);
+                let mut extra = ResponseHeaders::new();
+                let served = match check_request(&parts) {
+                    Ok(()) => {
+                        let body = body::limited(body, max_body_bytes);
+                        chain.serve(parts, body, from, &mut extra).await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let (resp, cached) =
+                    served.unwrap_or_else(|e| (e.into_response(retry_after), Outcome::Bypass));
+                *outcome.lock() = cached;
+                with_headers(resp, extra)
+            }) as futures_util::future::BoxFuture<'static, _>
+        });
+        Rest { authority, serve }
+    }
+}
+
+/// A request a middleware made, as the rest of the chain takes it: its target in origin form
+/// (a 0.3 request carries scheme and authority), its authority as `Host` when it set none,
+/// and whether it came over TLS.
+fn origin_form(mut parts: Parts, https: bool) -> Parts {
+    if let Some(authority) = parts.uri.authority().cloned() {
+        if !parts.headers.contains_key(HOST)
+            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(HOST, host);
+        }
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        if let Ok(uri) = pq.parse() {
+            parts.uri = uri;
+        }
+    }
+    if https {
+        parts.extensions.insert(Https);
+    }
+    parts
+}
+
+/// Runs the filters (the chain from index `from`) in order, up to the first middleware.
 async fn run_filters(
-    plugins: &Plugins,
+    filters: &[Arc<LoadedPlugin>],
+    from: usize,
     parts: &mut Parts,
     body: &Bytes,
     client: &Client,
     extra: &mut ResponseHeaders,
-) -> Result<Option<Response<Body>>, RequestError> {
-    for filter in &plugins.filters {
+) -> Result<Stop, RequestError> {
+    for (i, filter) in filters.iter().enumerate() {
+        if filter.kind == PluginKind::Middleware {
+            return Ok(Stop::Middleware(from + i));
+        }
         match filter
             .run(&filter.given(parts, body, client), client)
             .await?
         {
             Some(Decision::Continue(edits)) => apply_edits(edits, &mut parts.headers, extra),
-            Some(Decision::Respond(resp)) => return Ok(Some(resp)),
+            Some(Decision::Respond(resp)) => return Ok(Stop::Answered(resp)),
             None => {}
         }
     }
-    Ok(None)
+    Ok(Stop::Through)
 }
 
 /// Adds the filters' response headers to `resp`. A name the filters set replaces the

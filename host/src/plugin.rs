@@ -34,6 +34,7 @@ use crate::metrics::Latency;
 use backoff::{Backoff, Failure};
 pub use bindings::{HeaderParam, Request};
 pub use error::{Failed, FailureReason, PluginError};
+pub use host::handler::Rest;
 use metrics::{PluginErrorLabel, PluginLabel, PluginMetrics, Series};
 use native::NativePlugin;
 pub use output::{Decision, Edits};
@@ -225,7 +226,24 @@ impl LoadedPlugin {
         https: bool,
         client: &Client,
     ) -> Result<Option<http::Response<crate::body::Body>>, Failed> {
-        let result = self.handle_http(req, https, client.addr().ip()).await;
+        let result = self.handle_http(req, https, client.addr().ip(), None).await;
+        self.on_error(result)
+    }
+
+    /// Lets a `wasi:http@0.3` middleware handle `req`, its imported `handler` being `rest`
+    /// (the rest of the chain), with the same backoff, counting and checks as
+    /// [`LoadedPlugin::respond_http`]. `Ok(None)` as in `run`: the caller then sends the
+    /// request on itself.
+    pub async fn middleware(
+        self: &Arc<Self>,
+        req: http::Request<crate::body::Body>,
+        https: bool,
+        client: &Client,
+        rest: Rest,
+    ) -> Result<Option<http::Response<crate::body::Body>>, Failed> {
+        let result = self
+            .handle_http(req, https, client.addr().ip(), Some(rest))
+            .await;
         self.on_error(result)
     }
 
@@ -234,15 +252,21 @@ impl LoadedPlugin {
         req: http::Request<crate::body::Body>,
         https: bool,
         client: IpAddr,
+        rest: Option<Rest>,
     ) -> Result<http::Response<crate::body::Body>, PluginError> {
         self.not_in_backoff(client)?;
         let started = Instant::now();
         let plugin = self.clone();
         let on_failure = Box::new(move |e: PluginError| plugin.failed(&e, client));
-        let call = self.wasm.handle(req, https, on_failure).await;
+        let call = self.wasm.handle(req, https, on_failure, rest).await;
         self.observe(started, call.instantiated);
         let head = call.head.and_then(|resp| {
             let (mut head, body) = resp.into_parts();
+            if self.kind == PluginKind::Middleware {
+                // A middleware passes on the head the rest of the chain gave it, framing
+                // included; plughost frames the response again, so that one goes quietly.
+                head.headers.remove(http::header::CONTENT_LENGTH);
+            }
             output::check_head(&mut head, self.limits, &self.name, &self.dropped)
                 .map_err(|why| PluginError::Failed(FailureReason::Error, why))?;
             let body = crate::body::limited(body, self.limits.body_bytes);
@@ -284,11 +308,13 @@ impl LoadedPlugin {
         }
     }
 
-    /// Counts, logs and feeds to `client`'s backoff a failed call.
+    /// Counts, logs and feeds to `client`'s backoff a failed call (unless the failure was
+    /// not its request's: a shared instance's trap).
     fn failed(&self, e: &PluginError, client: IpAddr) {
         self.count_error(e.reason());
         tracing::warn!(plugin = %self.name, %client, reason = %e.reason(), error = %e, "plugin call failed");
-        if self.backoff.failed(client) == Failure::BackedOff {
+        if e.reason() != FailureReason::Shared && self.backoff.failed(client) == Failure::BackedOff
+        {
             self.metrics.backoffs.get_or_create(&self.label).inc();
             tracing::warn!(
                 plugin = %self.name,

@@ -101,9 +101,14 @@ async fn check_run_and_serve(dir: &Path, name: &str, kind: &str, expect: &str) {
     let server = Plughost::start(&config);
     let resp = reqwest::get(server.url(&format!("/{name}"))).await.unwrap();
     match kind {
-        "responder" | "wasi-http" => {
+        "responder" | "wasi-http" | "service" => {
             assert_eq!(resp.status(), 200);
             assert!(resp.text().await.unwrap().contains(expect));
+        }
+        "middleware" => {
+            // In front of the default page, whose 404 it marks.
+            assert_eq!(resp.status(), 404);
+            assert_eq!(resp.headers()[format!("x-{name}").as_str()], "1");
         }
         _ => {
             // A filter in front of the default page.
@@ -168,6 +173,71 @@ async fn a_rust_wasi_http_component_from_plugin_new_builds_runs_and_serves() {
         "Hello from edge! You asked for /edge",
     )
     .await;
+}
+
+/// `--kind service`: a WASI 0.3 `wasi:http/service` component (the `wasip3` crate), checked
+/// as one, run, and served on its route.
+#[tokio::test]
+async fn a_rust_wasi_03_service_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("rust", "service", "svc03");
+    let project = dir.path().join("svc03");
+    let check = run(&project, &["plugin", "check", "svc03.wasm"]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("world: wasi:http/service@0.3.0"), "{out}");
+    check_run_and_serve(
+        dir.path(),
+        "svc03",
+        "service",
+        "Hello from svc03! You asked for /svc03",
+    )
+    .await;
+}
+
+/// `--kind middleware`: a WASI 0.3 `wasi:http/middleware` component (wit-bindgen, against
+/// the WIT written beside it), run with `plugin run`'s stand-in next hop, and served in the
+/// chain.
+#[tokio::test]
+async fn a_rust_wasi_03_middleware_from_plugin_new_builds_runs_and_serves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("rust", "middleware", "mark03");
+    let project = dir.path().join("mark03");
+    assert!(project.join("wit/deps/http.wit").is_file());
+    let check = run(&project, &["plugin", "check", "mark03.wasm"]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(out.contains("world: wasi:http/middleware@0.3.0"), "{out}");
+    check_run_and_serve(dir.path(), "mark03", "middleware", "x-mark03: 1").await;
+}
+
+/// componentize-py builds WASI 0.3 too: a Python service and middleware from `plugin new`.
+#[tokio::test]
+async fn python_wasi_03_service_and_middleware_from_plugin_new_build_run_and_serve() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = generate_and_build("python", "service", "pysvc");
+    check_run_and_serve(
+        dir.path(),
+        "pysvc",
+        "service",
+        "Hello from pysvc! You asked for /pysvc",
+    )
+    .await;
+    let dir = generate_and_build("python", "middleware", "pymark");
+    check_run_and_serve(dir.path(), "pymark", "middleware", "x-pymark: 1").await;
+}
+
+#[test]
+fn wasi_03_kinds_in_other_languages_are_refused_naming_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = run(
+        dir.path(),
+        &["plugin", "new", "p", "--lang", "go", "--kind", "service"],
+    );
+    assert!(!made.status.success());
+    let err = String::from_utf8_lossy(&made.stderr);
+    assert!(
+        err.contains("write a Rust or Python project (WASI 0.3)"),
+        "{err}"
+    );
 }
 
 /// `--kv` and `--outbound`: the project declares the bucket and the grant, and its example

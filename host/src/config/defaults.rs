@@ -5,6 +5,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+/// Requests one WASI 0.3 instance serves at once (`handle` is async); `wasmtime serve`'s
+/// default.
+pub const DEFAULT_PLUGIN_CONCURRENT_REQUESTS: usize = 16;
+/// Times a 0.3 middleware may call its imported `handler` (the rest of the chain) for one
+/// request: once passes it on; more is a loop the host refuses.
+pub const DEFAULT_PLUGIN_HANDLER_CALLS: u32 = 1;
 /// Port of the public listener (C server: `SERVER_PORT`).
 pub const DEFAULT_PORT: u16 = 9090;
 /// Requests processed at once (C server: `MAX_THREADS`).

@@ -111,6 +111,10 @@ pub struct Config {
     /// [default: `$CACHE_DIRECTORY` (systemd's `CacheDirectory=`), else
     /// `$XDG_CACHE_HOME/plughost`, else `$HOME/.cache/plughost`, else none]
     pub wasm_cache_dir: PathBuf,
+    /// Whether WASI 0.3 components (`wasi:http@0.3` services and middleware) may load.
+    /// wasmtime marks its 0.3 support experimental (outside semver, no security backports);
+    /// `false` refuses them at load with a message naming this key.
+    pub wasi_p3: bool,
     /// Plugins to load, in chain order (wasm components, and native libraries by their
     /// extension). Empty: every `*.wasm` (as a filter) and native library in `plugins_dir`.
     pub plugins: Vec<PluginConfig>,
@@ -190,6 +194,7 @@ impl Default for Config {
             native_queue_bytes: DEFAULT_NATIVE_QUEUE_BYTES,
             native_budget: DEFAULT_NATIVE_BUDGET,
             wasm_cache_dir: default_wasm_cache_dir(),
+            wasi_p3: true,
             plugins: Vec::new(),
             max_backends: DEFAULT_MAX_BACKENDS,
             upstreams: Default::default(),

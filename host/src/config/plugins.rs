@@ -8,11 +8,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::defaults::{
-    DEFAULT_PLUGIN_ANSWER_BYTES, DEFAULT_PLUGIN_BACKOFF, DEFAULT_PLUGIN_FAILURE_THRESHOLD,
-    DEFAULT_PLUGIN_FAILURE_WINDOW, DEFAULT_PLUGIN_INIT_TIMEOUT, DEFAULT_PLUGIN_LOG_BYTES_PER_SEC,
-    DEFAULT_PLUGIN_MEMORY_BYTES, DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES,
-    DEFAULT_PLUGIN_OUTBOUND_REQUESTS, DEFAULT_PLUGIN_RESPONSE_BODY_BYTES,
-    DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES, DEFAULT_PLUGIN_RESPONSE_HEADERS, DEFAULT_PLUGIN_TIMEOUT,
+    DEFAULT_PLUGIN_ANSWER_BYTES, DEFAULT_PLUGIN_BACKOFF, DEFAULT_PLUGIN_CONCURRENT_REQUESTS,
+    DEFAULT_PLUGIN_FAILURE_THRESHOLD, DEFAULT_PLUGIN_FAILURE_WINDOW, DEFAULT_PLUGIN_HANDLER_CALLS,
+    DEFAULT_PLUGIN_INIT_TIMEOUT, DEFAULT_PLUGIN_LOG_BYTES_PER_SEC, DEFAULT_PLUGIN_MEMORY_BYTES,
+    DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES, DEFAULT_PLUGIN_OUTBOUND_REQUESTS,
+    DEFAULT_PLUGIN_RESPONSE_BODY_BYTES, DEFAULT_PLUGIN_RESPONSE_HEADER_BYTES,
+    DEFAULT_PLUGIN_RESPONSE_HEADERS, DEFAULT_PLUGIN_TIMEOUT,
 };
 use super::error::ConfigError;
 use super::keyvalue::KeyValueConfig;
@@ -37,7 +38,9 @@ pub struct PluginConfig {
     /// routes answer 503. On reload a plugin that fails keeps its running version either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
-    /// Passed to `plugin-init` as a JSON object.
+    /// Passed to `plugin-init` as a JSON object; its strings, numbers and booleans are also
+    /// the component's environment variables (how a `wasi:http` component, which has no
+    /// `plugin-init`, is configured).
     #[serde(default)]
     pub config: toml::Table,
     /// The request headers a filter or responder is given, by name; the others are left out
@@ -61,6 +64,14 @@ pub struct PluginConfig {
     /// state in the instance (a rate limiter's buckets) is exact.
     #[serde(default)]
     pub instances: Option<usize>,
+    /// Requests one instance of a WASI 0.3 component serves at once (its `handle` is async)
+    /// [default: 16]. `1`: one at a time, as 0.2 and plughost:plugin components always are.
+    #[serde(default = "default_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Times a 0.3 middleware may call its imported `handler` (the rest of the chain) for
+    /// one request; past it the call gets an error-code [default: 1].
+    #[serde(default = "default_handler_calls")]
+    pub max_handler_calls: u32,
     /// Wall-clock time one `plugin-process` call may take, guest code and the host calls it
     /// waits in (clocks, files) together; past it the call fails as `timeout` and its
     /// instance is discarded [default: 100ms].
@@ -128,6 +139,12 @@ pub struct PluginConfig {
 fn default_request_body() -> bool {
     true
 }
+fn default_concurrent_requests() -> usize {
+    DEFAULT_PLUGIN_CONCURRENT_REQUESTS
+}
+fn default_handler_calls() -> u32 {
+    DEFAULT_PLUGIN_HANDLER_CALLS
+}
 fn default_plugin_timeout() -> Duration {
     DEFAULT_PLUGIN_TIMEOUT
 }
@@ -182,6 +199,8 @@ impl PluginConfig {
             reuse: Reuse::Pooled,
             max_requests: None,
             instances: None,
+            max_concurrent_requests: DEFAULT_PLUGIN_CONCURRENT_REQUESTS,
+            max_handler_calls: DEFAULT_PLUGIN_HANDLER_CALLS,
             timeout: DEFAULT_PLUGIN_TIMEOUT,
             init_timeout: DEFAULT_PLUGIN_INIT_TIMEOUT,
             max_memory_bytes: DEFAULT_PLUGIN_MEMORY_BYTES,
@@ -213,10 +232,15 @@ pub enum PluginKind {
     Filter,
     /// On the requests of its `[[routes]]`.
     Responder,
-    /// A component of the standard `wasi:http/proxy` world (what `wasmtime serve` and Spin
-    /// run), unchanged, on the requests of its `[[routes]]`: it gets the request's head and
-    /// streamed body and streams its response.
+    /// A standard `wasi:http` service (what `wasmtime serve` and Spin run: 0.2's
+    /// `wasi:http/proxy` or 0.3's `wasi:http/service`, told apart by its exports), unchanged,
+    /// on the requests of its `[[routes]]`: it gets the request's head and streamed body and
+    /// streams its response.
     WasiHttp,
+    /// A standard `wasi:http@0.3` middleware, in the filter chain in order with the filters:
+    /// its imported `handler` is the rest of the chain, the cache and the route. A `filter`
+    /// entry naming a middleware component runs it as one.
+    Middleware,
 }
 
 impl PluginKind {
@@ -226,12 +250,13 @@ impl PluginKind {
             Self::Filter => "filter",
             Self::Responder => "responder",
             Self::WasiHttp => "wasi-http",
+            Self::Middleware => "middleware",
         }
     }
 
     /// Whether it answers the requests of its routes (rather than filtering every request).
     pub fn answers_routes(self) -> bool {
-        self != Self::Filter
+        matches!(self, Self::Responder | Self::WasiHttp)
     }
 }
 
@@ -289,6 +314,12 @@ impl PluginConfig {
                 format!("plugin `{}`: must be longer than 0s", self.name),
             );
         }
+        if self.max_concurrent_requests == 0 {
+            return invalid(
+                "plugins.max_concurrent_requests",
+                format!("plugin `{}`: must be at least 1", self.name),
+            );
+        }
         if self.instances == Some(0) || self.max_requests == Some(0) {
             return invalid(
                 "plugins.instances",
@@ -307,13 +338,13 @@ impl PluginConfig {
                 ),
             );
         }
-        if self.kind == PluginKind::WasiHttp
+        if matches!(self.kind, PluginKind::WasiHttp | PluginKind::Middleware)
             && (self.request_headers.is_some() || !self.request_body)
         {
             return invalid(
                 "plugins.request_headers",
                 format!(
-                    "plugin `{}`: request_headers and request_body apply to filters and responders; a wasi-http component is given the request as it is",
+                    "plugin `{}`: request_headers and request_body apply to filters and responders; a wasi:http component is given the request as it is",
                     self.name
                 ),
             );

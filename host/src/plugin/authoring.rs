@@ -9,8 +9,9 @@ use http_body_util::BodyExt;
 
 use super::bindings::{Action, HeaderParam, Request};
 use super::host::Backends;
+use super::host::handler::Rest;
 use super::output::{self, Dropped, OutputLimits};
-use super::wasm::{Runtime, WasmPlugin};
+use super::wasm::{Runtime, WasmPlugin, World};
 use crate::body;
 use crate::config::{
     Config, Destination, Grant, KeyValueConfig, KvBackend, PluginConfig, PluginKind, Reuse,
@@ -26,6 +27,8 @@ pub struct CheckReport {
     pub exports: Vec<String>,
     /// Its imports (all provided by plughost when the check passes).
     pub imports: Vec<String>,
+    /// The world it implements, as wasi:http names it (`wasi:http/service@0.3.0`, say).
+    pub world: World,
     /// The kind it loads as: `responder` (or `filter`) for a plughost:plugin component,
     /// `wasi-http` for a standard wasi:http/proxy one.
     pub kind: PluginKind,
@@ -46,16 +49,27 @@ pub fn check(file: &Path, cache: Option<PathBuf>) -> anyhow::Result<CheckReport>
     let names = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_owned).collect::<Vec<_>>();
     let exports = names(&mut ty.exports(runtime.engine()).map(|(n, _)| n));
     let imports = names(&mut ty.imports(runtime.engine()).map(|(n, _)| n));
+    let world = runtime.world(&component);
     let kind = runtime
-        .prepare(&component, PluginKind::Responder)?
+        .prepare(&component, kind_of(world), true)?
         .kind(PluginKind::Responder);
     Ok(CheckReport {
         size,
         compile,
         exports,
         imports,
+        world,
         kind,
     })
+}
+
+/// The kind a component of `world` is tried as: a middleware is one, anything else a
+/// responder (which a wasi:http service also runs as).
+fn kind_of(world: World) -> PluginKind {
+    match world {
+        World::Middleware => PluginKind::Middleware,
+        _ => PluginKind::Responder,
+    }
 }
 
 /// The request and sandbox of `plugin run`.
@@ -120,7 +134,7 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let runtime = Runtime::new(o.cache.clone(), 1)?;
     let (component, _) = runtime.compile(file)?;
-    let pre = runtime.prepare(&component, PluginKind::Responder)?;
+    let pre = runtime.prepare(&component, kind_of(runtime.world(&component)), true)?;
     let caps = Backends::new(&server(&o)?, &[], &mut Default::default())
         .and_then(|b| b.capabilities(&plugin))
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -131,7 +145,7 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     };
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
     let repeat = o.repeat.max(1);
-    let (mut out, mut times) = if wasm.kind() == PluginKind::WasiHttp {
+    let (mut out, mut times) = if wasm.kind() != PluginKind::Responder {
         run_wasi_http(wasm, &o, &headers, &checks, repeat).await?
     } else {
         run_plugin(wasm, &o, &headers, &checks, repeat).await?
@@ -207,7 +221,35 @@ struct Checks {
     dropped: Dropped,
 }
 
-/// Calls a wasi:http component `repeat` times; its last answer as text, and each call's time.
+/// What a middleware's next hop is under `plugin run`: a `200` naming itself, so the output
+/// shows what the middleware did to the request (its method, target and headers, echoed
+/// in the body) and to the response.
+fn next_hop() -> Rest {
+    let serve = std::sync::Arc::new(|req: http::Request<body::Body>| {
+        let mut echo = format!(
+            "the rest of the chain got: {} {}\n",
+            req.method(),
+            req.uri()
+        );
+        for (name, value) in req.headers() {
+            echo.push_str(&format!(
+                "{name}: {}\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        let mut resp = http::Response::new(body::full(echo));
+        resp.headers_mut()
+            .insert("content-type", http::HeaderValue::from_static("text/plain"));
+        Box::pin(std::future::ready(resp)) as futures_util::future::BoxFuture<'static, _>
+    });
+    Rest {
+        authority: http::uri::Authority::from_static("localhost"),
+        serve,
+    }
+}
+
+/// Calls a wasi:http component (a middleware with [`next_hop`]) `repeat` times; its last
+/// answer as text, and each call's time.
 async fn run_wasi_http(
     wasm: WasmPlugin,
     o: &RunOptions,
@@ -231,10 +273,11 @@ async fn run_wasi_http(
             .body(body::full(o.body.clone()))
             .context("--method, --uri and --header must make a valid HTTP request")?;
         let started = Instant::now();
-        let call = wasm.handle(req, false, Box::new(|_| {})).await;
+        let rest = (wasm.kind() == PluginKind::Middleware).then(next_hop);
+        let call = wasm.handle(req, false, Box::new(|_| {}), rest).await;
         let resp = call
             .head
-            .map_err(|e| anyhow::anyhow!("incoming-handler.handle failed: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("its handler failed: {e}"))?;
         let (mut head, stream) = resp.into_parts();
         if let Err(why) =
             output::check_head(&mut head, checks.limits, &checks.name, &checks.dropped)

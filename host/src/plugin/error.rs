@@ -19,6 +19,9 @@ pub enum FailureReason {
     Error,
     /// The plugin is in backoff and was not called.
     Backoff,
+    /// A WASI 0.3 instance trapped while serving this request and others: which one caused
+    /// it is not known, so no client's backoff counts it.
+    Shared,
 }
 
 impl std::fmt::Display for FailureReason {
@@ -29,6 +32,7 @@ impl std::fmt::Display for FailureReason {
             Self::Memory => "memory",
             Self::Error => "error",
             Self::Backoff => "backoff",
+            Self::Shared => "shared",
         })
     }
 }

@@ -17,7 +17,7 @@ use super::metrics::PluginMetrics;
 use super::native::{self, NativePlugin};
 use super::wasm::{Runtime, WasmPlugin};
 use super::{LoadedPlugin, PluginError, Plugins};
-use crate::config::{Config, PluginConfig, PluginKind};
+use crate::config::{Config, PluginConfig};
 use crate::metrics::Metrics;
 
 /// The plugins the config asks for, or those found in `plugins_dir`.
@@ -49,7 +49,7 @@ fn wanted(config: &Config) -> Vec<PluginConfig> {
 pub fn pending_filter(config: &Config) -> Option<String> {
     wanted(config)
         .into_iter()
-        .find(|p| p.kind == PluginKind::Filter && is_wasm(&resolve(&config.plugins_dir, &p.file)))
+        .find(|p| !p.kind.answers_routes() && is_wasm(&resolve(&config.plugins_dir, &p.file)))
         .map(|p| p.name)
 }
 
@@ -237,7 +237,7 @@ async fn load_wasm(
             Ok((bytes, digest)) => Outcome::Loaded(match engine().await {
                 Err(e) => Err(PluginError::Load(e)),
                 Ok(runtime) => match backends.capabilities(p) {
-                    Ok(caps) => load_one(runtime, p, bytes, digest, config.max_concurrency, caps)
+                    Ok(caps) => load_one(runtime, p, bytes, digest, config, caps)
                         .await
                         .map(|(wasm, from_cache)| (Box::new(wasm), from_cache, digest)),
                     Err(e) => Err(PluginError::Load(e.to_string())),
@@ -339,7 +339,7 @@ fn warn_unrouted(config: &Config, plugins: &Plugins) {
 }
 
 fn add(plugins: &mut Plugins, plugin: Arc<LoadedPlugin>) {
-    if plugin.kind == PluginKind::Filter {
+    if !plugin.kind.answers_routes() {
         plugins.filters.push(plugin.clone());
     }
     plugins.all.push(plugin);
@@ -427,7 +427,7 @@ async fn load_one(
     p: &PluginConfig,
     bytes: Vec<u8>,
     digest: [u8; 32],
-    default_instances: usize,
+    config: &Config,
     caps: Capabilities,
 ) -> Result<(WasmPlugin, bool), PluginError> {
     // Compiling a large component (Python, JS) takes seconds of CPU: on a blocking thread,
@@ -439,7 +439,7 @@ async fn load_one(
     })
     .await
     .expect("compiling does not panic")?;
-    let pre = runtime.prepare(&component, p.kind)?;
-    let wasm = WasmPlugin::load(pre, p.clone(), default_instances, caps).await?;
+    let pre = runtime.prepare(&component, p.kind, config.wasi_p3)?;
+    let wasm = WasmPlugin::load(pre, p.clone(), config.max_concurrency, caps).await?;
     Ok((wasm, from_cache))
 }

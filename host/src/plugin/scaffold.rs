@@ -13,6 +13,38 @@ use anyhow::{Context, bail};
 
 use crate::config::PluginKind;
 
+/// What `plugin new` writes: a plugin of plughost's own world, or a standard wasi:http one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// A filter of plughost's world: on every request.
+    Filter,
+    /// A responder of plughost's world: on its route.
+    Responder,
+    /// A `wasi:http/proxy@0.2` component on its route (Rust, the `wasi` crate).
+    WasiHttp,
+    /// A `wasi:http/service@0.3.0` component on its route (Rust, the `wasip3` crate).
+    Service,
+    /// A `wasi:http/middleware@0.3.0` component in the filter chain (Rust, wit-bindgen).
+    Middleware,
+}
+
+impl Kind {
+    /// The `kind` of its `[[plugins]]` entry.
+    pub fn plugin_kind(self) -> PluginKind {
+        match self {
+            Self::Filter => PluginKind::Filter,
+            Self::Responder => PluginKind::Responder,
+            Self::WasiHttp | Self::Service => PluginKind::WasiHttp,
+            Self::Middleware => PluginKind::Middleware,
+        }
+    }
+
+    /// Whether it is a standard wasi:http component (no plughost WIT, no SDK).
+    fn standard(self) -> bool {
+        matches!(self, Self::WasiHttp | Self::Service | Self::Middleware)
+    }
+}
+
 /// The languages `plugin new` writes projects in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
@@ -42,12 +74,12 @@ impl Lang {
 
     /// The project's files besides the common ones: (path, template), by kind; a Rust
     /// responder using host services has a template of its own.
-    fn files(self, kind: PluginKind, services: bool) -> Vec<(&'static str, &'static str)> {
-        let responder = kind != PluginKind::Filter;
+    fn files(self, kind: Kind, services: bool) -> Vec<(&'static str, &'static str)> {
+        let responder = kind != Kind::Filter;
         match self {
             Self::Rust => rust_files(kind, services),
             Self::C => c_files(responder),
-            Self::Python => python_files(responder),
+            Self::Python => python_files(kind),
             Self::Js => js_files(responder),
             Self::Go => go_files(responder),
         }
@@ -175,8 +207,8 @@ fn origin(url: &str) -> anyhow::Result<String> {
 
 /// A Rust project's own files: Cargo.toml, Makefile, the plugin and (for plughost's world)
 /// the SDK.
-fn rust_files(kind: PluginKind, services: bool) -> Vec<(&'static str, &'static str)> {
-    let responder = kind != PluginKind::Filter;
+fn rust_files(kind: Kind, services: bool) -> Vec<(&'static str, &'static str)> {
+    let responder = kind != Kind::Filter;
     let mut files = vec![
         (
             "Cargo.toml",
@@ -185,8 +217,12 @@ fn rust_files(kind: PluginKind, services: bool) -> Vec<(&'static str, &'static s
         ("Makefile", include_str!("../../templates/rust/Makefile")),
         (
             "src/lib.rs",
-            if kind == PluginKind::WasiHttp {
+            if kind == Kind::WasiHttp {
                 include_str!("../../templates/rust/wasi_http.rs")
+            } else if kind == Kind::Service {
+                include_str!("../../templates/rust/service.rs")
+            } else if kind == Kind::Middleware {
+                include_str!("../../templates/rust/middleware.rs")
             } else if services {
                 include_str!("../../templates/rust/services.rs")
             } else if responder {
@@ -196,7 +232,7 @@ fn rust_files(kind: PluginKind, services: bool) -> Vec<(&'static str, &'static s
             },
         ),
     ];
-    if kind != PluginKind::WasiHttp {
+    if !kind.standard() {
         // The Rust SDK, copied in (its WIT beside it, written by `new_project`)
         // and named by a path dependency: the project builds with no checkout of
         // plughost.
@@ -247,8 +283,24 @@ fn c_files(responder: bool) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// A Python project's own files: Makefile, the SDK and the plugin.
-fn python_files(responder: bool) -> Vec<(&'static str, &'static str)> {
+/// A Python project's own files: Makefile, the SDK and the plugin (a WASI 0.3 component:
+/// Makefile and plugin only, its WIT written beside).
+fn python_files(kind: Kind) -> Vec<(&'static str, &'static str)> {
+    let p3 = |app| {
+        vec![
+            (
+                "Makefile",
+                include_str!("../../templates/python/p3.Makefile"),
+            ),
+            ("app.py", app),
+        ]
+    };
+    let responder = match kind {
+        Kind::Service => return p3(include_str!("../../templates/python/service.py")),
+        Kind::Middleware => return p3(include_str!("../../templates/python/middleware.py")),
+        Kind::Filter => false,
+        Kind::Responder | Kind::WasiHttp => true,
+    };
     vec![
         ("Makefile", include_str!("../../templates/python/Makefile")),
         // The Python SDK, copied in: the project builds with no path into plughost's
@@ -337,7 +389,7 @@ pub fn new_project(
     dir: &Path,
     name: &str,
     lang: Lang,
-    kind: PluginKind,
+    kind: Kind,
     services: &Services,
 ) -> anyhow::Result<Vec<PathBuf>> {
     refuse_unsupported(name, lang, kind, services)?;
@@ -352,7 +404,7 @@ pub fn new_project(
             dir.display()
         );
     }
-    let routes = if kind != PluginKind::Filter {
+    let routes = if kind.plugin_kind().answers_routes() {
         format!("\n[[routes]]\nprefix = \"/{name}\"\nplugin = \"{name}\"\n")
     } else {
         String::new()
@@ -361,7 +413,7 @@ pub fn new_project(
         template
             .replace("{{name}}", name)
             .replace("{{crate}}", &name.replace('-', "_"))
-            .replace("{{kind}}", kind.as_str())
+            .replace("{{kind}}", kind.plugin_kind().as_str())
             .replace("{{lang}}", lang.label())
             .replace("{{try}}", &format!("/{name}"))
             .replace("{{routes}}", &routes)
@@ -370,6 +422,7 @@ pub fn new_project(
             .replace("{{tables}}", &tables)
             .replace("{{deps}}", deps(kind))
             .replace("{{contract}}", contract(kind))
+            .replace("{{world}}", world(kind))
     };
     let mut files: Vec<(String, String)> = lang
         .files(kind, services.any())
@@ -379,11 +432,18 @@ pub fn new_project(
     let wit = WIT
         .iter()
         .map(|&(path, text)| (path.to_owned(), text.to_owned()));
-    // A wasi:http component builds against the `wasi` crate's bindings: no plughost WIT.
-    if kind != PluginKind::WasiHttp {
+    // A wasi:http component builds against the standard WIT: the `wasi` and `wasip3` crates
+    // carry theirs; a middleware's, and a Python service's, is written beside it.
+    if kind == Kind::Middleware || (kind == Kind::Service && lang != Lang::Rust) {
+        files.extend(
+            WIT_HTTP_03
+                .iter()
+                .map(|&(path, text)| (format!("wit/{path}"), text.to_owned())),
+        );
+    } else if !kind.standard() {
         files.extend(wit.clone());
     }
-    if lang == Lang::Rust && kind != PluginKind::WasiHttp {
+    if lang == Lang::Rust && !kind.standard() {
         // The SDK generates its bindings from the WIT in its own directory.
         files.extend(wit.map(|(path, text)| (format!("plughost-sdk/{path}"), text)));
     }
@@ -400,7 +460,7 @@ pub fn new_project(
 fn refuse_unsupported(
     name: &str,
     lang: Lang,
-    kind: PluginKind,
+    kind: Kind,
     services: &Services,
 ) -> anyhow::Result<()> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -413,13 +473,21 @@ fn refuse_unsupported(
             "`{name}` cannot name a plugin: use lower-case letters, digits and `-`, starting with a letter (it becomes a header and a crate name)"
         );
     }
-    if kind == PluginKind::WasiHttp && lang != Lang::Rust {
+    if kind == Kind::WasiHttp && lang != Lang::Rust {
         bail!(
             "--kind wasi-http writes a Rust project (the `wasi` crate); in {} build the wasi:http/proxy world with its toolchain against `plughost plugin wit DIR --world wasi-http` (docs/plugins.md, \"Standard wasi:http components\")",
             lang.label()
         );
     }
-    if services.any() && (lang != Lang::Rust || kind != PluginKind::Responder) {
+    if matches!(kind, Kind::Service | Kind::Middleware)
+        && !matches!(lang, Lang::Rust | Lang::Python)
+    {
+        bail!(
+            "--kind service and --kind middleware write a Rust or Python project (WASI 0.3); {} has no toolchain from the registries that builds WASI 0.3 components yet (docs/plugins.md, \"WASI 0.3\", says why)",
+            lang.label()
+        );
+    }
+    if services.any() && (lang != Lang::Rust || kind != Kind::Responder) {
         bail!(
             "--kv and --outbound write a Rust responder using them (--lang rust, the default --kind); for other languages declare the bucket and the grant in plughost.toml by hand and build against the plugin-keyvalue world (docs/plugins.md, \"Key-value state\" and \"Outbound HTTP\")"
         );
@@ -429,20 +497,44 @@ fn refuse_unsupported(
 
 /// A Rust project's dependencies: plughost's SDK for its own world, the `wasi` crate (the
 /// standard wasi:http bindings) for a wasi:http component.
-fn deps(kind: PluginKind) -> &'static str {
-    if kind == PluginKind::WasiHttp {
-        "# The standard WASI 0.2 bindings, wasi:http included.\nwasi = \"0.14\""
-    } else {
-        "# plughost's Rust SDK, written into the project by `plugin new` (with the WIT it binds).\nplughost-plugin-sdk = { path = \"plughost-sdk\" }"
+fn deps(kind: Kind) -> &'static str {
+    match kind {
+        Kind::WasiHttp => "# The standard WASI 0.2 bindings, wasi:http included.\nwasi = \"0.14\"",
+        Kind::Service => {
+            "# The standard WASI 0.3 bindings (0.9.0 binds wasi:http@0.3.0 exactly).\nwasip3 = { version = \"=0.9.0\", features = [\"async-spawn\"] }"
+        }
+        Kind::Middleware => {
+            "# Bindings of the middleware world in wit/ (the version the `wasip3` crate 0.9 uses).\nwit-bindgen = { version = \"=0.62.0\", features = [\"async-spawn\"] }"
+        }
+        Kind::Filter | Kind::Responder => {
+            "# plughost's Rust SDK, written into the project by `plugin new` (with the WIT it binds).\nplughost-plugin-sdk = { path = \"plughost-sdk\" }"
+        }
+    }
+}
+
+/// The world a WASI 0.3 project builds (`componentize-py -w`).
+fn world(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Middleware => "plughost:wasi-http/middleware",
+        _ => "wasi:http/service@0.3.0",
     }
 }
 
 /// What the README says of the project's contract.
-fn contract(kind: PluginKind) -> &'static str {
-    if kind == PluginKind::WasiHttp {
-        "It implements the standard\n`wasi:http/proxy` world (0.2) with the `wasi` crate's bindings, so it also runs in `wasmtime\nserve` and Spin."
-    } else {
-        "`wit/` is the plugin\ncontract of the plughost that made it; a component built against it keeps loading in later\nversions (the contract only grows)."
+fn contract(kind: Kind) -> &'static str {
+    match kind {
+        Kind::WasiHttp => {
+            "It implements the standard\n`wasi:http/proxy` world (0.2) with the `wasi` crate's bindings, so it also runs in `wasmtime\nserve` and Spin."
+        }
+        Kind::Service => {
+            "It implements the standard\n`wasi:http/service` world (WASI 0.3.0) with the `wasip3` crate's bindings, so it also runs in\n`wasmtime serve -S p3` and Spin 4. One instance serves several requests at once."
+        }
+        Kind::Middleware => {
+            "It implements the standard\n`wasi:http/middleware` world (WASI 0.3.0; its WIT is in `wit/`): in plughost it runs in the\nfilter chain, and the `handler` it imports is the rest of the chain (later filters, the\ncache, the route)."
+        }
+        Kind::Filter | Kind::Responder => {
+            "`wit/` is the plugin\ncontract of the plughost that made it; a component built against it keeps loading in later\nversions (the contract only grows)."
+        }
     }
 }
 
@@ -453,6 +545,10 @@ pub enum World {
     Plugin,
     /// The standard `wasi:http/proxy` world, 0.2 as this plughost provides it.
     WasiHttp,
+    /// The standard `wasi:http/middleware` world of WASI 0.3.0 (and `service`, in the same
+    /// package).
+    #[value(name = "wasi-http-0.3")]
+    WasiHttp03,
 }
 
 /// The standard wasi:http/proxy world and its dependencies, as this binary provides them.
@@ -491,6 +587,39 @@ const WIT_HTTP: &[(&str, &str)] = &[
     ),
 ];
 
+/// WASI 0.3's wasi:http middleware world and its dependencies, which wit-bindgen builds a
+/// middleware against.
+const WIT_HTTP_03: &[(&str, &str)] = &[
+    (
+        "world.wit",
+        include_str!("../../../wit/wasi-http-0.3/world.wit"),
+    ),
+    (
+        "deps/cli.wit",
+        include_str!("../../../wit/wasi-http-0.3/deps/cli.wit"),
+    ),
+    (
+        "deps/clocks.wit",
+        include_str!("../../../wit/wasi-http-0.3/deps/clocks.wit"),
+    ),
+    (
+        "deps/filesystem.wit",
+        include_str!("../../../wit/wasi-http-0.3/deps/filesystem.wit"),
+    ),
+    (
+        "deps/http.wit",
+        include_str!("../../../wit/wasi-http-0.3/deps/http.wit"),
+    ),
+    (
+        "deps/random.wit",
+        include_str!("../../../wit/wasi-http-0.3/deps/random.wit"),
+    ),
+    (
+        "deps/sockets.wit",
+        include_str!("../../../wit/wasi-http-0.3/deps/sockets.wit"),
+    ),
+];
+
 /// Writes the WIT of `world`, as this binary implements it, into `dir`: what a guest toolchain
 /// builds against, with no checkout of plughost's repository.
 pub fn write_wit(dir: &Path, world: World) -> anyhow::Result<Vec<PathBuf>> {
@@ -500,6 +629,10 @@ pub fn write_wit(dir: &Path, world: World) -> anyhow::Result<Vec<PathBuf>> {
             .map(|&(path, text)| (path.strip_prefix("wit/").unwrap_or(path), text.as_bytes()))
             .collect(),
         World::WasiHttp => WIT_HTTP
+            .iter()
+            .map(|&(path, text)| (path, text.as_bytes()))
+            .collect(),
+        World::WasiHttp03 => WIT_HTTP_03
             .iter()
             .map(|&(path, text)| (path, text.as_bytes()))
             .collect(),
@@ -536,7 +669,7 @@ mod tests {
             &dir.join("my-auth"),
             "my-auth",
             Lang::Rust,
-            PluginKind::Filter,
+            Kind::Filter,
             &Services::default(),
         )
         .unwrap();
@@ -553,7 +686,7 @@ mod tests {
                 &dir.join("my-auth"),
                 "my-auth",
                 Lang::Rust,
-                PluginKind::Filter,
+                Kind::Filter,
                 &Services::default()
             )
             .is_err()
@@ -563,7 +696,7 @@ mod tests {
                 &dir.join("x"),
                 "My Plugin",
                 Lang::Python,
-                PluginKind::Filter,
+                Kind::Filter,
                 &Services::default()
             )
             .is_err()

@@ -20,6 +20,7 @@
 
 pub mod budget;
 pub mod capability;
+pub mod handler;
 pub mod keyvalue;
 pub mod log;
 pub mod outbound;
@@ -96,6 +97,7 @@ macro_rules! capabilities {
         /// Adds WASI and every capability to `linker`, once per engine.
         pub fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
+            wasmtime_wasi::p3::add_to_linker(linker)?;
             $(<$cap as Capability>::link(linker, |s: &mut State| Scoped {
                 table: &mut s.table,
                 instance: &mut s.caps.$name,
@@ -110,8 +112,11 @@ capabilities! {
     log: log::Log,
     /// `wasi:keyvalue` buckets.
     keyvalue: keyvalue::KeyValue,
-    /// `wasi:http/outgoing-handler` behind the plugin's allow-list.
+    /// `wasi:http/outgoing-handler` (0.2) and `wasi:http/client` (0.3) behind the plugin's
+    /// allow-list.
     outbound: outbound::OutboundHttp,
+    /// `wasi:http/handler` (0.3), a middleware's next hop: the rest of the chain.
+    next: handler::NextHop,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -132,7 +137,18 @@ impl State {
     pub fn new(caps: &Capabilities, config: &PluginConfig) -> wasmtime::Result<Self> {
         let stderr = StderrTail::default();
         let mut wasi = WasiCtxBuilder::new();
-        // No environment, arguments, stdin, sockets or name lookup: only what is granted.
+        // No arguments, stdin, sockets or name lookup: only what is granted. The environment
+        // is the plugin's `config` (a standard wasi:http component has no `plugin-init`; a
+        // host configures it through `wasi:cli/environment`, as Spin and `wasmtime serve` do).
+        for (key, value) in &config.config {
+            match value {
+                toml::Value::String(s) => wasi.env(key, s),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    wasi.env(key, value.to_string())
+                }
+                _ => &mut wasi,
+            };
+        }
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -159,6 +175,11 @@ impl State {
 }
 
 impl State {
+    /// The requests this instance is serving (a 0.3 middleware's), by task.
+    pub fn hops(&self) -> &handler::Hops {
+        &self.caps.next
+    }
+
     /// Whether the guest holds no resource (handle) at all.
     pub fn table_is_empty(&self) -> bool {
         self.table.is_empty()

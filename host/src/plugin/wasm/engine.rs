@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::config::PluginKind;
 use crate::plugin::bindings::PluginPre;
@@ -21,6 +22,10 @@ use crate::plugin::native;
 
 /// The export that makes a component a standard `wasi:http/proxy` one (any 0.2.x).
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler@0.2";
+
+/// The export that makes a component a WASI 0.3 `wasi:http` service (any 0.3.x); a middleware
+/// also imports it (the next hop).
+const HANDLER_03: &str = "wasi:http/handler@0.3";
 
 /// The export of a `wasi:cli` command (a program with a `main`).
 const CLI_RUN: &str = "wasi:cli/run@";
@@ -134,12 +139,8 @@ impl Runtime {
                     .into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| match wasi_03(bytes) {
-            Some(world) => PluginError::Load(format!(
-                "it is {world}, a WASI 0.3 component, and plughost runs WASI 0.2 ones for now (wasi:http 0.2's incoming-handler, and its own plughost:plugin world): build it for wasi:http 0.2 (Rust: the `wasi` crate 0.14, as `plughost plugin new --kind wasi-http` writes)"
-            )),
-            None => PluginError::Load(format!("not a valid component: {}", root(&e))),
-        })?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Load(format!("not a valid component: {}", root(&e))))?;
         if let Some(path) = &cached
             && let Err(e) = write_cache(path, &component)
         {
@@ -162,65 +163,128 @@ impl Runtime {
         &self.engine
     }
 
-    /// Whether `component` is a standard `wasi:http/proxy` component (it exports
-    /// `wasi:http/incoming-handler`) rather than a plughost plugin.
-    pub fn is_wasi_http(&self, component: &Component) -> bool {
-        component
-            .component_type()
-            .exports(&self.engine)
-            .any(|(name, _)| name.starts_with(INCOMING_HANDLER))
+    /// Which world `component` implements, from its exports (and, for a 0.3 middleware, its
+    /// import of the next hop).
+    pub fn world(&self, component: &Component) -> World {
+        let ty = component.component_type();
+        let exports = |prefix: &str| {
+            ty.exports(&self.engine)
+                .any(|(name, _)| name.starts_with(prefix))
+        };
+        if exports(HANDLER_03) {
+            if ty
+                .imports(&self.engine)
+                .any(|(name, _)| name.starts_with(HANDLER_03))
+            {
+                return World::Middleware;
+            }
+            return World::Service;
+        }
+        if exports(INCOMING_HANDLER) {
+            return World::Proxy;
+        }
+        if !exports("plugin-process") && exports(CLI_RUN) {
+            return World::Command;
+        }
+        World::Plugin
     }
 
-    /// Links a component against WASI and the host interfaces, checking its exports against
-    /// what `kind` needs: `plugin-init` / `plugin-process` for a filter or responder,
-    /// `wasi:http/incoming-handler` for `wasi-http`.
+    /// Links a component against WASI and the host interfaces, checking its world against
+    /// what `kind` needs: `plugin-init` / `plugin-process` for a filter or responder, a
+    /// `wasi:http` service (0.2's `incoming-handler` or 0.3's `handler`) for `wasi-http`, a
+    /// `wasi:http@0.3` middleware for `middleware` (or `filter`). `wasi_p3 = false` refuses
+    /// WASI 0.3 components.
     pub fn prepare(
         &self,
         component: &Component,
         kind: PluginKind,
+        wasi_p3: bool,
     ) -> Result<Prepared, PluginError> {
-        let wasi_http = self.is_wasi_http(component);
-        let exports = |prefix: &str| {
-            component
-                .component_type()
-                .exports(&self.engine)
-                .any(|(name, _)| name.starts_with(prefix))
-        };
-        if !wasi_http && !exports("plugin-process") && exports(CLI_RUN) {
-            return Err(PluginError::Load(
-                "it is a wasi:cli command (it exports wasi:cli/run, as a program with `main` builds): plughost runs plughost:plugin components (exporting plugin-init and plugin-process) and wasi:http/proxy ones (exporting wasi:http/incoming-handler); build a library instead (Rust: crate-type = [\"cdylib\"]; `plughost plugin new` writes one)".into(),
-            ));
+        let world = self.world(component);
+        if let Some(why) = world.refusal(kind) {
+            return Err(PluginError::Load(why.into()));
         }
-        match (kind, wasi_http) {
-            (PluginKind::Filter, true) => {
-                return Err(PluginError::Load(
-                    "it is a wasi:http component, which answers requests: give it kind = \"wasi-http\" and a [[routes]] entry".into(),
-                ));
-            }
-            (PluginKind::WasiHttp, false) => {
-                return Err(PluginError::Load(
-                    "kind = \"wasi-http\" needs a component exporting wasi:http/incoming-handler (the wasi:http/proxy world); for a plughost:plugin component use kind = \"responder\"".into(),
-                ));
-            }
-            _ => {}
+        if !wasi_p3 && matches!(world, World::Service | World::Middleware) {
+            return Err(PluginError::Load(format!(
+                "it is {}, a WASI 0.3 component, and this server has `wasi_p3 = false`: set `wasi_p3 = true` (the default) to run it, or build it for wasi:http 0.2",
+                world.name()
+            )));
         }
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(|e| PluginError::Load(format!("cannot link it: {}", chain(&e))))?;
-        if wasi_http {
-            return ProxyPre::new(pre).map(Prepared::WasiHttp).map_err(|e| {
-                PluginError::Load(format!(
-                    "it does not implement the wasi:http/proxy world: {}",
-                    root(&e)
-                ))
-            });
-        }
-        PluginPre::new(pre).map(Prepared::Plugin).map_err(|e| {
+        let not_world = |e: wasmtime::Error| {
             PluginError::Load(format!(
-                "it does not implement the plughost:plugin world (plugin-init, plugin-process): {}",
+                "it does not implement the {} world: {}",
+                world.name(),
                 root(&e)
             ))
+        };
+        match world {
+            World::Proxy => ProxyPre::new(pre)
+                .map(Prepared::WasiHttp)
+                .map_err(not_world),
+            World::Service => ServicePre::new(pre)
+                .map(Prepared::Service)
+                .map_err(not_world),
+            World::Middleware => ServicePre::new(pre)
+                .map(Prepared::Middleware)
+                .map_err(not_world),
+            World::Plugin | World::Command => {
+                PluginPre::new(pre).map(Prepared::Plugin).map_err(not_world)
+            }
+        }
+    }
+}
+
+/// The world a component implements, as read from its exports and imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// plughost's own (`plugin-init`, `plugin-process`).
+    Plugin,
+    /// `wasi:http/proxy@0.2` (exports `incoming-handler`).
+    Proxy,
+    /// `wasi:http/service@0.3` (exports `handler`).
+    Service,
+    /// `wasi:http/middleware@0.3` (imports and exports `handler`).
+    Middleware,
+    /// A `wasi:cli` command (exports `run`), which plughost does not run.
+    Command,
+}
+
+impl World {
+    /// Its name, as `plugin check` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plugin => "plughost:plugin/plugin",
+            Self::Proxy => "wasi:http/proxy@0.2",
+            Self::Service => "wasi:http/service@0.3.0",
+            Self::Middleware => "wasi:http/middleware@0.3.0",
+            Self::Command => "wasi:cli/command",
+        }
+    }
+
+    /// Why a component of this world cannot be configured as `kind`, naming the fix.
+    fn refusal(self, kind: PluginKind) -> Option<&'static str> {
+        use PluginKind::*;
+        Some(match (self, kind) {
+            (Self::Command, _) => {
+                "it is a wasi:cli command (it exports wasi:cli/run, as a program with `main` builds): plughost runs plughost:plugin components (exporting plugin-init and plugin-process) and wasi:http ones (exporting wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3); build a library instead (Rust: crate-type = [\"cdylib\"]; `plughost plugin new` writes one)"
+            }
+            (Self::Proxy | Self::Service, Filter | Middleware) => {
+                "it is a wasi:http service, which answers requests: give it kind = \"wasi-http\" and a [[routes]] entry (a wasi:http@0.3 middleware, which imports wasi:http/handler, is what runs in the filter chain)"
+            }
+            (Self::Middleware, WasiHttp | Responder) => {
+                "it is a wasi:http@0.3 middleware (it imports wasi:http/handler, the next hop): give it kind = \"middleware\" (or \"filter\") so it runs in the filter chain in front of the cache and the routes"
+            }
+            (Self::Plugin, WasiHttp) => {
+                "kind = \"wasi-http\" needs a component exporting wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3; for a plughost:plugin component use kind = \"responder\""
+            }
+            (Self::Plugin, Middleware) => {
+                "kind = \"middleware\" needs a wasi:http@0.3 middleware component (importing and exporting wasi:http/handler@0.3); for a plughost:plugin component use kind = \"filter\""
+            }
+            _ => return None,
         })
     }
 }
@@ -230,16 +294,22 @@ impl Runtime {
 pub enum Prepared {
     /// A plughost plugin (`plugin-init`, `plugin-process`).
     Plugin(PluginPre<State>),
-    /// A standard `wasi:http/proxy` component.
+    /// A standard `wasi:http/proxy@0.2` component.
     WasiHttp(ProxyPre<State>),
+    /// A `wasi:http/service@0.3` component.
+    Service(ServicePre<State>),
+    /// A `wasi:http/middleware@0.3` component.
+    Middleware(ServicePre<State>),
 }
 
 impl Prepared {
     /// The kind a plugin of this world configured as `kind` runs as: a `responder` entry
-    /// naming a wasi:http component runs it as one.
+    /// naming a wasi:http component runs it as one, a `filter` entry naming a 0.3 middleware
+    /// runs it as one.
     pub fn kind(&self, kind: PluginKind) -> PluginKind {
         match self {
-            Self::WasiHttp(_) => PluginKind::WasiHttp,
+            Self::WasiHttp(_) | Self::Service(_) => PluginKind::WasiHttp,
+            Self::Middleware(_) => PluginKind::Middleware,
             Self::Plugin(_) => kind,
         }
     }
@@ -248,40 +318,8 @@ impl Prepared {
         match self {
             Self::Plugin(p) => p.engine(),
             Self::WasiHttp(p) => p.engine(),
+            Self::Service(p) | Self::Middleware(p) => p.engine(),
         }
-    }
-}
-
-/// The imports and exports that make a component a WASI 0.3 `wasi:http` one (any 0.3.x).
-const HANDLER_03: &str = "wasi:http/handler@0.3";
-
-/// What a component wasmtime would not compile is, when it is a `wasi:http@0.3` service or
-/// middleware: the engine runs WASI 0.2, whose components have no async types, so a 0.3 one
-/// fails to compile with a message about those types. Its names are read with wasmparser,
-/// without validating it, to say instead what it is.
-fn wasi_03(bytes: &[u8]) -> Option<&'static str> {
-    let (mut exports, mut imports) = (false, false);
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        match payload.ok()? {
-            wasmparser::Payload::ComponentExportSection(section) => {
-                for export in section {
-                    exports |= export.ok()?.name.name.starts_with(HANDLER_03);
-                }
-            }
-            wasmparser::Payload::ComponentImportSection(section) => {
-                for import in section {
-                    imports |= import.ok()?.name.name.starts_with(HANDLER_03);
-                }
-            }
-            _ => {}
-        }
-    }
-    match (exports, imports) {
-        (true, true) => {
-            Some("a wasi:http@0.3 middleware (it imports and exports wasi:http/handler@0.3)")
-        }
-        (true, false) => Some("a wasi:http@0.3 service (it exports wasi:http/handler@0.3)"),
-        _ => None,
     }
 }
 

@@ -4,24 +4,28 @@
 //! each raced against its wall-clock deadline.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use wasmtime::{Store, UpdateDeadline};
+use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::engine::{ERROR_MESSAGE_MAX, Prepared, root};
+use super::service::Services;
+pub use super::store::{HttpCall, InstanceStats};
+use super::store::{StoreMaker, classify};
 use crate::body::{self, Body};
 use crate::config::{PluginConfig, PluginKind, Reuse};
 use crate::plugin::bindings::{Action, Plugin, Request};
 use crate::plugin::error::{FailureReason, PluginError};
-use crate::plugin::host::{Capabilities, MemoryLimitReached, State};
+use crate::plugin::host::handler::Rest;
+use crate::plugin::host::{Capabilities, State};
 use crate::plugin::output::{OutputLimits, truncated};
 
 /// One live instance and its store.
@@ -38,25 +42,12 @@ enum Bindings {
     WasiHttp(Proxy),
 }
 
-/// Counters of instance lifecycle, for metrics and `/plugins`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct InstanceStats {
-    /// Time the last instantiation (with `plugin-init`) took.
-    pub last_instantiation: Duration,
-    /// Largest linear memory seen in any instance.
-    pub peak_memory: usize,
-    /// Times a call was paused at an epoch tick so that other requests could run.
-    pub yields: u64,
-}
-
 /// A loaded WebAssembly plugin: its prepared component, its limits and its instances.
 pub struct WasmPlugin {
     pre: Prepared,
-    /// What its instances may use of the host (log, key-value buckets).
-    caps: Capabilities,
-    /// Bytes one call may copy out of the guest (see [`OutputLimits::hostcall_fuel`]).
-    hostcall_fuel: usize,
-    config: PluginConfig,
+    /// Makes its instances' stores.
+    stores: StoreMaker,
+    config: Arc<PluginConfig>,
     /// `plugin-init`'s argument.
     config_json: String,
     /// Idle instances (pooled policy).
@@ -64,9 +55,9 @@ pub struct WasmPlugin {
     /// Caps instances in use at once (a wasi:http call holds its slot until the guest's
     /// `handle` returns, after the response head was sent).
     slots: Arc<Semaphore>,
-    stats: Mutex<InstanceStats>,
-    /// [`InstanceStats::yields`], counted by every instance's store.
-    yields: Arc<AtomicU64>,
+    /// The workers of a WASI 0.3 component, which serve several requests per instance.
+    services: Option<Services>,
+    stats: Arc<Mutex<InstanceStats>>,
 }
 
 /// What happened to the instance used for a call, for the reuse metrics.
@@ -93,17 +84,37 @@ impl WasmPlugin {
         let mut config = config;
         config.kind = pre.kind(config.kind);
         let instances = config.instances.unwrap_or(default_instances);
-        let plugin = Self {
-            pre,
+        let config = Arc::new(config);
+        let stores = StoreMaker {
             caps,
             hostcall_fuel: OutputLimits::of(&config).hostcall_fuel(config.max_memory_bytes),
+            config: config.clone(),
+            yields: Arc::default(),
+        };
+        let stats = Arc::new(Mutex::new(InstanceStats::default()));
+        let services = match &pre {
+            Prepared::Service(p) | Prepared::Middleware(p) => Some(Services::new(
+                p.clone(),
+                stores.clone(),
+                instances,
+                stats.clone(),
+            )),
+            Prepared::Plugin(_) | Prepared::WasiHttp(_) => None,
+        };
+        let plugin = Self {
+            pre,
+            stores,
             config,
             config_json,
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(instances)),
-            stats: Mutex::new(InstanceStats::default()),
-            yields: Arc::default(),
+            services,
+            stats,
         };
+        if let Some(services) = &plugin.services {
+            services.check().await?;
+            return Ok(plugin);
+        }
         let first = plugin.instantiate().await?;
         if plugin.config.reuse == Reuse::Pooled {
             plugin.idle.lock().push(first);
@@ -120,7 +131,7 @@ impl WasmPlugin {
     /// Instance lifecycle figures.
     pub fn stats(&self) -> InstanceStats {
         InstanceStats {
-            yields: self.yields.load(Ordering::Relaxed),
+            yields: self.stores.yields.load(Ordering::Relaxed),
             ..*self.stats.lock()
         }
     }
@@ -129,19 +140,7 @@ impl WasmPlugin {
     /// `init_timeout`.
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let started = Instant::now();
-        let state = State::new(&self.caps, &self.config).map_err(|e| {
-            PluginError::Load(format!("cannot grant its directories: {}", root(&e)))
-        })?;
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_hostcall_fuel(self.hostcall_fuel);
-        // Guest code yields at every tick; the deadlines are the timers around the calls.
-        let yields = self.yields.clone();
-        store.epoch_deadline_callback(move |_| {
-            yields.fetch_add(1, Ordering::Relaxed);
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store.set_epoch_deadline(1);
+        let mut store = self.stores.store(self.pre.engine())?;
         let init = async {
             let bindings = match &self.pre {
                 Prepared::WasiHttp(pre) => {
@@ -153,6 +152,9 @@ impl WasmPlugin {
                     .instantiate_async(&mut store)
                     .await
                     .map_err(|e| self.classify(&e))?,
+                Prepared::Service(_) | Prepared::Middleware(_) => {
+                    unreachable!("WASI 0.3 instances are made by their workers (service.rs)")
+                }
             };
             match bindings
                 .call_plugin_init(&mut store, &self.config_json)
@@ -292,12 +294,19 @@ impl WasmPlugin {
     /// it writes it. The call runs on its own task, which owns the instance and its slot
     /// until `handle` returns (the whole call, streaming included, within `timeout`), and
     /// whose failure after the head ends the body in an error and is handed to `on_failure`.
+    ///
+    /// A WASI 0.3 component's request goes to its workers instead ([`Services::serve`]),
+    /// with `rest`, a middleware's next hop.
     pub async fn handle(
         self: &Arc<Self>,
         req: http::Request<Body>,
         https: bool,
         on_failure: OnFailure,
+        rest: Option<Rest>,
     ) -> HttpCall {
+        if let Some(services) = &self.services {
+            return services.serve(req, https, rest).await;
+        }
         let slot = self
             .slots
             .clone()
@@ -543,46 +552,9 @@ fn body_error(e: body::BoxError) -> wasmtime_wasi_http::Error {
     }
 }
 
-/// What [`WasmPlugin::handle`] gives back.
-pub struct HttpCall {
-    /// The response head and its body (whole, or streaming while the call runs), or the
-    /// failure before the head.
-    pub head: Result<http::Response<Body>, PluginError>,
-    /// A new instance was made for this call, in this time.
-    pub instantiated: Option<Duration>,
-}
-
-impl HttpCall {
-    fn failed(e: PluginError, instantiated: Option<Duration>) -> Self {
-        Self {
-            head: Err(e),
-            instantiated,
-        }
-    }
-}
-
 impl WasmPlugin {
     /// Names what made a call fail.
     fn classify(&self, e: &wasmtime::Error) -> PluginError {
-        if e.downcast_ref::<MemoryLimitReached>().is_some() {
-            return PluginError::Failed(FailureReason::Memory, root(e));
-        }
-        let cause = root(e);
-        // wasmtime's error type for this is private; its message is the only handle.
-        if cause.contains("fuel allocated for hostcalls has been exhausted") {
-            return PluginError::Failed(
-                FailureReason::Error,
-                format!(
-                    "the plugin handed the host more than its budget of {} bytes in one call \
-                     (max_response_header_bytes + max_response_body_bytes, at most \
-                     max_memory_bytes)",
-                    self.hostcall_fuel
-                ),
-            );
-        }
-        PluginError::Failed(
-            FailureReason::Trap,
-            truncated(&cause, ERROR_MESSAGE_MAX).into_owned(),
-        )
+        classify(e, self.stores.hostcall_fuel)
     }
 }

@@ -10,10 +10,14 @@
 //! call (a WASI sleep or poll) is stopped as surely as one spinning in its own code. An instance
 //! whose call was cut off is dropped with its store, never reused.
 //!
-//! [`engine`] holds the engine and compilation, [`instance`] a plugin's instances and calls.
+//! [`engine`] holds the engine and compilation, [`instance`] a plugin's instances and calls,
+//! [`service`] the workers of a WASI 0.3 component, each serving several requests at once,
+//! [`store`] what instances of every world are made with.
 
 pub mod engine;
 pub mod instance;
+pub mod service;
+pub mod store;
 
-pub use engine::{Prepared, Runtime, TICK};
+pub use engine::{Prepared, Runtime, TICK, World};
 pub use instance::{CallOutcome, HttpCall, InstanceStats, OnFailure, WasmPlugin};

@@ -1,8 +1,9 @@
-//! The outbound-HTTP capability: `wasi:http/outgoing-handler` (the 0.2 version wasmtime 48
-//! provides, through `wasmtime-wasi-http`), deny by default.
+//! The outbound-HTTP capability: `wasi:http/outgoing-handler` (0.2) and `wasi:http/client`
+//! (0.3), as wasmtime-wasi-http 48 provides them, deny by default.
 //!
-//! - `link`: wasmtime-wasi-http's `outgoing-handler` and `types`, once per engine; every
-//!   request a guest sends reaches [`Hooks::send_request`], the only way out.
+//! - `link`: wasmtime-wasi-http's `outgoing-handler`, `client` and `types` of both versions,
+//!   once per engine; every request a guest sends, by either, reaches [`Hooks::send_request`],
+//!   the only way out.
 //! - shared backend ([`Outbound`]): one TLS client (rustls with the system's roots and
 //!   `[outbound] ca_file`) whose connector refuses addresses a destination may not resolve
 //!   to, the reverse proxy's pools for `upstream:NAME`, and the metrics
@@ -83,7 +84,9 @@ impl Capability for OutboundHttp {
         linker: &mut Linker<T>,
         _: Getter<T, Instance>,
     ) -> wasmtime::Result<()> {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+        // 0.3's `client.send` reaches the same hooks, so the same allow-list.
+        wasmtime_wasi_http::p3::add_to_linker(linker)
     }
 
     fn backend(
