@@ -32,7 +32,7 @@
 # with 10 wasm plugins, cold and from the compiled cache, criterion's in-process plugin call
 # costs, per-language figures of the example plugins (bench/languages.py), and how cost grows
 # with filters, body size, connections and cache capacity (bench/scaling.py, drawn as SVG
-# charts in bench/results by bench/src/charts.rs).
+# charts in bench/results by bench/src/charts.rs); last, the WASI 0.3 figures (bench/wasi_p3.sh).
 #
 # Environment: BENCH_QUICK=1 (2 s runs, short criterion and scaling runs: under 2 minutes once
 # built), BENCH_DURATION (seconds per run, default 7: under 10 minutes), BENCH_ROUNDS.
@@ -394,4 +394,6 @@ mkdir -p "$RESULTS"
     mkdir -p "$WORK/scaling"
     python3 bench/scaling.py "$PWD/target/release/plughost" "$WASM_DIR" "$WORK/scaling" "$RESULTS/scaling.json"
     target/release/charts "$RESULTS/scaling.json" "$RESULTS" >&2
+    echo
+    bash bench/wasi_p3.sh
 } | tee "$RESULTS/latest.md"

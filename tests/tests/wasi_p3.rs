@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use plughost_e2e::backend::TestBackend;
 use plughost_e2e::{
-    Plughost, assert_no_leaks, eventually, plugin, plugin_errors, python_plugin, run,
+    Plughost, assert_no_leaks, eventually, plugin, plugin_errors, python_plugin, raw, run,
 };
 
 /// A 0.3 service on `/NAME`, with `rest` added to its entry.
@@ -25,10 +25,11 @@ fn middleware(name: &str, file: &str, rest: &str) -> String {
     )
 }
 
-/// A plughost:plugin filter adding `x-filtered: yes` to every response.
+/// A plughost:plugin filter adding `x-filtered: yes` to every response (not given the body,
+/// which then streams past it, trailers included).
 fn own_filter() -> String {
     format!(
-        "[[plugins]]\nname = \"headers\"\nfile = {:?}\nconfig = {{ response = {{ name = \"x-filtered\", value = \"yes\" }} }}\n",
+        "[[plugins]]\nname = \"headers\"\nfile = {:?}\nrequest_body = false\nconfig = {{ response = {{ name = \"x-filtered\", value = \"yes\" }} }}\n",
         plugin("headers").display().to_string()
     )
 }
@@ -91,6 +92,19 @@ async fn a_wasi_03_service_is_a_route_through_filters_and_the_cache_with_bodies_
             payload.len()
         );
     }
+    // Trailers pass both ways (HTTP/1.1 sends those the head declares; the echo declares
+    // the request's).
+    let echoed = raw(
+        server.addr,
+        b"POST /svc/echo HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\n\
+          Trailer: x-sum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(echoed.starts_with("HTTP/1.1 200"), "{echoed}");
+    assert!(
+        echoed.ends_with("hello\r\n0\r\nx-sum: 42\r\n\r\n"),
+        "{echoed}"
+    );
     let plugins = server.admin_json("/plugins").await;
     let p3 = plugins
         .as_array()
@@ -435,4 +449,44 @@ async fn python_03_service_and_middleware_from_componentize_py_run_unchanged() {
     let (status, headers, _) = get(&server, "/nowhere").await;
     assert_eq!(status, 404);
     assert_eq!(headers["x-python"], "1");
+}
+
+/// A reload replaces a 0.3 plugin like any other: requests from then on meet the new version.
+#[tokio::test]
+async fn hot_reload_replaces_a_03_middleware() {
+    let config = |name: &str| {
+        middleware(
+            "mw",
+            "p3_middleware",
+            &format!("config = {{ MW_NAME = \"{name}\" }}"),
+        )
+    };
+    let server = Plughost::start(&config("before"));
+    let (_, headers, _) = get(&server, "/nowhere").await;
+    assert_eq!(all(&headers, "x-mw"), ["before"]);
+    server.rewrite_config(&config("after"));
+    server.reload().await;
+    let (_, headers, _) = get(&server, "/nowhere").await;
+    assert_eq!(all(&headers, "x-mw"), ["after"]);
+}
+
+/// The rest of the chain a middleware waits on is cut off with its instance: past the
+/// middleware's deadline the client gets a 500 at once, the slow backend's request is
+/// dropped, and no slot or permit is left behind.
+#[tokio::test]
+async fn a_next_hop_outliving_its_middleware_is_cut_off_with_it() {
+    let app = TestBackend::start("app");
+    let config = middleware("mw", "p3_middleware", "timeout = \"300ms\"") + &upstream("api", &app);
+    let server = Plughost::start(&config);
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(&server, "/api/slow?ms=5000").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_no_leaks(&server, 10.0).await;
+    let (status, _, body) = get(&server, "/api/x").await;
+    assert_eq!((status, body.as_str()), (200, "app"));
 }

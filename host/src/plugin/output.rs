@@ -168,7 +168,8 @@ pub fn check(
 
 /// The head of a wasi:http component's response, checked by the same rules: a final
 /// status, headers within the caps, framing and connection headers dropped (plughost frames
-/// the body it really sends).
+/// the body it really sends) but `Trailer`: a wasi:http body may end in trailers, and
+/// HTTP/1.1 sends only those its head declares (hyper drops the others).
 pub fn check_head(
     head: &mut http::response::Parts,
     limits: OutputLimits,
@@ -187,8 +188,8 @@ pub fn check_head(
             head.status.as_u16()
         ));
     }
-    for name in FRAMING {
-        if head.headers.remove(name).is_some() {
+    for name in FRAMING.iter().filter(|&&name| name != "trailer") {
+        if head.headers.remove(*name).is_some() {
             dropped.warn(
                 plugin,
                 name,

@@ -39,7 +39,12 @@ impl wasip3::exports::http::handler::Guest for Service {
         };
         match path {
             "echo" => {
+                // The trailers it declares, declared back (HTTP/1.1 sends only those).
                 let headers = Fields::new();
+                let declared = request.get_headers().get("trailer");
+                if !declared.is_empty() {
+                    let _ = headers.set("trailer", &declared);
+                }
                 let (_done, done_rx) = wit_future::new(|| Ok(()));
                 let (body, trailers) = Request::consume_body(request, done_rx);
                 let (response, _sent) = Response::new(headers, Some(body), trailers);
