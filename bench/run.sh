@@ -39,22 +39,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUICK=${BENCH_QUICK:-0}
-DURATION=${BENCH_DURATION:-$([ "$QUICK" = 1 ] && echo 2 || echo 7)}
+source bench/lib.sh
 CRITERION=()
 [ "$QUICK" = 1 ] && CRITERION=(-- --warm-up-time 0.2 --measurement-time 0.4)
-ROUNDS=${BENCH_ROUNDS:-3}
-CONNS=64
 RESULTS=bench/results
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 scripts/need.sh wrk wrk
 scripts/need.sh nginx nginx-light
@@ -68,7 +56,6 @@ NATIVE_DIR=$PWD/plugins/target/native
 # bench/peers/wasi-http-hello, built by the e2e tests' build script as it is built for the peer.
 HTTP_HELLO=$PWD/plugins/target/peers/wasm32-wasip2/release/wasi_http_hello.wasm
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start NAME PATTERN COMMAND...: runs COMMAND, waits for a stdout line "PATTERN ADDR", prints ADDR.
 start() {
@@ -91,7 +78,6 @@ start() {
     exit 1
 }
 
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 plughost_config() { # plughost_config NAME EXTRA_TOML
     cat >"$WORK/$1.toml" <<EOF

@@ -16,26 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUICK=${BENCH_QUICK:-0}
-DURATION=${BENCH_DURATION:-$([ "$QUICK" = 1 ] && echo 2 || echo 7)}
-ROUNDS=${BENCH_ROUNDS:-3}
-CONNS=64
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source bench/lib.sh
 
 scripts/need.sh wrk wrk
 cargo build --release -q -p plughost -p plughost-bench
 cargo build -q -p plughost-e2e   # its build script builds every plugin
 WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 # start NAME CONFIG: plughost with CONFIG on a free port, once it says it is ready; prints ADDR.
 start() {

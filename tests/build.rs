@@ -313,16 +313,6 @@ fn build_python(root: &Path, target_dir: &Path) {
         ("visits", root.join("wit"), "plugin-keyvalue"),
         ("http-hello", root.join("plugins/wasi-http/wit"), "proxy"),
         ("sdk-check", root.join("wit"), "plugin"),
-        (
-            "p3-hello",
-            root.join("wit/wasi-http-0.3"),
-            "wasi:http/service@0.3.0",
-        ),
-        (
-            "p3-mark",
-            root.join("wit/wasi-http-0.3"),
-            "plughost:wasi-http/middleware",
-        ),
     ] {
         let status = Command::new("componentize-py")
             .arg("-d")

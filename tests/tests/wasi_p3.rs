@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use plughost_e2e::backend::TestBackend;
-use plughost_e2e::{
-    Plughost, assert_no_leaks, eventually, plugin, plugin_errors, python_plugin, raw, run,
-};
+use plughost_e2e::{Plughost, assert_no_leaks, eventually, plugin, plugin_errors, raw, run};
 
 /// A 0.3 service on `/NAME`, with `rest` added to its entry.
 fn service(name: &str, file: &str, rest: &str) -> String {
@@ -427,28 +425,6 @@ async fn hostile_middleware_is_bounded() {
     assert_eq!((status, body.as_str()), (200, "app"));
     assert_eq!(all(&headers, "x-mw"), ["mw"]);
     assert_no_leaks(&server, 10.0).await;
-}
-
-/// componentize-py builds WASI 0.3 components too: a service and a middleware in Python,
-/// unchanged, in one chain.
-#[tokio::test]
-async fn python_03_service_and_middleware_from_componentize_py_run_unchanged() {
-    let limits = "timeout = \"5s\"\ninit_timeout = \"10s\"";
-    let config = format!(
-        "[[plugins]]\nname = \"mark\"\nfile = {:?}\nkind = \"middleware\"\n{limits}\n\
-         [[plugins]]\nname = \"py\"\nfile = {:?}\nkind = \"wasi-http\"\n{limits}\n\
-         [[routes]]\nprefix = \"/py\"\nplugin = \"py\"\n",
-        python_plugin("p3-mark").display().to_string(),
-        python_plugin("p3-hello").display().to_string(),
-    );
-    let server = Plughost::start(&config);
-    let (status, headers, body) = get(&server, "/py/x?y").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body, "hello from Python on WASI 0.3 (/py/x?y)\n");
-    assert_eq!(headers["x-python"], "1");
-    let (status, headers, _) = get(&server, "/nowhere").await;
-    assert_eq!(status, 404);
-    assert_eq!(headers["x-python"], "1");
 }
 
 /// A reload replaces a 0.3 plugin like any other: requests from then on meet the new version.
