@@ -145,11 +145,12 @@ pub async fn run(file: &Path, o: RunOptions) -> anyhow::Result<String> {
     };
     let wasm = WasmPlugin::load(pre, plugin, 1, caps).await?;
     let repeat = o.repeat.max(1);
-    let (mut out, mut times) = if wasm.kind() != PluginKind::Responder {
-        run_wasi_http(wasm, &o, &headers, &checks, repeat).await?
-    } else {
-        run_plugin(wasm, &o, &headers, &checks, repeat).await?
-    };
+    let (mut out, mut times) =
+        if matches!(wasm.kind(), PluginKind::WasiHttp | PluginKind::Middleware) {
+            run_wasi_http(wasm, &o, &headers, &checks, repeat).await?
+        } else {
+            run_plugin(wasm, &o, &headers, &checks, repeat).await?
+        };
     times.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     if times.len() == 1 {
