@@ -466,3 +466,21 @@ async fn a_next_hop_outliving_its_middleware_is_cut_off_with_it() {
     let (status, _, body) = get(&server, "/api/x").await;
     assert_eq!((status, body.as_str()), (200, "app"));
 }
+
+/// `on_error = "continue"`: a middleware that fails is passed over, and the request goes on
+/// through the rest of the chain as if it were not there.
+#[tokio::test]
+async fn a_failing_middleware_with_on_error_continue_is_passed_over() {
+    let app = TestBackend::start("app");
+    let config = middleware(
+        "mw",
+        "p3_middleware",
+        "on_error = \"continue\"\nfailure_threshold = 1000",
+    ) + &upstream("mw", &app);
+    let server = Plughost::start(&config);
+    // `/mw/trap` traps the middleware; the request then reaches the `/mw` route's backend.
+    let (status, headers, body) = get(&server, "/mw/trap").await;
+    assert_eq!((status, body.as_str()), (200, "app"));
+    assert!(all(&headers, "x-mw").is_empty());
+    assert_no_leaks(&server, 10.0).await;
+}
