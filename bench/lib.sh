@@ -7,8 +7,10 @@ CONNS=64
 WORK=$(mktemp -d)
 PIDS=()
 
+# Processes started inside `$(...)` record themselves in $WORK/NAME.pid, as PIDS does not
+# survive the subshell.
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}" $(cat "$WORK"/*.pid 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }

@@ -49,7 +49,7 @@ CFG
     exit 1
 }
 
-BACKEND=$(target/release/hyper-hello 127.0.0.1:0 >"$WORK/backend.out" 2>&1 & PIDS+=($!); sleep 0.5; sed -n 's|^listening on ||p' "$WORK/backend.out" | head -n1)
+BACKEND=$(target/release/hyper-hello 127.0.0.1:0 >"$WORK/backend.out" 2>&1 & PIDS+=($!); sleep 0.5; sed -n 's|^listening on http://||p' "$WORK/backend.out" | head -n1)
 [ -n "$BACKEND" ] || { echo "bench: hyper-hello backend did not start" >&2; exit 1; }
 declare -A URL
 URL[p3-plughost]="http://$(start p3-plughost "cache_capacity = 0
