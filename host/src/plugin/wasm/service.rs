@@ -138,7 +138,7 @@ impl Services {
         let mut result = handler.handle(ticket.clone(), req).await;
         if !isolating && result.as_ref().is_err_and(|e| e.is::<TrapOrPanicError>()) {
             self.isolate();
-            if let Some(req) = again {
+            if let Some(req) = again.map(|req| incoming(req, https)) {
                 tracing::info!(plugin = %self.config.name, "instance trapped with several requests in flight; retrying this one on an instance of its own");
                 ticket = Ticket::new(ticket.rest);
                 result = self.isolated.handle(ticket.clone(), req).await;
@@ -263,14 +263,15 @@ fn retriable(req: &http::Request<Body>) -> bool {
     idempotent.contains(req.method()) && http_body::Body::is_end_stream(req.body())
 }
 
-/// A copy of a bodiless request, as a 0.3 component is given it.
-fn again(req: &http::Request<Body>) -> wasmtime_wasi_http::handler::Request {
+/// A copy of a bodiless request, to send again; made into what a 0.3 component is given only
+/// when it is (by [`incoming`]).
+fn again(req: &http::Request<Body>) -> http::Request<Body> {
     let mut copy = http::Request::new(body::full(bytes::Bytes::new()));
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    incoming(copy, false)
+    copy
 }
 
 /// A client's request as a 0.3 component is given it: wasi:http 0.3 reads the scheme and
