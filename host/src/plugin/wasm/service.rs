@@ -127,29 +127,26 @@ impl Services {
             .expect("never closed");
         let again = retriable(&req).then(|| again(&req));
         let req = incoming(req, https);
-        let isolating = self.isolating();
-        let handler = if isolating {
-            &self.isolated
-        } else {
-            &self.shared
-        };
+        // A trap is its request's when the instance serves one at a time (isolating, or
+        // configured so); otherwise it may be another's.
+        let shared = !self.isolating() && self.shared.state().0.concurrent > 1;
+        let mut workers = if shared { &self.shared } else { &self.isolated };
         let made = self.stats.lock().instantiations;
         let mut ticket = Ticket::new(rest);
-        let mut result = handler.handle(ticket.clone(), req).await;
-        if !isolating && result.as_ref().is_err_and(|e| e.is::<TrapOrPanicError>()) {
+        let mut result = workers.handle(ticket.clone(), req).await;
+        if shared && result.as_ref().is_err_and(|e| e.is::<TrapOrPanicError>()) {
             self.isolate();
-            if let Some(req) = again.map(|req| incoming(req, https)) {
-                tracing::info!(plugin = %self.config.name, "instance trapped with several requests in flight; retrying this one on an instance of its own");
-                ticket = Ticket::new(ticket.rest);
-                result = self.isolated.handle(ticket.clone(), req).await;
-            } else {
-                let shared = self.shared.state().0.concurrent > 1;
-                let head = Err(self.failure(result.expect_err("an error"), shared));
+            let Some(req) = again.map(|req| incoming(req, https)) else {
+                let head = Err(self.failure(result.expect_err("an error"), workers, true));
                 return HttpCall {
                     head,
                     instantiated: self.instantiated(made, started),
                 };
-            }
+            };
+            tracing::info!(plugin = %self.config.name, "instance trapped with several requests in flight; retrying this one on an instance of its own");
+            ticket = Ticket::new(ticket.rest);
+            workers = &self.isolated;
+            result = workers.handle(ticket.clone(), req).await;
         }
         let head = match result {
             Ok(resp) => Ok(resp.map(|b| {
@@ -162,7 +159,7 @@ impl Services {
                     _slot: slot,
                 })
             })),
-            Err(e) => Err(self.failure(e, false)),
+            Err(e) => Err(self.failure(e, workers, false)),
         };
         HttpCall {
             head,
@@ -196,14 +193,18 @@ impl Services {
         *until = Some(Instant::now() + self.config.backoff);
     }
 
-    /// The failure a worker's error means for a request; `shared`: the instance trapped
-    /// with other requests in flight, so this one may not be the cause.
-    fn failure(&self, e: wasmtime::Error, shared: bool) -> PluginError {
+    /// The failure an error of `workers` means for a request; `shared`: the instance
+    /// trapped with other requests in flight, so this one may not be the cause.
+    fn failure(
+        &self,
+        e: wasmtime::Error,
+        workers: &ProxyHandler<Workers>,
+        shared: bool,
+    ) -> PluginError {
         if e.is::<TrapOrPanicError>() {
             // Set by the worker as it was dropped, which is as the request failed: the one
             // recorded last is, but for a race between two traps, this one's.
-            let handler = if shared { &self.shared } else { &self.isolated };
-            let (reason, why) = handler
+            let (reason, why) = workers
                 .state()
                 .0
                 .last_failure
