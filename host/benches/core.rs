@@ -118,7 +118,7 @@ fn round_robin(c: &mut Criterion) {
         .collect();
     let config: UpstreamConfig = toml::from_str("servers = []").expect("defaults for an upstream");
     let configs = BTreeMap::from([("bench".to_owned(), UpstreamConfig { servers, ..config })]);
-    let pools = Pools::new(&configs, &Arc::new(Metrics::new()));
+    let pools = Pools::new(&configs, 1, &Arc::new(Metrics::new()));
     let pool = pools.get("bench").unwrap();
     c.bench_function("round_robin_pick_of_5", |b| {
         b.iter(|| black_box(pool.pick(None).is_some()))

@@ -1,7 +1,8 @@
 //! plughost: an HTTP server that hosts plugins.
 //!
 //! The library holds everything but the command line, so tests and benchmarks can drive the
-//! same code the binary runs. A request's path: [`server`] accepts it, [`pipeline`] runs it
+//! same code the binary runs. A request's path: [`server`] accepts it and hands its connection
+//! to one of the [`workers`], [`pipeline`] runs it
 //! through the [`limiter`], the [`cache`] and the [`routes`], and [`logging`] writes its
 //! access-log line; [`admin`] serves health, metrics, cache control and the [`status`] page
 //! on its own listener; [`reload`] swaps plugins and routes in while requests run.
@@ -28,3 +29,4 @@ pub mod status;
 pub mod target;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

@@ -18,7 +18,7 @@ use plughost::plugin::loader::LoadReport;
 use plughost::plugin::scaffold::{self, Lang, Services};
 use plughost::reload::{NotLoaded, Reloader};
 use plughost::status::Status;
-use plughost::{logging, server, shutdown, tls};
+use plughost::{logging, server, shutdown, tls, workers};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -179,11 +179,14 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     let log = logging::init(&config)?;
     raise_open_file_limit();
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // This runtime accepts connections and runs the admin API, reloads and health checks;
+    // the public listener's connections run on the workers (`plughost::workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("plughost-worker")
         .build()
         .context("starting the async runtime")?;
+    let workers =
+        workers::Workers::start(config.worker_threads()).context("starting the worker threads")?;
     let result = runtime.block_on(async {
         let (public, redirect, admin_listener) = bind_all(&config)?;
         let mut metrics = Metrics::new();
@@ -195,6 +198,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             .collect();
         let backends =
             Backends::new(&config, &own, metrics.registry_mut()).map_err(|e| anyhow::anyhow!(e))?;
+        workers.register(metrics.registry_mut());
         let metrics = Arc::new(metrics);
         let pipeline = Arc::new(Pipeline::new(&config, metrics.clone()));
         backends.outbound.set_pools(pipeline.live().pools.clone());
@@ -213,6 +217,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         reloader.spawn_triggers(&config);
         announce(
             &public,
+            config.worker_threads(),
             tls.is_some(),
             redirect.as_ref(),
             admin_listener.as_ref(),
@@ -235,7 +240,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         };
         let failure = Arc::new(std::sync::OnceLock::new());
         let ready = tokio::spawn(ready_or_stop(started, stop.clone(), failure.clone()));
-        server::run(&config, listeners, pipeline, stop).await;
+        server::run(&config, listeners, &workers, pipeline, stop).await;
         if !ready.is_finished() && failure.get().is_none() {
             ready.abort();
             tracing::info!("stopped before the plugins finished loading");
@@ -249,6 +254,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
     // Stop the runtime first so every task's last log line is in the buffer, then flush it.
     // A compile still running on a blocking thread (plughost stopped while plugins loaded) is
     // not waited for: its result is no longer wanted.
+    workers.stop();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log);
     result
@@ -275,13 +281,14 @@ fn bind_all(
 /// them (port 0 picks a free port).
 fn announce(
     public: &TcpListener,
+    workers: usize,
     https: bool,
     redirect: Option<&TcpListener>,
     admin: Option<&TcpListener>,
 ) -> std::io::Result<()> {
     let addr = public.local_addr()?;
     let scheme = if https { "https" } else { "http" };
-    tracing::info!(%addr, scheme, "plughost listening");
+    tracing::info!(%addr, scheme, workers, "plughost listening");
     println!("plughost listening on {scheme}://{addr}");
     if let Some(l) = redirect {
         let addr = l.local_addr()?;

@@ -89,7 +89,11 @@ impl Pipeline {
     /// Builds the pipeline from the configuration, serving what needs no plugin while they
     /// load (see [`Live::starting`]); the plugins come in with [`Pipeline::replace`].
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
-        let pools = Arc::new(Pools::new(&config.upstreams, &metrics));
+        let pools = Arc::new(Pools::new(
+            &config.upstreams,
+            config.worker_threads(),
+            &metrics,
+        ));
         let live = Live::starting(config, pools);
         Self {
             limiter: Limiter::new(

@@ -150,7 +150,12 @@ impl Reloader {
         let pools = if !upstreams_changed {
             live.pools.clone()
         } else {
-            let pools = Arc::new(Pools::new(&new.upstreams, metrics));
+            // `workers` takes a restart: the running count, not the new file's.
+            let pools = Arc::new(Pools::new(
+                &new.upstreams,
+                current.worker_threads(),
+                metrics,
+            ));
             let health = self.stop.child_token();
             pools.spawn_health_checks(&health);
             self.backends.outbound.set_pools(pools.clone());

@@ -35,6 +35,10 @@ fn bad_config_stops_start_up_with_code_2_naming_key_and_line() {
             "max_concurrency: must be at least 1, got 0",
         ),
         ("queue_timeout = \"soon\"\n", "bad.toml:1: queue_timeout: "),
+        (
+            "workers = 5000\n",
+            "bad.toml:1: workers: must be at most 1024 (0 is one per core), got 5000",
+        ),
     ] {
         let out = with_config(text, &[]);
         assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use plughost_e2e::{Plughost, body_then_request, read_response};
+use plughost_e2e::{Plughost, body_then_request, eventually, labelled_metric, read_response};
 
 #[tokio::test]
 async fn default_route_names_server_and_version() {
@@ -69,6 +69,66 @@ fn a_body_nobody_reads_does_not_cost_the_connection() {
         let (got, head, body) = second.unwrap();
         assert_eq!(got, 200, "after {method} {path}: {head}");
         assert!(body.starts_with(b"plughost "));
+    }
+}
+
+/// Each connection goes to the worker thread with the fewest open and is served there: with
+/// two workers, four kept-alive connections are two on each, and every one is answered on
+/// every request, HTTP/1.1 and HTTP/2 alike; with one worker, all are on it.
+#[tokio::test]
+async fn connections_are_spread_over_the_workers_and_served_there() {
+    for (workers, expected) in [(2, [2.0, 2.0]), (1, [4.0, 0.0])] {
+        let server = Plughost::start(&format!("workers = {workers}"));
+        let mut conns: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut conn = TcpStream::connect(server.addr).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                assert_eq!(read_response(&mut conn).unwrap().0, 200);
+                conn
+            })
+            .collect();
+        // The fourth is HTTP/2, kept open by its client.
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        assert_eq!(h2.get(server.url("/")).send().await.unwrap().status(), 200);
+        let text = server.metrics_text().await;
+        let on = |w: usize| {
+            labelled_metric(
+                &text,
+                "plughost_worker_connections",
+                &format!("worker=\"{w}\""),
+            )
+        };
+        assert_eq!([on(1), on(2)], expected, "workers = {workers}:\n{text}");
+        // Every connection still answers, on whichever worker holds it.
+        for conn in &mut conns {
+            conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_response(conn).unwrap().0, 200);
+        }
+        assert_eq!(h2.get(server.url("/")).send().await.unwrap().status(), 200);
+        drop((conns, h2));
+        // The admin API's own connection is not on a worker.
+        eventually(
+            Duration::from_secs(5),
+            "the closed connections leave their workers",
+            async || {
+                let open = plughost_e2e::metric_value(
+                    &server.metrics_text().await,
+                    "plughost_worker_connections",
+                );
+                if open == 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{open} open"))
+                }
+            },
+        )
+        .await;
     }
 }
 

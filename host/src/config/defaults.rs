@@ -19,6 +19,11 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 10;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections held at once; more wait in the kernel's accept backlog.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Worker threads: 0 is one per core, as nginx's `worker_processes auto`.
+pub const DEFAULT_WORKERS: usize = 0;
+/// Most worker threads: each has its own event loop and idle upstream connections, so more
+/// threads than cores only adds those.
+pub const MAX_WORKERS: usize = 1024;
 /// LRU cache entries (C server: `CACHE_CAPACITY`).
 pub const DEFAULT_CACHE_CAPACITY: usize = 100;
 /// Freshness of plughost's own responses (default page, responder plugins) that state none.

@@ -44,6 +44,9 @@ pub struct Config {
     pub queue_timeout: Duration,
     /// Connections held open at once (idle keep-alive ones included).
     pub max_connections: usize,
+    /// Threads serving the public listener's connections, each with its own event loop; 0 is
+    /// one per core.
+    pub workers: usize,
     /// Entries in the response cache; 0 turns the cache off.
     pub cache_capacity: usize,
     /// Freshness of plughost's own responses (default page, responder plugins) that state
@@ -168,6 +171,7 @@ impl Default for Config {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            workers: DEFAULT_WORKERS,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             own_response_ttl: DEFAULT_OWN_RESPONSE_TTL,
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
@@ -302,6 +306,9 @@ pub struct Overrides {
     /// Log file [default: ./plughost.log]
     #[arg(long, env = "PLUGHOST_LOG_FILE", value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Threads serving connections, 0 for one per core [default: 0]
+    #[arg(long, env = "PLUGHOST_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 impl Config {
@@ -375,6 +382,17 @@ impl Config {
         if let Some(file) = &o.log_file {
             self.log_file = file.clone();
         }
+        if let Some(n) = o.workers {
+            self.workers = n;
+        }
+    }
+
+    /// The worker threads to start: `workers`, or one per core when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     /// Rejects values that parse but cannot work.
@@ -398,6 +416,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "max_concurrency",
                 reason: "is larger than the limiter supports".into(),
+            });
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::Invalid {
+                key: "workers",
+                reason: format!(
+                    "must be at most {MAX_WORKERS} (0 is one per core), got {}",
+                    self.workers
+                ),
             });
         }
         if self.max_plugins > 1000 {

@@ -3,7 +3,8 @@
 //! ALPN over TLS — chosen by hyper-util's auto builder), and the graceful drain at shutdown.
 //! As mini-redis does, the accept loop (`Listener`) is apart from one connection's task
 //! (`Connection`). The deadlines of one connection, and the reclaiming of idle ones at
-//! `max_connections`, are in [`conn`].
+//! `max_connections`, are in [`conn`]; the threads that run the public listener's
+//! connections in [`crate::workers`].
 
 pub mod conn;
 
@@ -31,6 +32,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::pipeline::Pipeline;
+use crate::workers::Workers;
 use conn::{Close, ConnState, Deadlines, Tracked, Tracker, Watched};
 
 /// A listener that could not be opened, in words that say what to do.
@@ -146,7 +148,8 @@ impl ConnLimits {
 
 /// Serves connections from `listener` with `handler` until `shutdown` is cancelled, then stops
 /// accepting and lets open requests finish for up to `shutdown_timeout`. With `tls`, each
-/// connection completes a TLS handshake (within `header_read_timeout`) first.
+/// connection completes a TLS handshake (within `header_read_timeout`) first. Connections run
+/// on `workers` when given, else on the runtime that runs this.
 ///
 /// Errors of one connection are logged in its task and never stop the accept loop.
 pub async fn serve<H, F>(
@@ -154,6 +157,7 @@ pub async fn serve<H, F>(
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,
     metrics: Option<Arc<Metrics>>,
+    workers: Option<&Workers>,
     handler: H,
     shutdown: CancellationToken,
 ) where
@@ -176,6 +180,7 @@ pub async fn serve<H, F>(
         tracker,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         metrics,
+        workers,
         handler,
     };
     accept.run(&shutdown).await;
@@ -199,7 +204,7 @@ pub async fn serve<H, F>(
 }
 
 /// The accept loop of one listener and what its connections share. Lives until shutdown.
-struct Listener<H> {
+struct Listener<'w, H> {
     listener: TcpListener,
     /// Makes the listener HTTPS.
     tls: Option<TlsAcceptor>,
@@ -210,10 +215,12 @@ struct Listener<H> {
     /// Permits for open connections; one moves into each connection task and drops with it.
     slots: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
+    /// Where connections run; `None`: on the accept loop's runtime.
+    workers: Option<&'w Workers>,
     handler: H,
 }
 
-impl<H, F> Listener<H>
+impl<H, F> Listener<'_, H>
 where
     H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -254,7 +261,20 @@ where
                 self.tls.is_some(),
             );
             let (builder, tls) = (self.builder.clone(), self.tls.clone());
-            tokio::spawn(conn.run(stream, tls, builder, service));
+            let Some(workers) = self.workers else {
+                tokio::spawn(conn.run(stream, tls, builder, service));
+                continue;
+            };
+            // The socket leaves this runtime's event loop and joins the worker's.
+            match stream.into_std() {
+                Ok(stream) => workers.spawn(move || async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => conn.run(stream, tls, builder, service).await,
+                        Err(e) => conn.lost(&e),
+                    }
+                }),
+                Err(e) => conn.lost(&e),
+            }
         }
     }
 
@@ -358,6 +378,12 @@ impl Connection {
         }
     }
 
+    /// Gives up a connection whose socket could not move to its worker (it is closed).
+    fn lost(self, e: &io::Error) {
+        tracing::warn!(client = %self.client, error = %e, "connection dropped: its socket could not join a worker's event loop");
+        self.tracker.close(&self.state);
+    }
+
     /// Counts and logs a close for a deadline (reclaims are counted where the accept loop
     /// asks for them).
     fn closed(&self, reason: Close) {
@@ -421,11 +447,12 @@ pub struct Listeners {
     pub admin: Option<(TcpListener, Arc<Admin>)>,
 }
 
-/// Serves the public listener through `pipeline` and, when given, the redirect and admin
-/// listeners, until `shutdown` is cancelled and all have drained.
+/// Serves the public listener through `pipeline` on `workers` and, when given, the redirect
+/// and admin listeners on this runtime, until `shutdown` is cancelled and all have drained.
 pub async fn run(
     config: &Config,
     listeners: Listeners,
+    workers: &Workers,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
 ) {
@@ -442,6 +469,7 @@ pub async fn run(
         tls,
         ConnLimits::from_config(config),
         metrics,
+        Some(workers),
         move |req, client| {
             let pipeline = pipeline.clone();
             async move { pipeline.handle(req, client).await }
@@ -459,7 +487,16 @@ pub async fn run(
                 let api = api.clone();
                 async move { api.handle(&req).await }
             };
-            serve(listener, None, limits, None, handler, shutdown.clone()).await;
+            serve(
+                listener,
+                None,
+                limits,
+                None,
+                None,
+                handler,
+                shutdown.clone(),
+            )
+            .await;
         }
     };
     let redirect = async {
@@ -468,7 +505,16 @@ pub async fn run(
                 std::future::ready(crate::tls::redirect(&req, https_port))
             };
             let limits = ConnLimits::from_config(config);
-            serve(listener, None, limits, None, handler, shutdown.clone()).await;
+            serve(
+                listener,
+                None,
+                limits,
+                None,
+                None,
+                handler,
+                shutdown.clone(),
+            )
+            .await;
         }
     };
     tokio::join!(public, admin, redirect);

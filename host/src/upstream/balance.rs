@@ -124,7 +124,12 @@ pub struct BackendInfo {
 }
 
 impl Pool {
-    fn new(name: String, config: UpstreamConfig, metrics: Arc<BackendMetrics>) -> Self {
+    fn new(
+        name: String,
+        config: UpstreamConfig,
+        workers: usize,
+        metrics: Arc<BackendMetrics>,
+    ) -> Self {
         let servers = config
             .servers
             .iter()
@@ -137,7 +142,7 @@ impl Pool {
                     addr,
                     host: http::HeaderValue::from_str(&label.server)
                         .expect("a socket address is a valid header value"),
-                    connections: Connections::new(addr, config.connect_timeout),
+                    connections: Connections::new(addr, config.connect_timeout, workers),
                     // Assumed up until a check or a request says otherwise.
                     up: AtomicBool::new(true),
                     inflight: AtomicI64::new(0),
@@ -330,15 +335,19 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// Pools from the config.
-    pub fn new(configs: &BTreeMap<String, UpstreamConfig>, metrics: &Metrics) -> Self {
+    /// Pools from the config, keeping idle connections apart for each of `workers` threads.
+    pub fn new(
+        configs: &BTreeMap<String, UpstreamConfig>,
+        workers: usize,
+        metrics: &Metrics,
+    ) -> Self {
         let metrics = metrics.families::<BackendMetrics>();
         let pools = configs
             .iter()
             .map(|(name, c)| {
                 (
                     name.clone(),
-                    Arc::new(Pool::new(name.clone(), c.clone(), metrics.clone())),
+                    Arc::new(Pool::new(name.clone(), c.clone(), workers, metrics.clone())),
                 )
             })
             .collect();
@@ -413,6 +422,7 @@ mod tests {
         Pool::new(
             "p".into(),
             UpstreamConfig { servers, ..config },
+            1,
             Metrics::new().families(),
         )
     }

@@ -53,6 +53,15 @@ impl Conn {
         }
     }
 
+    /// The same connection in the event loop of the runtime this runs on (a worker's), out
+    /// of the one it was opened in.
+    pub fn rehome(self) -> io::Result<Self> {
+        Ok(Self {
+            io: TcpStream::from_std(self.io.into_std()?)?,
+            ..self
+        })
+    }
+
     /// Whether an idle connection can take a request: the backend has neither closed it nor
     /// sent anything since the last response. Asks the socket without waiting.
     pub fn reusable(&self) -> bool {
