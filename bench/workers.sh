@@ -8,8 +8,9 @@
 #   filter   a hit through one wasm filter (headers)
 #   proxy    round robin over two hyper-hello backends  nginx-proxy, haproxy-proxy: the same
 # nginx runs N worker processes, HAProxy N threads, hyper N tokio threads, plughost N
-# `workers`. With BENCH_BEFORE=PATH, a plughost binary built before the worker threads is
-# measured beside them as before-* (its runtime given N threads by TOKIO_WORKER_THREADS).
+# `workers`. With BENCH_BEFORE=PATH, another plughost binary (one built before the worker
+# threads: its runtime gets N threads) is measured beside them as before-*.
+# BENCH_SYSTEMS="proxy nginx-proxy ..." measures only those (each at both worker counts).
 # Run by `make bench` (bench/run.sh); alone: bash bench/workers.sh (BENCH_QUICK=1: 2 s runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,11 +60,8 @@ log_stderr = false
 wasm_cache_dir = "$WORK/cache"
 $4
 CFG
-    if [[ $1 == before-* ]]; then
-        TOKIO_WORKER_THREADS=$2 spawn "$1" "$3" --config "$WORK/$1.toml"
-    else
-        spawn "$1" "$3" --workers "$2" --config "$WORK/$1.toml"
-    fi
+    # An older binary knows no `workers`: its one runtime gets the threads instead.
+    TOKIO_WORKER_THREADS=$2 PLUGHOST_WORKERS=$2 spawn "$1" "$3" --config "$WORK/$1.toml"
     URL[$1]="http://127.0.0.1:$port$5"
     SERVER[$1]=$(cat "$WORK/$1.pid")
 }
@@ -151,7 +149,13 @@ CFG
     for name in "nginx-w$w" "nginx-proxy-w$w" "haproxy-proxy-w$w" "hyper-w$w"; do wait_url "${URL[$name]}"; done
     ORDER+=("nginx-w$w" "hyper-w$w" "nginx-proxy-w$w" "haproxy-proxy-w$w")
 done
-# A first request through each filter compiles nothing later: the cache dir is warm.
+if [ -n "${BENCH_SYSTEMS:-}" ]; then
+    KEEP=()
+    for sys in "${ORDER[@]}"; do
+        [[ " $BENCH_SYSTEMS " == *" ${sys%-w[12]} "* ]] && KEEP+=("$sys")
+    done
+    ORDER=("${KEEP[@]}")
+fi
 for name in "${ORDER[@]}"; do curl -sf -o /dev/null "${URL[$name]}"; done
 
 # tree PID: it and its children (nginx's workers).

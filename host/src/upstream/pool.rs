@@ -97,19 +97,19 @@ impl Connections {
     }
 
     /// This worker's most recently used idle connection that is still open; when it has
-    /// none, one idle on another thread (a health check's, another worker's), moved into this
-    /// worker's event loop: two `epoll_ctl` calls are cheaper than a new connection, for the
-    /// backend as well.
+    /// none, one a thread that is no worker left idle (a health check's), moved into this
+    /// worker's event loop. Never another worker's: under load, taking each other's
+    /// connections as their lists ran empty in turn, two workers moved connections back and
+    /// forth (two `epoll_ctl` calls each time) and the proxy lost 10% (`bench/workers.sh`).
     fn checkout(&self) -> Option<Conn> {
         let here = workers::current();
-        (0..self.idle.len()).find_map(|i| {
-            let conn = self.open_idle(self.list(here + i))?;
-            if i == 0 {
-                Some(conn)
-            } else {
-                conn.rehome().ok()
-            }
-        })
+        if let Some(conn) = self.open_idle(self.list(here)) {
+            return Some(conn);
+        }
+        if here == 0 {
+            return None;
+        }
+        self.open_idle(self.list(0))?.rehome().ok()
     }
 
     /// The most recently used connection of `list` that is still open.
