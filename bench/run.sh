@@ -382,4 +382,6 @@ mkdir -p "$RESULTS"
     target/release/charts "$RESULTS/scaling.json" "$RESULTS" >&2
     echo
     bash bench/wasi_p3.sh
+    echo
+    bash bench/workers.sh
 } | tee "$RESULTS/latest.md"
