@@ -113,6 +113,9 @@ pub struct PluginInfo {
     /// Key-value buckets it may open.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keyvalue: Vec<String>,
+    /// Secrets it may read (their names; never their values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl LoadedPlugin {
@@ -351,6 +354,7 @@ impl LoadedPlugin {
             yields: stats.yields,
             p99_ms: Latency::quantile(&self.latency.snapshot(), 0.99).map(|s| s * 1e3),
             keyvalue: self.source.0.keyvalue.clone(),
+            secrets: self.source.0.secrets.clone(),
         }
     }
 }
@@ -435,6 +439,7 @@ impl Plugins {
             yields: 0,
             p99_ms: None,
             keyvalue: Vec::new(),
+            secrets: Vec::new(),
         });
         self.all.iter().map(|p| p.info()).chain(natives).collect()
     }

@@ -125,14 +125,22 @@ impl Reloader {
     /// Reads the config again, loads what changed and swaps it in.
     pub async fn reload(&self, trigger: &'static str) -> ReloadReport {
         let mut current = self.config.lock().await;
-        let new = match Config::load(&self.overrides) {
+        // Secrets are read again with the file, all or none: a secret that cannot be read
+        // refuses the reload like a config error.
+        let loaded = Config::load(&self.overrides)
+            .map_err(|e| e.to_string())
+            .and_then(|new| {
+                self.backends.reload(&new).map_err(|e| e.to_string())?;
+                Ok(new)
+            });
+        let new = match loaded {
             Ok(new) => new,
             Err(e) => {
                 self.count("config_error");
                 tracing::error!(trigger, error = %e, "reload refused: the config file is not valid; the running config stays");
                 return ReloadReport {
                     trigger,
-                    config_error: Some(e.to_string()),
+                    config_error: Some(e),
                     restart_needed: Vec::new(),
                     plugins: LoadReport::default(),
                 };
@@ -189,6 +197,7 @@ impl Reloader {
         current.routes = new.routes;
         current.upstreams = new.upstreams;
         current.own_response_ttl = new.own_response_ttl;
+        current.secrets = new.secrets;
         ReloadReport {
             trigger,
             config_error: None,

@@ -10,13 +10,14 @@
 pub mod wit {
     wit_bindgen::generate!({
         path: "wit",
-        world: "plugin-keyvalue",
+        world: "plugin-sdk",
         pub_export_macro: true,
         export_macro_name: "__export_plughost_world",
         generate_all,
     });
 }
 
+pub mod config;
 pub mod http;
 pub mod kv;
 

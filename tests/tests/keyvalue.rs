@@ -1,5 +1,5 @@
 //! Plugin state in key-value buckets (wasi:keyvalue), with the `ratelimit` example counting
-//! on atomics: shared by instances and surviving reloads in memory, granted per plugin,
+//! by compare-and-swap: shared by instances and surviving reloads in memory, granted per plugin,
 //! expiring by the bucket's ttl, and exact across three plughost processes sharing a real
 //! Redis, which may die, come back, or stall without a request hanging.
 
@@ -117,12 +117,12 @@ async fn three_processes_sharing_redis_enforce_one_limit_exactly() {
         .map(|_| Plughost::start(&ratelimit("rl", &table, 10, "")))
         .collect();
     let urls: Vec<String> = servers.iter().map(|s| s.url("/")).collect();
+    // The example counts by compare-and-swap: 30 requests at once on one key, from three
+    // processes, each one counted once however many of their swaps lost a race.
     assert_eq!(burst(&urls, 30).await, (10, 20, 0));
     let m = servers[0].metrics_text().await;
     assert!(
-        m.contains(
-            "plughost_kv_operations_total{bucket=\"limits\",op=\"increment\",outcome=\"ok\"}"
-        ),
+        m.contains("plughost_kv_operations_total{bucket=\"limits\",op=\"swap\",outcome=\"ok\"}"),
         "{m}"
     );
 }

@@ -18,6 +18,7 @@ mod keyvalue;
 mod outbound;
 mod plugins;
 mod routes;
+mod secrets;
 mod upstreams;
 
 pub use defaults::*;
@@ -27,6 +28,7 @@ pub use keyvalue::{KeyValueConfig, KvBackend};
 pub use outbound::{Destination, OutboundConfig, ProxyNet, UPSTREAM_HOST_SUFFIX};
 pub use plugins::{Grant, OnError, PluginConfig, PluginKind, Reuse};
 pub use routes::RouteConfig;
+pub use secrets::SecretConfig;
 pub use upstreams::UpstreamConfig;
 
 /// The whole configuration, as read from `plughost.toml`. Every key is optional.
@@ -137,6 +139,9 @@ pub struct Config {
     pub watch_plugins: bool,
     /// Key-value buckets plugins may be granted, by name.
     pub keyvalue: std::collections::BTreeMap<String, KeyValueConfig>,
+    /// Secrets plugins may be granted (read through `wasi:config`), by name: where each
+    /// value is read from, never the value.
+    pub secrets: std::collections::BTreeMap<String, SecretConfig>,
     /// Outbound HTTP from plugins (who may call what is each plugin's `allowed_outbound`).
     pub outbound: OutboundConfig,
     /// HTTPS on the public listener; absent: cleartext HTTP.
@@ -161,7 +166,13 @@ pub struct TlsConfig {
 pub const REDACTED: &str = "(redacted)";
 
 /// Keys a reload applies to the running server; a change to any other key needs a restart.
-pub const LIVE_KEYS: &[&str] = &["plugins", "routes", "upstreams", "own_response_ttl"];
+pub const LIVE_KEYS: &[&str] = &[
+    "plugins",
+    "routes",
+    "upstreams",
+    "own_response_ttl",
+    "secrets",
+];
 
 impl Default for Config {
     fn default() -> Self {
@@ -207,6 +218,7 @@ impl Default for Config {
             forwarded_header: false,
             watch_plugins: true,
             keyvalue: Default::default(),
+            secrets: Default::default(),
             outbound: OutboundConfig::default(),
             tls: None,
         }
@@ -482,10 +494,13 @@ impl Config {
                     reason: format!("`{}` is empty or used twice", p.name),
                 });
             }
-            p.check(&self.keyvalue, &self.upstreams)?;
+            p.check(&self.keyvalue, &self.secrets, &self.upstreams)?;
         }
         for (name, kv) in &self.keyvalue {
             kv.check(name)?;
+        }
+        for (name, secret) in &self.secrets {
+            secret.check(name)?;
         }
         for (name, u) in &self.upstreams {
             u.check(name, self.max_backends)?;
@@ -738,6 +753,34 @@ plugin = "hello"
     fn effective_config_round_trips() {
         let c = Config::default();
         assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn secrets_name_one_source_and_grants_name_declared_secrets() {
+        let ok = "[secrets.idp]\nenv = \"IDP_SECRET\"\n[[plugins]]\nname = \"p\"\nfile = \"p.wasm\"\nsecrets = [\"idp\"]\n";
+        let c = parse(ok).unwrap();
+        assert_eq!(c.plugins[0].secrets, ["idp"]);
+        // Printed whole: the table holds where the value is, never the value.
+        assert!(c.to_toml().contains("env = \"IDP_SECRET\""));
+        for (text, words) in [
+            ("[secrets.s]\n", "give exactly one of env"),
+            (
+                "[secrets.s]\nenv = \"A\"\nfile = \"/f\"\n",
+                "give exactly one of env",
+            ),
+            ("[secrets.\"a b\"]\nenv = \"A\"\n", "a name is letters"),
+            (
+                "[[plugins]]\nname = \"p\"\nfile = \"p.wasm\"\nsecrets = [\"nope\"]\n",
+                "no secret named `nope`",
+            ),
+            (
+                "[secrets.k]\nenv = \"K\"\n[[plugins]]\nname = \"p\"\nfile = \"p.wasm\"\nsecrets = [\"k\"]\nconfig = { k = 1 }\n",
+                "is both a config key and a granted secret",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(words), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::defaults::{
 use super::error::ConfigError;
 use super::keyvalue::KeyValueConfig;
 use super::outbound::Destination;
+use super::secrets::SecretConfig;
 use super::upstreams::UpstreamConfig;
 
 /// One `[[plugins]]` entry.
@@ -110,6 +111,9 @@ pub struct PluginConfig {
     /// `[keyvalue.NAME]` buckets the plugin may open. None by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keyvalue: Vec<String>,
+    /// `[secrets.NAME]` the plugin may read through `wasi:config`. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// Where it may send HTTP requests (`wasi:http/outgoing-handler`): `http://HOST[:PORT]`,
     /// `https://HOST[:PORT]` or `upstream:NAME`. Nothing by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -212,6 +216,7 @@ impl PluginConfig {
             grants: Vec::new(),
             max_answer_bytes: DEFAULT_PLUGIN_ANSWER_BYTES,
             keyvalue: Vec::new(),
+            secrets: Vec::new(),
             allowed_outbound: Vec::new(),
             max_outbound_requests: DEFAULT_PLUGIN_OUTBOUND_REQUESTS,
             max_outbound_body_bytes: DEFAULT_PLUGIN_OUTBOUND_BODY_BYTES,
@@ -305,6 +310,7 @@ impl PluginConfig {
     pub(super) fn check(
         &self,
         buckets: &BTreeMap<String, KeyValueConfig>,
+        secrets: &BTreeMap<String, SecretConfig>,
         pools: &BTreeMap<String, UpstreamConfig>,
     ) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
@@ -360,7 +366,7 @@ impl PluginConfig {
                 format!("plugin `{}`: `{bad}` is not a header name", self.name),
             );
         }
-        self.check_grants(buckets, pools)?;
+        self.check_grants(buckets, secrets, pools)?;
         if self.max_outbound_requests == 0 {
             return invalid(
                 "plugins.max_outbound_requests",
@@ -382,13 +388,35 @@ impl PluginConfig {
         Ok(())
     }
 
-    /// Rejects a grant of a bucket or an upstream pool that is not declared.
+    /// Rejects a grant of a bucket, a secret or an upstream pool that is not declared, and a
+    /// secret named like a `config` key (wasi:config would have to give one of them).
     fn check_grants(
         &self,
         buckets: &BTreeMap<String, KeyValueConfig>,
+        secrets: &BTreeMap<String, SecretConfig>,
         pools: &BTreeMap<String, UpstreamConfig>,
     ) -> Result<(), ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
+        for secret in &self.secrets {
+            if !secrets.contains_key(secret) {
+                return invalid(
+                    "plugins.secrets",
+                    format!(
+                        "plugin `{}`: no secret named `{secret}`; declare it as [secrets.{secret}] with env or file",
+                        self.name
+                    ),
+                );
+            }
+            if self.config.contains_key(secret) {
+                return invalid(
+                    "plugins.secrets",
+                    format!(
+                        "plugin `{}`: `{secret}` is both a config key and a granted secret, and wasi:config can give only one; rename one",
+                        self.name
+                    ),
+                );
+            }
+        }
         for bucket in &self.keyvalue {
             if !buckets.contains_key(bucket) {
                 return invalid(

@@ -207,7 +207,7 @@ pub fn check_file(file: &Path) -> Result<(), NativeError> {
 
 /// Whether `path` (not followed if a link) is owned by the user running plughost or root and
 /// has none of the permission bits in `forbidden` (0o002: world-writable; 0o022: group- or
-/// world-writable). `Err` says which check failed and the fix. Always `Ok` off Unix.
+/// world-writable; 0o027 also world-readable). `Err` says which check failed and the fix. Always `Ok` off Unix.
 pub fn trusted(path: &Path, forbidden: u32) -> Result<(), String> {
     #[cfg(unix)]
     {
@@ -216,9 +216,26 @@ pub fn trusted(path: &Path, forbidden: u32) -> Result<(), String> {
         if meta.file_type().is_symlink() {
             return Err(format!("{} is a symbolic link", path.display()));
         }
-        if meta.mode() & forbidden != 0 {
+        let open = meta.mode() & forbidden;
+        if open != 0 {
+            let bits = |table: &[(u32, char)]| -> String {
+                table
+                    .iter()
+                    .filter(|(mask, _)| open & mask != 0)
+                    .map(|(_, c)| *c)
+                    .collect()
+            };
+            let (who, perms) = (
+                bits(&[(0o070, 'g'), (0o007, 'o')]),
+                bits(&[(0o444, 'r'), (0o222, 'w'), (0o111, 'x')]),
+            );
+            let what = match (open & 0o444 != 0, open & 0o222 != 0) {
+                (true, true) => "readable and writable",
+                (true, false) => "readable",
+                _ => "writable",
+            };
             return Err(format!(
-                "{} is writable by others (mode {:o}; chmod go-w it)",
+                "{} is {what} by others (mode {:o}; chmod {who}-{perms} it)",
                 path.display(),
                 meta.mode() & 0o777
             ));

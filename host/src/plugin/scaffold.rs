@@ -108,7 +108,8 @@ impl Lang {
     }
 }
 
-/// The plugin contract, as this binary implements it.
+/// The plugin contract, as this binary implements it: `plugin.wit` and the packages its
+/// worlds import.
 const WIT: &[(&str, &str)] = &[
     ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
     (
@@ -130,6 +131,34 @@ const WIT: &[(&str, &str)] = &[
     (
         "wit/deps/keyvalue/world.wit",
         include_str!("../../../wit/deps/keyvalue/world.wit"),
+    ),
+    (
+        "wit/deps/keyvalue-draft2/atomic.wit",
+        include_str!("../../../wit/deps/keyvalue-draft2/atomic.wit"),
+    ),
+    (
+        "wit/deps/keyvalue-draft2/batch.wit",
+        include_str!("../../../wit/deps/keyvalue-draft2/batch.wit"),
+    ),
+    (
+        "wit/deps/keyvalue-draft2/store.wit",
+        include_str!("../../../wit/deps/keyvalue-draft2/store.wit"),
+    ),
+    (
+        "wit/deps/keyvalue-draft2/watch.wit",
+        include_str!("../../../wit/deps/keyvalue-draft2/watch.wit"),
+    ),
+    (
+        "wit/deps/keyvalue-draft2/world.wit",
+        include_str!("../../../wit/deps/keyvalue-draft2/world.wit"),
+    ),
+    (
+        "wit/deps/config-draft-2024-09-27/store.wit",
+        include_str!("../../../wit/deps/config-draft-2024-09-27/store.wit"),
+    ),
+    (
+        "wit/deps/config-draft-2024-09-27/world.wit",
+        include_str!("../../../wit/deps/config-draft-2024-09-27/world.wit"),
     ),
 ];
 

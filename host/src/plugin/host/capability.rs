@@ -60,6 +60,13 @@ pub trait Capability {
         registry: &mut Registry,
     ) -> Result<Self::Backend, CapabilityError>;
 
+    /// Brings `backend` up to a reloaded `config` (secrets read again, say); `Err` leaves it
+    /// as it was, and the reload changes nothing. Most backends keep what they have.
+    fn reload(backend: &Self::Backend, config: &Config) -> Result<(), CapabilityError> {
+        let _ = (backend, config);
+        Ok(())
+    }
+
     /// What `plugin` may use of `backend`.
     fn grants(
         backend: &Self::Backend,

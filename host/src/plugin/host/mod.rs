@@ -24,6 +24,7 @@ pub mod handler;
 pub mod keyvalue;
 pub mod log;
 pub mod outbound;
+pub mod wasi_config;
 
 use std::net::SocketAddr;
 
@@ -75,6 +76,13 @@ macro_rules! capabilities {
                 })
             }
 
+            /// Brings every backend up to a reloaded `config`; on `Err` none changed that
+            /// had not already (each capability's `reload` changes all or nothing of its own).
+            pub fn reload(&self, config: &Config) -> Result<(), CapabilityError> {
+                $(<$cap as Capability>::reload(&self.$name, config)?;)*
+                Ok(())
+            }
+
             /// What `plugin` may use of the host.
             pub fn capabilities(
                 &self,
@@ -112,6 +120,8 @@ capabilities! {
     log: log::Log,
     /// `wasi:keyvalue` buckets.
     keyvalue: keyvalue::KeyValue,
+    /// `wasi:config/store`: the plugin's config table and granted secrets.
+    config: wasi_config::WasiConfig,
     /// `wasi:http/outgoing-handler` (0.2) and `wasi:http/client` (0.3) behind the plugin's
     /// allow-list.
     outbound: outbound::OutboundHttp,

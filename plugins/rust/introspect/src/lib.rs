@@ -9,7 +9,11 @@
 //! A let-through request carries `x-auth-subject` with the token's `sub`.
 //!
 //! Config: `endpoint` (an `allowed_outbound` destination of this plugin), `cache_bucket`
-//! (optional, granted in `keyvalue`).
+//! (optional, granted in `keyvalue`), and, when the endpoint wants this plugin to say who it
+//! is (HTTP Basic, RFC 7662 section 2.1), `client_id` and `client_secret`: the name of a
+//! secret granted to the plugin (`secrets = ["NAME"]`), read through wasi:config on every
+//! introspection, so a secret rotated on disk is used from the next reload on.
+use base64::Engine;
 use plughost_plugin_sdk::kv::Bucket;
 use plughost_plugin_sdk::{Action, Edits, Plugin, Request, Response, config, export_plugin, http};
 use plughost_plugin_sdk::serde_json;
@@ -20,6 +24,24 @@ struct Config {
     endpoint: String,
     #[serde(default)]
     cache_bucket: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+}
+
+/// `Basic` credentials of `client_id` and the secret named `client_secret`, when both are set.
+fn client_credentials(c: &Config) -> Result<Option<String>, String> {
+    let (Some(id), Some(name)) = (&c.client_id, &c.client_secret) else {
+        return Ok(None);
+    };
+    let secret = plughost_plugin_sdk::config::get(name)?
+        .ok_or_else(|| format!("no secret `{name}` (grant it: secrets = [\"{name}\"])"))?;
+    let pair = format!("{id}:{secret}");
+    Ok(Some(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )))
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -77,6 +99,11 @@ impl Plugin for Introspect {
         if !c.endpoint.starts_with("http://") && !c.endpoint.starts_with("https://") {
             return Err("introspect needs `endpoint`, an http(s) URL".into());
         }
+        if c.client_id.is_some() != c.client_secret.is_some() {
+            return Err("introspect needs both client_id and client_secret, or neither".into());
+        }
+        // Fail at load, not on the first request, when the secret is not granted.
+        client_credentials(&c)?;
         CONFIG.get_or_init(|| c);
         Ok(())
     }
@@ -96,7 +123,14 @@ impl Plugin for Introspect {
             return Ok(let_through(&String::from_utf8_lossy(&subject)));
         }
         let body = format!("token={}", form_encode(token));
-        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        let credentials = match client_credentials(c) {
+            Ok(credentials) => credentials,
+            Err(e) => return Ok(unavailable(&format!("introspection credentials: {e}"))),
+        };
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(credentials) = &credentials {
+            headers.push(("authorization", credentials.as_str()));
+        }
         let resp = match http::send("POST", &c.endpoint, &headers, body.as_bytes()) {
             Ok(r) => r,
             Err(e) => return Ok(unavailable(&format!("introspection failed: {e}"))),

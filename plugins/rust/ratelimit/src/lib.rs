@@ -1,8 +1,8 @@
 //! `ratelimit`: a filter allowing each client IP `limit` requests per fixed window of
 //! `window_secs` seconds; past it, 429 with `Retry-After`. The counts live in a key-value
-//! bucket (`bucket`, default "limits"), one atomic counter per client and window, so the
-//! limit is exact across instances, across reloads, and (with a Redis bucket) across every
-//! plughost of a fleet. Give the bucket a `ttl` of at least the window so old windows go.
+//! bucket (`bucket`, default "limits"), one counter per client and window, updated by
+//! compare-and-swap, so the limit is exact across instances, across reloads, and (with a
+//! Redis bucket) across every plughost of a fleet. Give the bucket a `ttl` of at least the window so old windows go.
 //!
 //! Config: `limit` (default 10), `window_secs` (default 1), `bucket`, and `on_store_error`:
 //! `"allow"` (the default: a store that fails lets requests through) or `"deny"` (503).
@@ -45,6 +45,22 @@ fn default_bucket() -> String {
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
+/// Compare-and-swap tries per request; each failed one means another request counted.
+const CAS_TRIES: u32 = 1000;
+
+fn parse_count(v: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("the count is not a number: {:?}", String::from_utf8_lossy(v)))
+}
+
+/// The counter after one more request (a value that is not a count starts again at 1).
+fn next_count(now: Option<Vec<u8>>) -> Vec<u8> {
+    let n = now.and_then(|v| parse_count(&v).ok()).unwrap_or(0);
+    (n + 1).to_string().into_bytes()
+}
+
 struct RateLimit;
 
 impl Plugin for RateLimit {
@@ -67,7 +83,11 @@ impl Plugin for RateLimit {
             .as_secs();
         let window = now / c.window_secs;
         let key = format!("{}:{window}", req.client_ip());
-        let count = Bucket::open(&c.bucket).and_then(|b| b.increment(&key, 1));
+        // Read, add one, write only if nobody wrote in between (else again): the count is
+        // exact however many instances and plughost processes share the bucket.
+        let count = Bucket::open(&c.bucket)
+            .and_then(|b| b.update(&key, CAS_TRIES, next_count))
+            .and_then(|v| parse_count(&v));
         match count {
             Ok(n) if n <= c.limit => Ok(next()),
             Ok(_) => {

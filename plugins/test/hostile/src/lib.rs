@@ -189,6 +189,14 @@ impl Plugin for Hostile {
                 }
                 Ok(next())
             }
+            // The same count by compare-and-swap: read, add one, swap, again on a conflict.
+            "kv-cas" => {
+                let bucket = plughost_plugin_sdk::kv::Bucket::open("bench")?;
+                for _ in 0..c.amount {
+                    bucket.update("k", 1000, add_one)?;
+                }
+                Ok(next())
+            }
             // GETs the URL in the request's `x-fetch` header (or `path`) and says what came
             // back: `status=N bytes=M` or `error: WHY`.
             "fetch" => {
@@ -243,6 +251,15 @@ enum KvStep {
     /// `n` keys `PREFIX0…` of `size` bytes each, in set-many calls of `chunk` pairs.
     SetMany { bucket: String, prefix: String, n: usize, size: usize, chunk: usize },
     Increment { bucket: String, key: String, delta: u64 },
+    /// Through draft2, whose deltas are signed.
+    Increment2 { bucket: String, key: String, delta: i64 },
+    /// A get through draft2.
+    Get2 { bucket: String, key: String },
+    /// A CAS handle on `key`, the key written by someone else, then the swap of `value`:
+    /// `seen=… conflict now=…` and the retry's outcome, or `swapped` if nothing intervened.
+    CasStale { bucket: String, key: String, value: String },
+    /// `n` compare-and-swap increments of `key`: `value=…` after the last.
+    CasAdd { bucket: String, key: String, n: u64 },
     Exists { bucket: String, key: String },
     /// Every page of `list-keys`: `keys=N pages=P p99_page_us=… total_ms=…`, then the keys
     /// when there are at most 20.
@@ -251,9 +268,33 @@ enum KvStep {
     Leak { bucket: String, n: usize },
 }
 
+/// A counter's next value, for a compare-and-swap increment.
+fn add_one(now: Option<Vec<u8>>) -> Vec<u8> {
+    let n: u64 = now
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (n + 1).to_string().into_bytes()
+}
+
+/// Shows `v`, or its length when long.
+fn shown(v: Option<Vec<u8>>) -> String {
+    match v {
+        None => "none".into(),
+        Some(v) if v.len() <= 64 => format!("value={}", String::from_utf8_lossy(&v)),
+        Some(v) => format!("len={}", v.len()),
+    }
+}
+
 fn kv_step(step: KvStep) -> String {
-    use plughost_plugin_sdk::kv::describe;
-    use plughost_plugin_sdk::wit::wasi::keyvalue::{atomics, batch, store};
+    use plughost_plugin_sdk::kv::{Bucket, Swap};
+    use plughost_plugin_sdk::wit::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
+    // Draft's errors (the SDK's `describe` is draft2's).
+    let describe = |e: &store::Error| match e {
+        store::Error::NoSuchStore => "no such bucket".to_string(),
+        store::Error::AccessDenied => "bucket not granted".to_string(),
+        store::Error::Other(why) => why.clone(),
+    };
     let open = |name: &str| store::open(name).map_err(|e| describe(&e));
     let run = || -> Result<String, String> {
         Ok(match step {
@@ -262,11 +303,38 @@ fn kv_step(step: KvStep) -> String {
                 open(&bucket)?.set(&key, &value).map_err(|e| describe(&e))?;
                 "ok".into()
             }
-            KvStep::Get { bucket, key } => match open(&bucket)?.get(&key).map_err(|e| describe(&e))? {
-                None => "none".into(),
-                Some(v) if v.len() <= 64 => format!("value={}", String::from_utf8_lossy(&v)),
-                Some(v) => format!("len={}", v.len()),
-            },
+            KvStep::Get { bucket, key } => shown(open(&bucket)?.get(&key).map_err(|e| describe(&e))?),
+            KvStep::Get2 { bucket, key } => shown(Bucket::open(&bucket)?.get(&key)?),
+            KvStep::Increment2 { bucket, key, delta } => {
+                format!("value={}", Bucket::open(&bucket)?.increment(&key, delta)?)
+            }
+            KvStep::CasStale { bucket, key, value } => {
+                let b = Bucket::open(&bucket)?;
+                let cas = b.cas(&key)?;
+                let seen = shown(cas.current()?);
+                b.set(&key, b"changed")?;
+                match cas.swap(value.as_bytes()) {
+                    Ok(()) => format!("seen={seen} swapped"),
+                    Err(Swap::Failed(why)) => format!("seen={seen} failed: {why}"),
+                    Err(Swap::Changed(now)) => {
+                        let now_seen = shown(now.current()?);
+                        let retry = match now.swap(value.as_bytes()) {
+                            Ok(()) => "retry swapped".to_string(),
+                            Err(Swap::Changed(_)) => "retry conflict".to_string(),
+                            Err(Swap::Failed(why)) => format!("retry failed: {why}"),
+                        };
+                        format!("seen={seen} conflict now={now_seen} {retry}")
+                    }
+                }
+            }
+            KvStep::CasAdd { bucket, key, n } => {
+                let b = Bucket::open(&bucket)?;
+                let mut last = Vec::new();
+                for _ in 0..n {
+                    last = b.update(&key, 10_000, add_one)?;
+                }
+                shown(Some(last))
+            }
             KvStep::GetMany { bucket, key, times } => {
                 let keys = vec![key; times];
                 let found = batch::get_many(&open(&bucket)?, &keys).map_err(|e| describe(&e))?;

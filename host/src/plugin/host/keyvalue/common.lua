@@ -3,9 +3,12 @@
 -- bytes, so no bucket's keys can be named through another bucket). A key K is stored at
 -- `BASE:K`; the bucket's books are `BASE|sizes` (K -> bytes of K and its value: the bucket's
 -- keys, counted and listed from here), `BASE|bytes` (their sum) and, with a ttl,
--- `BASE|expiry` (K -> the millisecond it expires, when its size leaves the books).
+-- `BASE|expiry` (K -> the millisecond it expires, when its size leaves the books), and
+-- `BASE|versions` (K -> the version of its last write, from the counter `BASE|version`, what
+-- a CAS handle compares; a key without one, absent or written before versions, is at 0).
 local base = KEYS[1]
 local sizes, total, expiry = base .. '|sizes', base .. '|bytes', base .. '|expiry'
+local versions, last_version = base .. '|versions', base .. '|version'
 
 local function data(k)
   return base .. ':' .. k
@@ -24,6 +27,7 @@ local function forget(k)
     redis.call('HDEL', sizes, k)
   end
   redis.call('ZREM', expiry, k)
+  redis.call('HDEL', versions, k)
   redis.call('DEL', data(k))
 end
 
@@ -65,6 +69,7 @@ local function put(k, v, n, now, ttl)
   local old = redis.call('HGET', sizes, k)
   redis.call('HSET', sizes, k, n)
   redis.call('INCRBY', total, n - (tonumber(old) or 0))
+  redis.call('HSET', versions, k, redis.call('INCR', last_version))
   if ttl > 0 then
     local at = string.format('%.0f', now + ttl)
     redis.call('SET', data(k), v, 'PXAT', at)
@@ -74,3 +79,14 @@ local function put(k, v, n, now, ttl)
   end
 end
 
+
+-- What a CAS handle holds of K: {version, 'value', V}, {version, 'none'}, or
+-- {version, 'too-large', N} when its N bytes pass the answer budget.
+local function snapshot(k, budget)
+  local version = redis.call('HGET', versions, k) or '0'
+  local n = redis.call('STRLEN', data(k))
+  if n > budget then return {version, 'too-large', tostring(n)} end
+  local v = redis.call('GET', data(k))
+  if v then return {version, 'value', v} end
+  return {version, 'none'}
+end

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::super::budget::Answer;
-use super::rules::{Failure, PAGE, Quota, counter, full, overflow};
+use super::Snapshot;
+use super::rules::{Failure, PAGE, Quota, counter, full, negative, overflow};
 
 /// One memory bucket.
 pub(super) struct Memory {
@@ -24,6 +25,9 @@ pub(super) struct Memory {
     /// The keys that expire, soonest first (with their number, to keep equal instants apart).
     expiry: BTreeMap<(Instant, u64), Arc<str>>,
     next: u64,
+    /// The last version given to a write: every write gives its key the next one, so a key
+    /// rewritten (or deleted and written again) never shows a CAS handle the version it read.
+    version: u64,
     /// Bytes of keys and values.
     bytes: usize,
     quota: Quota,
@@ -32,6 +36,8 @@ pub(super) struct Memory {
 struct Entry {
     value: Bytes,
     seq: u64,
+    /// 0 is an absent key's.
+    version: u64,
     expires: Option<Instant>,
 }
 
@@ -42,6 +48,7 @@ impl Memory {
             order: BTreeMap::new(),
             expiry: BTreeMap::new(),
             next: 0,
+            version: 0,
             bytes: 0,
             quota,
         }
@@ -125,6 +132,7 @@ impl Memory {
                 }
             };
             self.forget(&k);
+            self.version += 1;
             let key: Arc<str> = Arc::from(k);
             self.bytes += key.len() + value.len();
             self.order.insert(seq, key.clone());
@@ -136,6 +144,7 @@ impl Memory {
                 Entry {
                     value,
                     seq,
+                    version: self.version,
                     expires,
                 },
             );
@@ -155,15 +164,49 @@ impl Memory {
         key: String,
         delta: i64,
         ttl: Option<Duration>,
-    ) -> Result<u64, Failure> {
+    ) -> Result<i64, Failure> {
         self.purge();
         let current = match self.entries.get(key.as_str()) {
             None => 0,
             Some(e) => counter(&e.value)?,
         };
         let next = current.checked_add(delta).ok_or_else(overflow)?;
+        if next < 0 {
+            return Err(negative());
+        }
         self.set_all(vec![(key, Bytes::from(next.to_string()))], ttl)?;
-        Ok(next as u64)
+        Ok(next)
+    }
+
+    /// `key`'s version and, if it fits `answer`, its value.
+    pub(super) fn snapshot(&mut self, key: &str, answer: &mut Answer) -> Snapshot {
+        self.purge();
+        match self.entries.get(key) {
+            None => Snapshot {
+                version: 0,
+                value: Ok(None),
+            },
+            Some(e) => Snapshot {
+                version: e.version,
+                value: answer.take(e.value.len()).map(|()| Some(e.value.clone())),
+            },
+        }
+    }
+
+    /// Writes `value` at `key` if its version is still `version`; otherwise what it is now.
+    pub(super) fn swap(
+        &mut self,
+        key: &str,
+        version: u64,
+        value: Bytes,
+        ttl: Option<Duration>,
+        answer: &mut Answer,
+    ) -> Result<Result<(), Snapshot>, Failure> {
+        let now = self.snapshot(key, answer);
+        if now.version != version {
+            return Ok(Err(now));
+        }
+        self.set_all(vec![(key.to_owned(), value)], ttl).map(Ok)
     }
 
     /// A page of keys from `cursor` on, and the cursor of the next page.

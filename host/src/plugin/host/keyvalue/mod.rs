@@ -1,8 +1,11 @@
-//! The key-value capability: `wasi:keyvalue@0.2.0-draft` (`store`, `atomics`, `batch`, the
-//! version wasmCloud's components import) over buckets the operator declares in
-//! `[keyvalue.NAME]` and grants per plugin (`keyvalue = ["NAME"]`).
+//! The key-value capability: `wasi:keyvalue` over buckets the operator declares in
+//! `[keyvalue.NAME]` and grants per plugin (`keyvalue = ["NAME"]`), in two versions of the
+//! interface over the same buckets: `0.2.0-draft` ([`draft`], what wasmCloud's components
+//! import) and `0.2.0-draft2` ([`draft2`], what Spin's import: it adds compare-and-swap). A
+//! component may import either or both; a bucket opened through one is the bucket opened
+//! through the other.
 //!
-//! - [`KeyValue`], the capability; `link`: the three interfaces, once per engine.
+//! - [`KeyValue`], the capability; `link`: both versions' interfaces, once per engine.
 //! - shared backend ([`Stores`]): one [`Bucket`] per declared name, built once per server and
 //!   kept across reloads, so state survives instance recycling and hot reload; `memory`
 //!   ([`memory`]) keeps keys in this process, `redis` ([`redis`]) in a Redis server a fleet
@@ -11,19 +14,24 @@
 //!   `access-denied` if declared, `no-such-store` if not) and its answer budget.
 //! - metrics: `plughost_kv_operations_total{bucket,op,outcome}` and
 //!   `plughost_kv_duration_seconds{bucket}`.
-//! - budgets: what a call hands back (a value, a batch, a page of keys) is counted against
-//!   the plugin's `max_answer_bytes` before it is gathered; keys are at most [`KEY_MAX`]
-//!   bytes; each bucket holds at most `max_keys` keys and `max_bytes` bytes, on both backends.
+//! - budgets: what a call hands back (a value, a batch, a page of keys, what a CAS handle
+//!   read) is counted against the plugin's `max_answer_bytes` before it is gathered; keys are
+//!   at most [`KEY_MAX`] bytes; each bucket holds at most `max_keys` keys and `max_bytes`
+//!   bytes, on both backends.
 //!
 //! Both backends follow one set of rules ([`rules`]), so a plugin behaves the same on either: a write
 //! past the quota is refused whole (a batch writes all its pairs or none); a counter is a
-//! value of decimal digits from 0 to `i64::MAX` (what Redis' INCRBY reads, kept to the
-//! interface's unsigned type), and an increment of anything else, or past that maximum, is
-//! refused without writing. An error means the operation did not happen, unless it says
-//! `outcome unknown` (a Redis write sent but not answered). wasi:keyvalue has no expiry: a
-//! bucket's `ttl` applies to every write. Every call waits inside the plugin's deadline, and a
-//! Redis command also within `command_timeout`.
+//! value of decimal digits from 0 to `i64::MAX` (what Redis' INCRBY reads, kept to draft's
+//! unsigned type), and an increment of anything else, past that maximum or below 0, is
+//! refused without writing. Every write gives its key a new version (bucket-wide, never
+//! reused), which is what a CAS handle compares: a swap writes only if the key's version is
+//! still the one the handle read, atomically on both backends. An error means the operation
+//! did not happen, unless it says `outcome unknown` (a Redis write sent but not answered).
+//! wasi:keyvalue has no expiry: a bucket's `ttl` applies to every write. Every call waits
+//! inside the plugin's deadline, and a Redis command also within `command_timeout`.
 
+pub mod draft;
+pub mod draft2;
 mod memory;
 mod redis;
 mod rules;
@@ -33,6 +41,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -43,25 +52,12 @@ use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::WasiView;
 use wasmtime_wasi_http::WasiHttpView;
 
-use super::budget::Answer;
+use super::budget::{Answer, TooLarge};
 use super::capability::{Capability, CapabilityError, Getter, HasScoped, Scoped};
 use crate::config::{Config, KeyValueConfig, KvBackend, PluginConfig};
 
-/// Bindings of `wasi:keyvalue@0.2.0-draft` (documented in `wit/deps/keyvalue`).
-#[allow(missing_docs)]
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit/deps/keyvalue",
-        world: "wasi:keyvalue/imports",
-        imports: { default: async | trappable },
-        with: { "wasi:keyvalue/store.bucket": crate::plugin::host::keyvalue::Open },
-    });
-}
-
-use bindings::wasi::keyvalue::{atomics, batch, store};
 pub use rules::KEY_MAX;
-use rules::{Failure, Quota, check_key, distinct, overflow};
-use store::{Error as KvError, KeyResponse};
+use rules::{Failure, Quota, check_key, distinct};
 
 /// The key-value capability.
 pub struct KeyValue;
@@ -71,12 +67,13 @@ impl Capability for KeyValue {
     type Grants = Grants;
     type Instance = Grants;
 
-    /// Adds `wasi:keyvalue/{store,atomics,batch}` to the linker.
+    /// Adds `wasi:keyvalue/{store,atomics,batch}`, draft and draft2, to the linker.
     fn link<T: WasiView + WasiHttpView + Send + 'static>(
         linker: &mut Linker<T>,
         get: Getter<T, Grants>,
     ) -> wasmtime::Result<()> {
-        bindings::Imports::add_to_linker::<T, HasScoped<Grants>>(linker, get)
+        draft::bindings::Imports::add_to_linker::<T, HasScoped<Grants>>(linker, get)?;
+        draft2::bindings::Imports::add_to_linker::<T, HasScoped<Grants>>(linker, get)
     }
 
     fn backend(
@@ -245,17 +242,28 @@ impl Bucket {
         }
     }
 
-    /// Runs one operation, counting it.
+    /// Runs one operation, counting it as `ok` (or by its failure).
     async fn run<T>(
         &self,
         op: &'static str,
         f: impl AsyncFnOnce(&Self) -> Result<T, Failure>,
-    ) -> Result<T, KvError> {
+    ) -> Result<T, Failure> {
+        self.run_judged(op, |_| "ok", f).await
+    }
+
+    /// Runs one operation, counting it as `judge` names a success (a swap's may be a
+    /// `conflict`) or by its failure.
+    async fn run_judged<T>(
+        &self,
+        op: &'static str,
+        judge: fn(&T) -> &'static str,
+        f: impl AsyncFnOnce(&Self) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         let started = Instant::now();
         let result = f(self).await;
         self.duration.observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
-            Ok(_) => "ok",
+            Ok(done) => judge(done),
             Err(Failure(why)) if why.starts_with("outcome unknown") => "unknown",
             Err(_) => "error",
         };
@@ -273,10 +281,10 @@ impl Bucket {
                     .clone()
             })
             .inc();
-        result.map_err(KvError::from)
+        result
     }
 
-    async fn get(&self, key: String, mut answer: Answer) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&self, key: String, mut answer: Answer) -> Result<Option<Vec<u8>>, Failure> {
         self.run("get", async |b| {
             check_key(&key)?;
             match &b.backend {
@@ -290,16 +298,16 @@ impl Bucket {
         .await
     }
 
-    async fn set(&self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+    async fn set(&self, key: String, value: Vec<u8>) -> Result<(), Failure> {
         self.write("set", vec![(key, value)]).await
     }
 
-    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), Failure> {
         self.write("set-many", pairs).await
     }
 
     /// Writes every pair, or none.
-    async fn write(&self, op: &'static str, pairs: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {
+    async fn write(&self, op: &'static str, pairs: Vec<(String, Vec<u8>)>) -> Result<(), Failure> {
         self.run(op, async |b| {
             let pairs = distinct(pairs)?;
             if pairs.is_empty() {
@@ -313,7 +321,7 @@ impl Bucket {
         .await
     }
 
-    async fn delete(&self, op: &'static str, keys: Vec<String>) -> Result<(), KvError> {
+    async fn delete(&self, op: &'static str, keys: Vec<String>) -> Result<(), Failure> {
         self.run(op, async |b| {
             keys.iter().try_for_each(|k| check_key(k))?;
             match &b.backend {
@@ -328,7 +336,7 @@ impl Bucket {
         .await
     }
 
-    async fn exists(&self, key: String) -> Result<bool, KvError> {
+    async fn exists(&self, key: String) -> Result<bool, Failure> {
         self.run("exists", async |b| {
             check_key(&key)?;
             match &b.backend {
@@ -339,25 +347,23 @@ impl Bucket {
         .await
     }
 
+    /// A page of keys from `cursor` on, and the cursor of the next page.
     async fn list_keys(
         &self,
         cursor: Option<u64>,
         mut answer: Answer,
-    ) -> Result<KeyResponse, KvError> {
-        self.run("list-keys", async |b| {
-            let (keys, cursor) = match &b.backend {
-                Backend::Memory(m) => m.lock().list(cursor, &mut answer)?,
-                Backend::Redis(r) => r.list(cursor, &mut answer).await?,
-            };
-            Ok(KeyResponse { keys, cursor })
+    ) -> Result<(Vec<String>, Option<u64>), Failure> {
+        self.run("list-keys", async |b| match &b.backend {
+            Backend::Memory(m) => m.lock().list(cursor, &mut answer),
+            Backend::Redis(r) => r.list(cursor, &mut answer).await,
         })
         .await
     }
 
-    async fn increment(&self, key: String, delta: u64) -> Result<u64, KvError> {
+    /// Adds `delta` (which may be negative) to the counter at `key`; the new value.
+    async fn increment(&self, key: String, delta: i64) -> Result<i64, Failure> {
         self.run("increment", async |b| {
             check_key(&key)?;
-            let delta = i64::try_from(delta).map_err(|_| overflow())?;
             match &b.backend {
                 Backend::Memory(m) => m.lock().increment(key, delta, b.ttl),
                 Backend::Redis(r) => r.increment(&key, delta).await,
@@ -366,11 +372,12 @@ impl Bucket {
         .await
     }
 
+    /// Each key with its value, if it has one.
     async fn get_many(
         &self,
         keys: Vec<String>,
         mut answer: Answer,
-    ) -> Result<Vec<Option<(String, Vec<u8>)>>, KvError> {
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, Failure> {
         self.run("get-many", async |b| {
             keys.iter().try_for_each(|k| check_key(k))?;
             let values: Vec<Option<Vec<u8>>> = match &b.backend {
@@ -382,29 +389,75 @@ impl Bucket {
                 Backend::Redis(_) if keys.is_empty() => Vec::new(),
                 Backend::Redis(r) => r.get_many(&keys, &answer).await?,
             };
-            Ok(keys
-                .into_iter()
-                .zip(values)
-                .map(|(k, v)| v.map(|v| (k, v)))
-                .collect())
+            Ok(keys.into_iter().zip(values).collect())
+        })
+        .await
+    }
+
+    /// What a new CAS handle on `key` holds: its version now, and its value if that fits
+    /// `answer` (read in the same step, so `current` costs no second round trip).
+    async fn snapshot(&self, key: String, mut answer: Answer) -> Result<Snapshot, Failure> {
+        self.run("cas", async |b| {
+            check_key(&key)?;
+            match &b.backend {
+                Backend::Memory(m) => Ok(m.lock().snapshot(&key, &mut answer)),
+                Backend::Redis(r) => r.snapshot(&key, &answer).await,
+            }
+        })
+        .await
+    }
+
+    /// Writes `value` at `key` if the key's version is still `version`; otherwise writes
+    /// nothing and returns what the key holds now, for the next try.
+    async fn swap(
+        &self,
+        key: &str,
+        version: u64,
+        value: Vec<u8>,
+        mut answer: Answer,
+    ) -> Result<Result<(), Snapshot>, Failure> {
+        let judge = |r: &Result<(), Snapshot>| if r.is_ok() { "ok" } else { "conflict" };
+        self.run_judged("swap", judge, async |b| match &b.backend {
+            Backend::Memory(m) => {
+                m.lock()
+                    .swap(key, version, Bytes::from(value), b.ttl, &mut answer)
+            }
+            Backend::Redis(r) => r.swap(key, version, &value, &answer).await,
         })
         .await
     }
 }
 
-/// A backend's failure as the interface says it: `other`, with its words.
-impl From<Failure> for KvError {
-    fn from(f: Failure) -> Self {
-        KvError::Other(f.0)
-    }
+/// What a CAS handle read of its key: the version it compares at `swap`, and the value
+/// `current` hands back (or why it does not: the value passed the answer budget).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    version: u64,
+    value: Result<Option<Bytes>, TooLarge>,
 }
 
-type Host<T> = wasmtime::Result<Result<T, KvError>>;
+/// Why a bucket could not be opened, in either version's words.
+enum Refused {
+    NoSuchStore,
+    AccessDenied,
+}
 
 /// A plugin instance's view of its store during a key-value call.
 type View<'a> = Scoped<'a, Grants>;
 
 impl View<'_> {
+    /// The bucket named `identifier`, if this plugin may open it.
+    fn open(&self, identifier: &str) -> Result<Open, Refused> {
+        let granted = self.instance.granted.iter().find(|b| b.name == identifier);
+        match granted {
+            Some(b) => Ok(Open(b.clone())),
+            None if self.instance.declared.iter().any(|d| d == identifier) => {
+                Err(Refused::AccessDenied)
+            }
+            None => Err(Refused::NoSuchStore),
+        }
+    }
+
     fn bucket(&self, r: &Resource<Open>) -> wasmtime::Result<Arc<Bucket>> {
         Ok(self.table.get(r)?.0.clone())
     }
@@ -415,70 +468,35 @@ impl View<'_> {
     }
 }
 
-impl store::Host for View<'_> {
-    async fn open(&mut self, identifier: String) -> Host<Resource<Open>> {
-        let granted = self.instance.granted.iter().find(|b| b.name == identifier);
-        match granted {
-            Some(b) => Ok(Ok(self.table.push(Open(b.clone()))?)),
-            None if self.instance.declared.contains(&identifier) => Ok(Err(KvError::AccessDenied)),
-            None => Ok(Err(KvError::NoSuchStore)),
+/// The `bucket` resource's methods that both versions share word for word; `list-keys`,
+/// whose cursor differs, each version implements itself.
+macro_rules! bucket_methods {
+    () => {
+        async fn get(&mut self, b: Resource<Open>, key: String) -> Host<Option<Vec<u8>>> {
+            let answer = self.answer();
+            Ok(self.bucket(&b)?.get(key, answer).await.map_err(Into::into))
         }
-    }
+
+        async fn set(&mut self, b: Resource<Open>, key: String, value: Vec<u8>) -> Host<()> {
+            Ok(self.bucket(&b)?.set(key, value).await.map_err(Into::into))
+        }
+
+        async fn delete(&mut self, b: Resource<Open>, key: String) -> Host<()> {
+            let deleted = self.bucket(&b)?.delete("delete", vec![key]).await;
+            Ok(deleted.map_err(Into::into))
+        }
+
+        async fn exists(&mut self, b: Resource<Open>, key: String) -> Host<bool> {
+            Ok(self.bucket(&b)?.exists(key).await.map_err(Into::into))
+        }
+
+        async fn drop(&mut self, b: Resource<Open>) -> wasmtime::Result<()> {
+            self.table.delete(b)?;
+            Ok(())
+        }
+    };
 }
-
-impl store::HostBucket for View<'_> {
-    async fn get(&mut self, b: Resource<Open>, key: String) -> Host<Option<Vec<u8>>> {
-        let answer = self.answer();
-        Ok(self.bucket(&b)?.get(key, answer).await)
-    }
-
-    async fn set(&mut self, b: Resource<Open>, key: String, value: Vec<u8>) -> Host<()> {
-        Ok(self.bucket(&b)?.set(key, value).await)
-    }
-
-    async fn delete(&mut self, b: Resource<Open>, key: String) -> Host<()> {
-        Ok(self.bucket(&b)?.delete("delete", vec![key]).await)
-    }
-
-    async fn exists(&mut self, b: Resource<Open>, key: String) -> Host<bool> {
-        Ok(self.bucket(&b)?.exists(key).await)
-    }
-
-    async fn list_keys(&mut self, b: Resource<Open>, cursor: Option<u64>) -> Host<KeyResponse> {
-        let answer = self.answer();
-        Ok(self.bucket(&b)?.list_keys(cursor, answer).await)
-    }
-
-    async fn drop(&mut self, b: Resource<Open>) -> wasmtime::Result<()> {
-        self.table.delete(b)?;
-        Ok(())
-    }
-}
-
-impl atomics::Host for View<'_> {
-    async fn increment(&mut self, b: Resource<Open>, key: String, delta: u64) -> Host<u64> {
-        Ok(self.bucket(&b)?.increment(key, delta).await)
-    }
-}
-
-impl batch::Host for View<'_> {
-    async fn get_many(
-        &mut self,
-        b: Resource<Open>,
-        keys: Vec<String>,
-    ) -> Host<Vec<Option<(String, Vec<u8>)>>> {
-        let answer = self.answer();
-        Ok(self.bucket(&b)?.get_many(keys, answer).await)
-    }
-
-    async fn set_many(&mut self, b: Resource<Open>, pairs: Vec<(String, Vec<u8>)>) -> Host<()> {
-        Ok(self.bucket(&b)?.set_many(pairs).await)
-    }
-
-    async fn delete_many(&mut self, b: Resource<Open>, keys: Vec<String>) -> Host<()> {
-        Ok(self.bucket(&b)?.delete("delete-many", keys).await)
-    }
-}
+use bucket_methods;
 
 #[cfg(test)]
 mod tests;

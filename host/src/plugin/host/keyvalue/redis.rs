@@ -20,8 +20,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 
+use bytes::Bytes;
+
 use super::super::budget::{Answer, TooLarge, error_text};
-use super::rules::{Failure, Quota, full, not_counter, other, overflow};
+use super::Snapshot;
+use super::rules::{Failure, Quota, full, negative, not_counter, other, overflow};
 use crate::config::KeyValueConfig;
 
 /// One script: the shared layout and helpers, then its body.
@@ -78,8 +81,9 @@ static DELETE: LazyLock<Script> = script!(
 );
 
 /// ARGV: ttl ms, max keys, max bytes, key, delta. The counter rules of `super::counter`:
-/// canonical decimal digits (no sign, no leading zero), at most i64::MAX; INCRBY refuses an
-/// overflow without writing, and a write past the quota is undone before the script ends.
+/// canonical decimal digits (no sign, no leading zero), from 0 to i64::MAX; INCRBY refuses
+/// an overflow without writing, and a result below 0 or a write past the quota is undone
+/// before the script ends.
 static INCREMENT: LazyLock<Script> = script!(
     "local ttl, max_keys, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
      local k = ARGV[4]
@@ -95,12 +99,41 @@ static INCREMENT: LazyLock<Script> = script!(
        return redis.error_reply('PLUGHOST_NOT_COUNTER')
      end
      local v = redis.call('GET', data(k))
-     if not room({k}, {#k + #v}, max_keys, max_bytes, now, ttl) then
+     local refused = nil
+     if string.sub(v, 1, 1) == '-' then
+       refused = 'PLUGHOST_NEGATIVE'
+     elseif not room({k}, {#k + #v}, max_keys, max_bytes, now, ttl) then
+       refused = 'PLUGHOST_FULL'
+     end
+     if refused then
        if old then redis.call('SET', data(k), old, 'KEEPTTL') else redis.call('DEL', data(k)) end
-       return redis.error_reply('PLUGHOST_FULL')
+       return redis.error_reply(refused)
      end
      put(k, v, #k + #v, now, ttl)
      return v"
+);
+
+/// ARGV: budget, key. What a new CAS handle holds (`snapshot` in common.lua).
+static SNAPSHOT: LazyLock<Script> = script!("return snapshot(ARGV[2], tonumber(ARGV[1]))");
+
+/// ARGV: ttl ms, max keys, max bytes, budget, key, version, value. Writes the value if the
+/// key's version is still the one given: {'swapped'}; otherwise nothing, and answers
+/// {'conflict', snapshot...} for the next try.
+static SWAP: LazyLock<Script> = script!(
+    "local ttl, max_keys, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+     local k, v = ARGV[5], ARGV[7]
+     local now = now_ms()
+     if ttl > 0 then purge(now, 64) end
+     if (redis.call('HGET', versions, k) or '0') ~= ARGV[6] then
+       local seen = snapshot(k, tonumber(ARGV[4]))
+       table.insert(seen, 1, 'conflict')
+       return seen
+     end
+     if not room({k}, {#k + #v}, max_keys, max_bytes, now, ttl) then
+       return redis.error_reply('PLUGHOST_FULL')
+     end
+     put(k, v, #k + #v, now, ttl)
+     return {'swapped'}"
 );
 
 /// ARGV: cursor, ttl ms. A page of the bucket's own keys (from its books, never a scan of the
@@ -124,7 +157,7 @@ enum Kind {
     Read,
     /// set, set-many, delete: the same whether done once or twice.
     Idempotent,
-    /// increment.
+    /// increment, swap.
     Once,
 }
 
@@ -193,7 +226,7 @@ impl Redis {
         self.invoke(&call, Kind::Idempotent, &Answer::new(0)).await
     }
 
-    pub(super) async fn increment(&self, key: &str, delta: i64) -> Result<u64, Failure> {
+    pub(super) async fn increment(&self, key: &str, delta: i64) -> Result<i64, Failure> {
         let mut call = INCREMENT.key(&self.base);
         call.arg(self.ttl_ms)
             .arg(self.quota.max_keys)
@@ -203,6 +236,36 @@ impl Redis {
         let n: String = self.invoke(&call, Kind::Once, &Answer::new(0)).await?;
         n.parse()
             .map_err(|_| other("redis: the counter came back unreadable"))
+    }
+
+    pub(super) async fn snapshot(&self, key: &str, answer: &Answer) -> Result<Snapshot, Failure> {
+        let mut call = SNAPSHOT.key(&self.base);
+        call.arg(answer.limit()).arg(key);
+        let reply: Vec<Vec<u8>> = self.invoke(&call, Kind::Read, answer).await?;
+        seen(&reply, answer)
+    }
+
+    pub(super) async fn swap(
+        &self,
+        key: &str,
+        version: u64,
+        value: &[u8],
+        answer: &Answer,
+    ) -> Result<Result<(), Snapshot>, Failure> {
+        let mut call = SWAP.key(&self.base);
+        call.arg(self.ttl_ms)
+            .arg(self.quota.max_keys)
+            .arg(self.quota.max_bytes)
+            .arg(answer.limit())
+            .arg(key)
+            .arg(version)
+            .arg(value);
+        let reply: Vec<Vec<u8>> = self.invoke(&call, Kind::Once, answer).await?;
+        match reply.first().map(Vec::as_slice) {
+            Some(b"swapped") => Ok(Ok(())),
+            Some(b"conflict") => seen(&reply[1..], answer).map(Err),
+            _ => Err(unreadable()),
+        }
     }
 
     pub(super) async fn list(
@@ -283,6 +346,30 @@ impl Redis {
     }
 }
 
+/// A snapshot as the scripts answer it: version, then `value` V, `none`, or `too-large` N.
+fn seen(reply: &[Vec<u8>], answer: &Answer) -> Result<Snapshot, Failure> {
+    let text = |i: usize| reply.get(i).and_then(|b| std::str::from_utf8(b).ok());
+    let version = text(0)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(unreadable)?;
+    let value = match text(1) {
+        Some("value") => Ok(Some(Bytes::from(
+            reply.get(2).ok_or_else(unreadable)?.clone(),
+        ))),
+        Some("none") => Ok(None),
+        Some("too-large") => Err(TooLarge {
+            needed: text(2).and_then(|n| n.parse().ok()).unwrap_or(0),
+            limit: answer.limit(),
+        }),
+        _ => return Err(unreadable()),
+    };
+    Ok(Snapshot { version, value })
+}
+
+fn unreadable() -> Failure {
+    other("redis: a compare-and-swap answer came back unreadable")
+}
+
 /// `PREFIX:LEN:BUCKET`: the bucket name's length makes the encoding injective (bucket `a`
 /// key `x:k` is `p:1:a:x:k`, bucket `a:x` key `k` is `p:3:a:x:k`), and the prefix, which
 /// holds no `:`, keeps deployments sharing one Redis apart.
@@ -309,6 +396,7 @@ fn failure(e: &RedisError, kind: Kind, quota: Quota, answer: &Answer) -> Failure
         Some(i) if words[i] == "PLUGHOST_FULL" => return full(quota),
         Some(i) if words[i] == "PLUGHOST_NOT_COUNTER" => return not_counter(),
         Some(i) if words[i] == "PLUGHOST_OVERFLOW" => return overflow(),
+        Some(i) if words[i] == "PLUGHOST_NEGATIVE" => return negative(),
         Some(i) if words[i] == "PLUGHOST_TOO_LARGE" => {
             let needed = words.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(0);
             return TooLarge {

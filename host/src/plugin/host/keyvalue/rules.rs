@@ -56,6 +56,10 @@ pub(super) fn overflow() -> Failure {
     other("the counter would pass 9223372036854775807; nothing was written")
 }
 
+pub(super) fn negative() -> Failure {
+    other("the counter would go below 0; nothing was written")
+}
+
 impl From<TooLarge> for Failure {
     fn from(e: TooLarge) -> Self {
         other(e)

@@ -65,12 +65,15 @@ async fn batches_and_pages_see_the_same_keys() {
         .get_many(vec!["k001".into(), "nope".into()], answer())
         .await
         .unwrap();
-    assert_eq!(got, vec![Some(("k001".into(), vec![1])), None]);
-    let first = b.list_keys(None, answer()).await.unwrap();
-    assert_eq!(first.keys.len(), PAGE);
-    let rest = b.list_keys(first.cursor, answer()).await.unwrap();
-    assert_eq!(rest.keys.len(), 50);
-    assert!(rest.cursor.is_none());
+    assert_eq!(
+        got,
+        vec![("k001".into(), Some(vec![1])), ("nope".into(), None)]
+    );
+    let (keys, cursor) = b.list_keys(None, answer()).await.unwrap();
+    assert_eq!(keys.len(), PAGE);
+    let (keys, cursor) = b.list_keys(cursor, answer()).await.unwrap();
+    assert_eq!(keys.len(), 50);
+    assert!(cursor.is_none());
     b.delete("delete", vec!["k000".into(), "k001".into()])
         .await
         .unwrap();
@@ -86,8 +89,8 @@ async fn a_listing_is_stable_while_the_bucket_changes() {
     b.set_many(pairs).await.unwrap();
     let (mut seen, mut cursor, mut n) = (Vec::new(), None, 0);
     loop {
-        let page = b.list_keys(cursor, answer()).await.unwrap();
-        seen.extend(page.keys);
+        let (keys, next) = b.list_keys(cursor, answer()).await.unwrap();
+        seen.extend(keys);
         // Between pages: a new key, one rewritten, one deleted (not yet listed).
         b.set(format!("new{n}"), vec![1]).await.unwrap();
         b.set("k5".into(), vec![2]).await.unwrap();
@@ -95,7 +98,7 @@ async fn a_listing_is_stable_while_the_bucket_changes() {
             .await
             .unwrap();
         n += 1;
-        cursor = page.cursor;
+        cursor = next;
         if cursor.is_none() {
             break;
         }
@@ -116,6 +119,49 @@ async fn an_answer_past_its_budget_is_refused_before_it_is_gathered() {
     assert!(format!("{e:?}").contains("max_answer_bytes"), "{e:?}");
     assert!(b.get("big".into(), Answer::new(100)).await.is_err());
     assert!(b.get("big".into(), Answer::new(4096)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_swap_writes_only_over_the_version_its_handle_read() {
+    let b = bucket(None, 10);
+    let absent = b.snapshot("k".into(), answer()).await.unwrap();
+    assert!(matches!(absent.value, Ok(None)));
+    b.set("k".into(), b"1".to_vec()).await.unwrap();
+    // Written since the handle read it: refused, and handed what it is now.
+    let now = b
+        .swap("k", absent.version, b"x".to_vec(), answer())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(now.value.as_ref().unwrap().as_deref(), Some(&b"1"[..]));
+    b.swap("k", now.version, b"2".to_vec(), answer())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.get("k".into(), answer()).await.unwrap().unwrap(), b"2");
+    // Deleted and written again with the same value: still a new version.
+    let seen = b.snapshot("k".into(), answer()).await.unwrap();
+    b.delete("delete", vec!["k".into()]).await.unwrap();
+    b.set("k".into(), b"2".to_vec()).await.unwrap();
+    let swapped = b.swap("k", seen.version, b"3".to_vec(), answer()).await;
+    assert!(
+        swapped.unwrap().is_err(),
+        "a rewritten key kept its version"
+    );
+    // A value past the answer budget is not read, and says so when asked for.
+    b.set("big".into(), vec![0; 4096]).await.unwrap();
+    let big = b.snapshot("big".into(), Answer::new(100)).await.unwrap();
+    assert!(big.value.is_err());
+}
+
+#[tokio::test]
+async fn a_counter_never_goes_below_zero() {
+    let b = bucket(None, 10);
+    assert_eq!(b.increment("c".into(), 5).await.unwrap(), 5);
+    assert_eq!(b.increment("c".into(), -5).await.unwrap(), 0);
+    let e = b.increment("c".into(), -1).await.unwrap_err();
+    assert!(e.0.contains("below 0; nothing was written"), "{e:?}");
+    assert_eq!(b.get("c".into(), answer()).await.unwrap().unwrap(), b"0");
 }
 
 #[test]
