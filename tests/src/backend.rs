@@ -6,7 +6,8 @@
 //! Content-Length; `POST /upload` → the number of body bytes received (read as a stream);
 //! `/cached` → its id with `Cache-Control: max-age=60`; `/endless` → a body that never ends;
 //! `POST /introspect` → RFC 7662 token introspection (`token=good-NAME` is active with `sub`
-//! NAME, any other token inactive); anything else → its id, `no-store`.
+//! NAME, any other token inactive; its `Authorization` is recorded in `seen` as a line of its
+//! own); anything else → its id, `no-store`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,11 +71,18 @@ impl TestBackend {
                             let service =
                                 hyper::service::service_fn(move |req: Request<Incoming>| {
                                     counter.fetch_add(1, Ordering::Relaxed);
-                                    log.lock().unwrap().push(format!(
-                                        "{} {}",
-                                        req.method(),
-                                        req.uri().path()
-                                    ));
+                                    let mut seen = log.lock().unwrap();
+                                    seen.push(format!("{} {}", req.method(), req.uri().path()));
+                                    // What an introspection client authenticated with.
+                                    if let Some(a) = req.headers().get("authorization")
+                                        && req.uri().path() == "/introspect"
+                                    {
+                                        seen.push(format!(
+                                            "authorization: {}",
+                                            String::from_utf8_lossy(a.as_bytes())
+                                        ));
+                                    }
+                                    drop(seen);
                                     answer(id.clone(), req)
                                 });
                             let _ =

@@ -362,3 +362,106 @@ async fn leaked_handles_retire_the_instance_not_the_next_call() {
         );
     }
 }
+
+/// A compare-and-swap over a key written since its handle read it writes nothing and says
+/// so, handing back a handle that holds the key as it is now, whose swap then succeeds; on
+/// both backends alike, and over keys written through the other interface version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_over_a_changed_key_fails_and_its_retry_succeeds() {
+    let mut answers = Vec::new();
+    on_both!(|backend| {
+        let config = kv_plugin("kv", &["c"], "") + &backend.table("c", "");
+        let server = Plughost::start(&config);
+        let steps = serde_json::json!([
+            {"op": "cas-stale", "bucket": "c", "key": "k", "value": "mine"},
+            {"op": "get", "bucket": "c", "key": "k"},
+            {"op": "set", "bucket": "c", "key": "j", "value": "old"},
+            {"op": "cas-stale", "bucket": "c", "key": "j", "value": "mine"},
+            {"op": "get2", "bucket": "c", "key": "j"},
+        ]);
+        let seen = kv(&server, "kv", steps).await;
+        assert_eq!(
+            seen,
+            [
+                "seen=none conflict now=value=changed retry swapped",
+                "value=mine",
+                "ok",
+                "seen=value=old conflict now=value=changed retry swapped",
+                "value=mine",
+            ],
+            "{backend:?}"
+        );
+        let metrics = server.metrics_text().await;
+        assert!(
+            metrics.contains(
+                "plughost_kv_operations_total{bucket=\"c\",op=\"swap\",outcome=\"conflict\"} 2"
+            ),
+            "{backend:?}: {metrics}"
+        );
+        answers.push(seen);
+    });
+    assert_eq!(answers[0], answers[1], "the backends disagree");
+}
+
+/// A draft plugin and a draft2 plugin granted one bucket see one set of keys; draft2's
+/// signed deltas never take a counter below 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_interface_versions_see_one_bucket() {
+    on_both!(|backend| {
+        let config = kv_plugin("kv", &["s"], "") + &backend.table("s", "");
+        let server = Plughost::start(&config);
+        let steps = serde_json::json!([
+            {"op": "set", "bucket": "s", "key": "a", "value": "from draft"},
+            {"op": "get2", "bucket": "s", "key": "a"},
+            {"op": "increment2", "bucket": "s", "key": "n", "delta": 5},
+            {"op": "increment", "bucket": "s", "key": "n", "delta": 1},
+            {"op": "increment2", "bucket": "s", "key": "n", "delta": -6},
+            {"op": "increment2", "bucket": "s", "key": "n", "delta": -1},
+            {"op": "get", "bucket": "s", "key": "n"},
+        ]);
+        let seen = kv(&server, "kv", steps).await;
+        assert_eq!(
+            seen,
+            [
+                "ok",
+                "value=from draft",
+                "value=5",
+                "value=6",
+                "value=0",
+                "error: the counter would go below 0; nothing was written",
+                "value=0",
+            ],
+            "{backend:?}"
+        );
+    });
+}
+
+/// Two plugins in each of three plughost processes add to one Redis key by compare-and-swap
+/// in a loop, all at once: every addition is in the final count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_loses_no_update_across_three_processes() {
+    let redis = Redis::start();
+    let table = Backend::Redis(redis.port).table("n", "");
+    let config = kv_plugin("a", &["n"], "") + &kv_plugin("b", &["n"], "") + &table;
+    let servers: Vec<Plughost> = (0..3).map(|_| Plughost::start(&config)).collect();
+    let add = serde_json::json!([{"op": "cas-add", "bucket": "n", "key": "count", "n": 25}]);
+    let mut calls = Vec::new();
+    for server in &servers {
+        for name in ["a", "b"] {
+            for _ in 0..4 {
+                calls.push(kv(server, name, add.clone()));
+            }
+        }
+    }
+    for answer in futures_util::future::join_all(calls).await {
+        assert!(answer[0].starts_with("value="), "{answer:?}");
+    }
+    let total = kv(
+        &servers[0],
+        "a",
+        serde_json::json!([{"op": "get", "bucket": "n", "key": "count"}]),
+    )
+    .await;
+    // 3 processes × 2 plugins × 4 requests × 25 additions.
+    assert_eq!(total, ["value=600"]);
+}

@@ -232,6 +232,28 @@ impl Plugin for Hostile {
                 let out: String = steps.into_iter().map(|s| kv_step(s) + "\n").collect();
                 Ok(Response::text(200, out).into_action())
             }
+            // wasi:config: the value of the key in `x-key` (`value=…`, `none` or `error: …`),
+            // or with no `x-key` every key and value, a `key=value` line each.
+            "config" => {
+                use plughost_plugin_sdk::config;
+                let text = match req.header("x-key") {
+                    Some(key) => match config::get(key) {
+                        Ok(Some(v)) => format!("value={v}\n"),
+                        Ok(None) => "none\n".into(),
+                        Err(e) => format!("error: {e}\n"),
+                    },
+                    None => match config::get_all() {
+                        Ok(mut all) => {
+                            all.sort();
+                            all.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+                        }
+                        Err(e) => format!("error: {e}\n"),
+                    },
+                };
+                Ok(Response::text(200, text)
+                    .with_header("cache-control", "no-store")
+                    .into_action())
+            }
             // An error whose message is `amount` MiB.
             "big-error" => Err("E".repeat((c.amount as usize) << 20)),
             other => Err(format!("unknown mode {other}")),
