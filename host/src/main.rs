@@ -77,6 +77,11 @@ enum PluginCommand {
         /// GET this URL from the example, its origin in `allowed_outbound` (Rust responders).
         #[arg(long, value_name = "URL")]
         outbound: Option<String>,
+        /// Read a secret of this name through wasi:config: declared in its plughost.toml (from
+        /// the environment variable of the name in capitals) and granted to it (Rust
+        /// responders).
+        #[arg(long, value_name = "NAME")]
+        secret: Option<String>,
     },
     /// Write the WIT of a world plughost runs, as this binary implements it, into DIR: what
     /// a guest toolchain builds against.
@@ -345,8 +350,13 @@ fn plugin_command(cmd: PluginCommand, cache: Option<PathBuf>) -> anyhow::Result<
             dir,
             kv,
             outbound,
+            secret,
         } => {
-            let services = Services { kv, outbound };
+            let services = Services {
+                kv,
+                outbound,
+                secret,
+            };
             new_project(&name, lang, kind, dir, &services)
         }
         PluginCommand::Wit { dir, world } => {

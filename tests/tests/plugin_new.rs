@@ -240,8 +240,9 @@ fn wasi_03_kinds_in_other_languages_are_refused_naming_why() {
     );
 }
 
-/// `--kv` and `--outbound`: the project declares the bucket and the grant, and its example
-/// counts in the bucket and calls out, served through plughost.
+/// `--kv`, `--outbound` and `--secret`: the project declares the bucket, the secret and the
+/// grants, and its example counts in the bucket, calls out and reads the secret, served
+/// through plughost.
 #[tokio::test]
 async fn a_rust_project_asking_for_a_bucket_and_outbound_http_gets_and_uses_both() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -251,7 +252,7 @@ async fn a_rust_project_asking_for_a_bucket_and_outbound_http_gets_and_uses_both
         "rust",
         "responder",
         "visits",
-        &["--kv", "hits", "--outbound", &url],
+        &["--kv", "hits", "--outbound", &url, "--secret", "api_key"],
     );
     let project = dir.path().join("visits");
     let generated = std::fs::read_to_string(project.join("plughost.toml")).unwrap();
@@ -259,13 +260,25 @@ async fn a_rust_project_asking_for_a_bucket_and_outbound_http_gets_and_uses_both
         "keyvalue = [\"hits\"]".to_owned(),
         format!("allowed_outbound = [\"http://{}\"]", backend.addr),
         "[keyvalue.hits]".to_owned(),
+        "secrets = [\"api_key\"]".to_owned(),
+        "[secrets.api_key]\nenv = \"API_KEY\"".to_owned(),
     ] {
         assert!(generated.contains(&line), "{line} missing in {generated}");
     }
-    let config = generated.replace("port = 9090\n", "").replace(
-        "plugins_dir = \".\"\n",
-        &format!("plugins_dir = {:?}\n", project.display().to_string()),
-    );
+    // The test cannot set the server's environment: the secret comes from a file instead.
+    let secret = project.join("api_key.txt");
+    std::fs::write(&secret, "k-123\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = generated
+        .replace("port = 9090\n", "")
+        .replace(
+            "plugins_dir = \".\"\n",
+            &format!("plugins_dir = {:?}\n", project.display().to_string()),
+        )
+        .replace(
+            "env = \"API_KEY\"",
+            &format!("file = {:?}", secret.display().to_string()),
+        );
     let server = Plughost::start(&config);
     for n in 1..=2 {
         let body = reqwest::get(server.url("/visits/page"))
@@ -276,7 +289,9 @@ async fn a_rust_project_asking_for_a_bucket_and_outbound_http_gets_and_uses_both
             .unwrap();
         assert_eq!(
             body,
-            format!("visits: /visits/page\nvisits: {n}\n{url}: status 200\n"),
+            format!(
+                "visits: /visits/page\nvisits: {n}\n{url}: status 200\nsecret api_key: set, 5 bytes\n"
+            ),
         );
     }
     // Other languages are told how to do it by hand.

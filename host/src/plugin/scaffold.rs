@@ -108,8 +108,8 @@ impl Lang {
     }
 }
 
-/// The plugin contract, as this binary implements it: `plugin.wit` and the packages its
-/// worlds import.
+/// The plugin contract, as this binary implements it: `plugin.wit` and every package in
+/// `wit/deps` (each version of one package, so that bindings name them as in this repository).
 const WIT: &[(&str, &str)] = &[
     ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
     (
@@ -153,6 +153,22 @@ const WIT: &[(&str, &str)] = &[
         include_str!("../../../wit/deps/keyvalue-draft2/world.wit"),
     ),
     (
+        "wit/deps/config-draft/store.wit",
+        include_str!("../../../wit/deps/config-draft/store.wit"),
+    ),
+    (
+        "wit/deps/config-draft/world.wit",
+        include_str!("../../../wit/deps/config-draft/world.wit"),
+    ),
+    (
+        "wit/deps/config-rc1/store.wit",
+        include_str!("../../../wit/deps/config-rc1/store.wit"),
+    ),
+    (
+        "wit/deps/config-rc1/world.wit",
+        include_str!("../../../wit/deps/config-rc1/world.wit"),
+    ),
+    (
         "wit/deps/config-draft-2024-09-27/store.wit",
         include_str!("../../../wit/deps/config-draft-2024-09-27/store.wit"),
     ),
@@ -165,18 +181,21 @@ const WIT: &[(&str, &str)] = &[
 const README: &str = include_str!("../../templates/common/README.md");
 const CONFIG: &str = include_str!("../../templates/common/plughost.toml");
 
-/// Host services a new project uses (`plugin new --kv`, `--outbound`).
+/// Host services a new project uses (`plugin new --kv`, `--outbound`, `--secret`).
 #[derive(Debug, Clone, Default)]
 pub struct Services {
     /// A key-value bucket, declared in its plughost.toml and granted to it.
     pub kv: Option<String>,
     /// A URL it GETs; its origin goes into `allowed_outbound`.
     pub outbound: Option<String>,
+    /// A secret, declared in its plughost.toml (from an environment variable) and granted
+    /// to it, which it reads through wasi:config.
+    pub secret: Option<String>,
 }
 
 impl Services {
     fn any(&self) -> bool {
-        self.kv.is_some() || self.outbound.is_some()
+        self.kv.is_some() || self.outbound.is_some() || self.secret.is_some()
     }
 
     /// The plugin's `config` table, its grants and the tables it needs, for plughost.toml.
@@ -201,6 +220,21 @@ impl Services {
             let origin = origin(url)?;
             config.push(format!("fetch = {url:?}"));
             grants += &format!("allowed_outbound = [\"{origin}\"]\n");
+        }
+        if let Some(secret) = &self.secret {
+            let valid = !secret.is_empty()
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                bail!("--secret {secret}: name a secret with letters, digits and `_`");
+            }
+            config.push(format!("secret = \"{secret}\""));
+            grants += &format!("secrets = [\"{secret}\"]\n");
+            tables += &format!(
+                "\n# Its value is read from this environment variable at start-up and on reload\n# (or file = \"PATH\", owned by you and readable by nobody else), never from here.\n[secrets.{secret}]\nenv = \"{}\"\n",
+                secret.to_ascii_uppercase()
+            );
         }
         Ok((format!("{{ {} }}", config.join(", ")), grants, tables))
     }
@@ -273,6 +307,10 @@ fn rust_files(kind: Kind, services: bool) -> Vec<(&'static str, &'static str)> {
             (
                 "plughost-sdk/src/lib.rs",
                 include_str!("../../../plugin-guest-sdk/src/lib.rs"),
+            ),
+            (
+                "plughost-sdk/src/config.rs",
+                include_str!("../../../plugin-guest-sdk/src/config.rs"),
             ),
             (
                 "plughost-sdk/src/http.rs",
@@ -518,7 +556,7 @@ fn refuse_unsupported(
     }
     if services.any() && (lang != Lang::Rust || kind != Kind::Responder) {
         bail!(
-            "--kv and --outbound write a Rust responder using them (--lang rust, the default --kind); for other languages declare the bucket and the grant in plughost.toml by hand and build against the plugin-keyvalue world (docs/plugins.md, \"Key-value state\" and \"Outbound HTTP\")"
+            "--kv, --outbound and --secret write a Rust responder using them (--lang rust, the default --kind); for other languages declare the bucket, secret and grants in plughost.toml by hand and build against the plugin-keyvalue or plugin-sdk world (docs/plugins.md, \"Key-value state\", \"Settings and secrets\" and \"Outbound HTTP\")"
         );
     }
     Ok(())
