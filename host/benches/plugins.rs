@@ -1,7 +1,8 @@
 //! In-process costs of a WebAssembly plugin call (`cargo bench -p plughost --bench plugins`):
 //! `plugin-process` on a reused instance with 0 B, 1 KiB and 64 KiB bodies, and a call on a
-//! fresh instance (instantiation + init + call); one wasi:keyvalue `increment` on a memory
-//! bucket, from a guest; and what a request pays for a native plugin (rendering `data` and
+//! fresh instance (instantiation + init + call); one wasi:keyvalue count from a guest, by
+//! `increment` and by compare-and-swap, on a memory bucket and (with redis-server installed)
+//! a Redis one; and what a request pays for a native plugin (rendering `data` and
 //! handing it to the plugin's thread). Needs `make plugins`.
 
 use std::path::PathBuf;
@@ -63,20 +64,63 @@ fn load(rt: &tokio::runtime::Runtime, runtime: &Runtime, reuse: Reuse) -> WasmPl
     load_as(rt, runtime, config, &Config::default())
 }
 
-/// The hostile test plugin doing `n` key-value increments per call on a memory bucket.
-fn incrementer(rt: &tokio::runtime::Runtime, runtime: &Runtime, n: u64) -> WasmPlugin {
+/// The hostile test plugin counting `n` times per call in `bucket`, by `increment`
+/// (`mode` kv-increment) or by compare-and-swap (kv-cas: read, add one, swap).
+fn counter(
+    rt: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    mode: &str,
+    n: u64,
+    bucket: &KeyValueConfig,
+) -> WasmPlugin {
     let mut config = PluginConfig::filter("kv".into(), plugin_file("hostile"));
-    config.config = toml::from_str(&format!("mode = \"kv-increment\"\namount = {n}")).unwrap();
+    config.config = toml::from_str(&format!("mode = \"{mode}\"\namount = {n}")).unwrap();
     config.timeout = Duration::from_secs(10);
     config.keyvalue = vec!["bench".to_owned()];
     let mut server = Config::default();
-    server
-        .keyvalue
-        .insert("bench".to_owned(), KeyValueConfig::memory());
+    server.keyvalue.insert("bench".to_owned(), bucket.clone());
     load_as(rt, runtime, config, &server)
 }
 
-/// One increment's cost: a call doing 1,000 of them, minus a call doing none, over 1,000.
+/// A private Redis on a free loopback port for the length of the bench, if redis-server is
+/// installed (`make test` installs it); killed when dropped.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = Self(child, port);
+        // Bounded: 5 s for the server to listen.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One count's cost from a guest, by `increment` and by compare-and-swap, on a memory bucket
+/// and on a Redis one: a call counting `n` times, minus a call counting none, over `n`.
 fn keyvalue(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,26 +133,42 @@ fn keyvalue(c: &mut Criterion) {
     let given = Given::whole(&parts, &body, &client);
     let headers = given.headers();
     let req = given.request(&headers);
-    let (none, thousand) = (
-        incrementer(&rt, &runtime, 0),
-        incrementer(&rt, &runtime, 1000),
-    );
-    c.bench_function("kv_memory_increment_from_guest", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    thousand.process(req.clone()).await.result.expect("call");
-                    let with = start.elapsed();
-                    let start = Instant::now();
-                    none.process(req.clone()).await.result.expect("call");
-                    spent += with.saturating_sub(start.elapsed()) / 1000;
-                }
-                spent
-            })
-        })
-    });
+    let redis = Redis::start();
+    let mut backends = vec![("memory", KeyValueConfig::memory(), 1000)];
+    match &redis {
+        Some(r) => {
+            let mut bucket = KeyValueConfig::memory();
+            bucket.backend = plughost::config::KvBackend::Redis;
+            bucket.url = Some(format!("redis://127.0.0.1:{}/0", r.1));
+            // A Redis round trip is ~30 µs: fewer per call keeps a sample short.
+            backends.push(("redis", bucket, 100));
+        }
+        None => eprintln!("redis-server not found: the Redis key-value benches are skipped"),
+    }
+    for (backend, bucket, n) in &backends {
+        for (op, mode) in [("increment", "kv-increment"), ("cas", "kv-cas")] {
+            let (none, many) = (
+                counter(&rt, &runtime, mode, 0, bucket),
+                counter(&rt, &runtime, mode, *n, bucket),
+            );
+            c.bench_function(&format!("kv_{backend}_{op}_from_guest"), |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut spent = Duration::ZERO;
+                        for _ in 0..iters {
+                            let start = Instant::now();
+                            many.process(req.clone()).await.result.expect("call");
+                            let with = start.elapsed();
+                            let start = Instant::now();
+                            none.process(req.clone()).await.result.expect("call");
+                            spent += with.saturating_sub(start.elapsed()) / *n as u32;
+                        }
+                        spent
+                    })
+                })
+            });
+        }
+    }
 }
 
 fn calls(c: &mut Criterion) {
