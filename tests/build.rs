@@ -311,6 +311,7 @@ fn build_python(root: &Path, target_dir: &Path) {
     for (name, wit, world) in [
         ("describe", root.join("wit"), "plugin"),
         ("visits", root.join("wit"), "plugin-keyvalue"),
+        ("settings", root.join("wit"), "plugin-sdk"),
         ("http-hello", root.join("plugins/wasi-http/wit"), "proxy"),
         ("sdk-check", root.join("wit"), "plugin"),
     ] {

@@ -171,3 +171,44 @@ async fn introspect_authenticates_with_a_secret_it_reads_through_wasi_config() {
     assert!(!status.success());
     assert!(err.contains("secret `idp` is not granted"), "{err}");
 }
+
+/// A Python component built against the `plugin-sdk` world (it imports both key-value
+/// versions and wasi:config) reads its settings and counts by compare-and-swap, next to the
+/// Python `visits` plugin counting by draft's `increment` in the same bucket.
+#[tokio::test]
+async fn a_python_component_reads_settings_and_counts_by_compare_and_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = secret_file(dir.path(), "tok", SECRET, 0o600);
+    let config = format!(
+        "[[plugins]]\nname = \"settings\"\nfile = {:?}\nkind = \"responder\"\nkeyvalue = [\"visits\"]\nsecrets = [\"tok\"]\ntimeout = \"2s\"\nconfig = {{ greeting = \"hi\" }}\n\
+         [[plugins]]\nname = \"visits\"\nfile = {:?}\nkind = \"responder\"\nkeyvalue = [\"visits\"]\ntimeout = \"2s\"\n\
+         [[routes]]\nprefix = \"/s\"\nplugin = \"settings\"\n[[routes]]\nprefix = \"/v\"\nplugin = \"visits\"\n\
+         [keyvalue.visits]\n[secrets.tok]\nfile = {file:?}\n",
+        plughost_e2e::python_plugin("settings")
+            .display()
+            .to_string(),
+        plughost_e2e::python_plugin("visits").display().to_string(),
+    );
+    let server = Plughost::start_in(dir, &config);
+    let client = reqwest::Client::new();
+    let get = |path: &str, key: &str| client.get(server.url(path)).header("x-key", key).send();
+    let text = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    assert_eq!(
+        text(get("/s/p", "greeting").await.unwrap()).await,
+        "visits: 1\nvalue=hi\n"
+    );
+    assert_eq!(
+        text(get("/s/p", "tok").await.unwrap()).await,
+        format!("visits: 2\nvalue={SECRET}\n")
+    );
+    assert_eq!(
+        text(get("/s/p", "nope").await.unwrap()).await,
+        "visits: 3\nnone\n"
+    );
+    // The Python plugin beside it still counts by draft's `increment`.
+    let visits = reqwest::get(server.url("/v/page")).await.unwrap();
+    assert_eq!(text(visits).await, "/v/page visited 1 times\n");
+}
