@@ -406,33 +406,53 @@ async fn a_swap_over_a_changed_key_fails_and_its_retry_succeeds() {
 /// A draft plugin and a draft2 plugin granted one bucket see one set of keys; draft2's
 /// signed deltas never take a counter below 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_interface_versions_see_one_bucket() {
+async fn a_draft_and_a_draft2_plugin_see_one_bucket() {
     on_both!(|backend| {
-        let config = kv_plugin("kv", &["s"], "") + &backend.table("s", "");
+        let config =
+            kv_plugin("old", &["s"], "") + &kv_plugin("new", &["s"], "") + &backend.table("s", "");
         let server = Plughost::start(&config);
-        let steps = serde_json::json!([
-            {"op": "set", "bucket": "s", "key": "a", "value": "from draft"},
-            {"op": "get2", "bucket": "s", "key": "a"},
-            {"op": "increment2", "bucket": "s", "key": "n", "delta": 5},
-            {"op": "increment", "bucket": "s", "key": "n", "delta": 1},
-            {"op": "increment2", "bucket": "s", "key": "n", "delta": -6},
-            {"op": "increment2", "bucket": "s", "key": "n", "delta": -1},
-            {"op": "get", "bucket": "s", "key": "n"},
-        ]);
-        let seen = kv(&server, "kv", steps).await;
-        assert_eq!(
-            seen,
-            [
+        // (plugin, step, answer): `old` speaks draft, `new` draft2.
+        let script = [
+            (
+                "old",
+                serde_json::json!({"op": "set", "bucket": "s", "key": "a", "value": "from draft"}),
                 "ok",
+            ),
+            (
+                "new",
+                serde_json::json!({"op": "get2", "bucket": "s", "key": "a"}),
                 "value=from draft",
+            ),
+            (
+                "new",
+                serde_json::json!({"op": "increment2", "bucket": "s", "key": "n", "delta": 5}),
                 "value=5",
+            ),
+            (
+                "old",
+                serde_json::json!({"op": "increment", "bucket": "s", "key": "n", "delta": 1}),
                 "value=6",
+            ),
+            (
+                "new",
+                serde_json::json!({"op": "increment2", "bucket": "s", "key": "n", "delta": -6}),
                 "value=0",
+            ),
+            (
+                "new",
+                serde_json::json!({"op": "increment2", "bucket": "s", "key": "n", "delta": -1}),
                 "error: the counter would go below 0; nothing was written",
+            ),
+            (
+                "old",
+                serde_json::json!({"op": "get", "bucket": "s", "key": "n"}),
                 "value=0",
-            ],
-            "{backend:?}"
-        );
+            ),
+        ];
+        for (plugin, step, answer) in script {
+            let seen = kv(&server, plugin, serde_json::json!([step])).await;
+            assert_eq!(seen, [answer], "{backend:?} {plugin}: {step}");
+        }
     });
 }
 

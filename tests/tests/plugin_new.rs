@@ -88,16 +88,10 @@ async fn check_run_and_serve(dir: &Path, name: &str, kind: &str, expect: &str) {
         generated.contains("\nbind = \"127.0.0.1\"\n"),
         "a development project serves loopback only: {generated}"
     );
-    let config = generated
-        .replace("port = 9090\n", "")
-        .replace(
-            "plugins_dir = \".\"\n",
-            &format!("plugins_dir = {:?}\n", project.display().to_string()),
-        )
-        .replace(
-            &format!("file = \"{name}.wasm\""),
-            &format!("file = {file:?}"),
-        );
+    let config = served_here(&generated, &project).replace(
+        &format!("file = \"{name}.wasm\""),
+        &format!("file = {file:?}"),
+    );
     let server = Plughost::start(&config);
     let resp = reqwest::get(server.url(&format!("/{name}"))).await.unwrap();
     match kind {
@@ -116,6 +110,15 @@ async fn check_run_and_serve(dir: &Path, name: &str, kind: &str, expect: &str) {
             assert_eq!(resp.headers()[format!("x-{name}").as_str()], "seen");
         }
     }
+}
+
+/// A generated project's plughost.toml as the test helper serves it: its port and log the
+/// helper's, its plugins from the project's folder.
+fn served_here(generated: &str, project: &Path) -> String {
+    generated.replace("port = 9090\n", "").replace(
+        "plugins_dir = \".\"\n",
+        &format!("plugins_dir = {:?}\n", project.display().to_string()),
+    )
 }
 
 #[tokio::test]
@@ -269,16 +272,10 @@ async fn a_rust_project_asking_for_a_bucket_and_outbound_http_gets_and_uses_both
     let secret = project.join("api_key.txt");
     std::fs::write(&secret, "k-123\n").unwrap();
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let config = generated
-        .replace("port = 9090\n", "")
-        .replace(
-            "plugins_dir = \".\"\n",
-            &format!("plugins_dir = {:?}\n", project.display().to_string()),
-        )
-        .replace(
-            "env = \"API_KEY\"",
-            &format!("file = {:?}", secret.display().to_string()),
-        );
+    let config = served_here(&generated, &project).replace(
+        "env = \"API_KEY\"",
+        &format!("file = {:?}", secret.display().to_string()),
+    );
     let server = Plughost::start(&config);
     for n in 1..=2 {
         let body = reqwest::get(server.url("/visits/page"))

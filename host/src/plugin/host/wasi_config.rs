@@ -38,7 +38,7 @@ use wasmtime_wasi::WasiView;
 use wasmtime_wasi_http::WasiHttpView;
 
 use super::budget::{Answer, TooLarge};
-use super::capability::{Capability, CapabilityError, Getter, HasScoped, Scoped};
+use super::capability::{Capability, CapabilityError, Getter, HasScoped};
 use crate::config::{Config, PluginConfig, SecretConfig};
 
 /// Largest secret file read, in bytes: a secret is a key or a token, not a document.
@@ -261,7 +261,8 @@ macro_rules! store_version {
                 imports: { default: trappable },
             });
 
-            use super::{Refused, Scoped, Settings};
+            use crate::plugin::host::capability::Scoped;
+            use crate::plugin::host::wasi_config::{Refused, Settings};
             use wasi::config::store::{$error, Host};
 
             impl From<Refused> for $error {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use super::rules::{Failure, other};
-use super::{Bucket, Open, Refused, Snapshot, View, bucket_methods};
+use super::buckets::{Bucket, Open, Refused, View, batch_writes, bucket_methods, interface_glue};
+use super::rules::{Failure, Snapshot, other};
 
 /// Bindings of `wasi:keyvalue@0.2.0-draft2`.
 #[allow(missing_docs)]
@@ -23,7 +23,7 @@ pub mod bindings {
         world: "wasi:keyvalue/imports",
         imports: { default: async | trappable },
         with: {
-            "wasi:keyvalue/store.bucket": crate::plugin::host::keyvalue::Open,
+            "wasi:keyvalue/store.bucket": crate::plugin::host::keyvalue::buckets::Open,
             "wasi:keyvalue/atomics.cas": crate::plugin::host::keyvalue::draft2::Cas,
         },
     });
@@ -41,30 +41,7 @@ pub struct Cas {
     seen: Snapshot,
 }
 
-/// A backend's failure as the interface says it: `other`, with its words.
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Self {
-        Error::Other(f.0)
-    }
-}
-
-impl From<Refused> for Error {
-    fn from(r: Refused) -> Self {
-        match r {
-            Refused::NoSuchStore => Error::NoSuchStore,
-            Refused::AccessDenied => Error::AccessDenied,
-        }
-    }
-}
-
-impl store::Host for View<'_> {
-    async fn open(&mut self, identifier: String) -> Host<Resource<Open>> {
-        match View::open(self, &identifier) {
-            Ok(open) => Ok(Ok(self.table.push(open)?)),
-            Err(refused) => Ok(Err(refused.into())),
-        }
-    }
-}
+interface_glue!();
 
 impl store::HostBucket for View<'_> {
     bucket_methods!();
@@ -160,12 +137,5 @@ impl batch::Host for View<'_> {
             .map_err(Into::into))
     }
 
-    async fn set_many(&mut self, b: Resource<Open>, pairs: Vec<(String, Vec<u8>)>) -> Host<()> {
-        Ok(self.bucket(&b)?.set_many(pairs).await.map_err(Into::into))
-    }
-
-    async fn delete_many(&mut self, b: Resource<Open>, keys: Vec<String>) -> Host<()> {
-        let deleted = self.bucket(&b)?.delete("delete-many", keys).await;
-        Ok(deleted.map_err(Into::into))
-    }
+    batch_writes!();
 }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::super::budget::Answer;
-use super::Snapshot;
-use super::rules::{Failure, PAGE, Quota, counter, full, negative, overflow};
+use super::rules::{Failure, PAGE, Quota, Snapshot, counter, full, negative, overflow};
 
 /// One memory bucket.
 pub(super) struct Memory {

@@ -23,8 +23,7 @@ use redis::{RedisError, Script, ScriptInvocation};
 use bytes::Bytes;
 
 use super::super::budget::{Answer, TooLarge, error_text};
-use super::Snapshot;
-use super::rules::{Failure, Quota, full, negative, not_counter, other, overflow};
+use super::rules::{Failure, Quota, Snapshot, full, negative, not_counter, other, overflow};
 use crate::config::KeyValueConfig;
 
 /// One script: the shared layout and helpers, then its body.

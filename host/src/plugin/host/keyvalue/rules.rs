@@ -107,3 +107,11 @@ pub(super) fn distinct(pairs: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Byt
         .map(|((k, v), _)| (k, Bytes::from(v)))
         .collect())
 }
+
+/// What a CAS handle read of its key: the version it compares at `swap`, and the value
+/// `current` hands back (or why it does not: the value passed the answer budget).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(super) version: u64,
+    pub(super) value: Result<Option<Bytes>, TooLarge>,
+}

@@ -1,8 +1,15 @@
 //! The memory bucket's rules, called directly; the Redis bucket meets the same rules in the
 //! end-to-end tests (`tests/tests/keyvalue_hostile.rs`), which run one table on both.
 
-use super::rules::{PAGE, counter};
-use super::*;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use super::KEY_MAX;
+use super::buckets::{Bucket, KvMetrics};
+use super::rules::{PAGE, check_key, counter};
+use crate::config::KeyValueConfig;
+use crate::plugin::host::budget::Answer;
 
 fn bucket(ttl: Option<Duration>, max_keys: usize) -> Bucket {
     let mut c = KeyValueConfig::memory();
