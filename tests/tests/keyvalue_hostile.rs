@@ -108,6 +108,7 @@ async fn an_answer_past_the_budget_is_refused_before_it_is_built() {
         let many = serde_json::json!([
             {"op": "get-many", "bucket": "b", "key": "big", "times": 4096},
             {"op": "get-many", "bucket": "b", "key": "big", "times": 8},
+            {"op": "cas-current", "bucket": "b", "key": "big"},
         ]);
         let seen = kv(&server, "kv", many).await;
         assert!(
@@ -115,16 +116,27 @@ async fn an_answer_past_the_budget_is_refused_before_it_is_built() {
                 && seen[0].contains("max_answer_bytes"),
             "{backend:?}: {seen:?}"
         );
-        assert_eq!(
-            seen[1],
-            format!("got=8 bytes={}", 8 * 256 * 1024),
-            "{backend:?}"
-        );
+        // A CAS handle reads the value when it is made, within the same budget.
+        assert_eq!(seen[2], format!("len={}", 256 * 1024), "{backend:?}");
         let (_, peak_after) = server.rss_kib();
         eprintln!("{backend:?}: peak RSS {peak_before} -> {peak_after} KiB");
         assert!(
             peak_after < peak_before + 64 * 1024,
             "{backend:?}: peak RSS {peak_before} -> {peak_after} KiB"
+        );
+        // Past a plugin's own budget, the handle holds no value and `current` says why.
+        drop(server);
+        let small = kv_plugin("small", &["b"], "max_answer_bytes = 1024");
+        let server = Plughost::start(&(small + &backend.table("b", "")));
+        let steps = serde_json::json!([
+            {"op": "set", "bucket": "b", "key": "big", "size": 4096},
+            {"op": "cas-current", "bucket": "b", "key": "big"},
+        ]);
+        let refused = kv(&server, "small", steps).await;
+        assert!(
+            refused[1].starts_with("error: the answer would be over 4096 bytes")
+                && refused[1].contains("max_answer_bytes (1024)"),
+            "{backend:?}: {refused:?}"
         );
     });
 }

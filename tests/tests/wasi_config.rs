@@ -89,6 +89,32 @@ async fn a_plugin_reads_its_config_and_granted_secrets_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn what_a_read_hands_back_is_bounded_by_max_answer_bytes() {
+    let big = "v".repeat(4096);
+    let config = format!(
+        "[[plugins]]\nname = \"c\"\nfile = {:?}\nkind = \"responder\"\nmax_answer_bytes = 1024\n\
+         config = {{ mode = \"config\", big = \"{big}\", small = \"s\" }}\n\
+         [[routes]]\nprefix = \"/c\"\nplugin = \"c\"\n",
+        plugin("hostile").display().to_string()
+    );
+    let server = Plughost::start(&config);
+    assert_eq!(read(&server, Some("small")).await, "value=s\n");
+    for key in [Some("big"), None] {
+        let refused = read(&server, key).await;
+        assert!(
+            refused.starts_with("error: the answer would be over")
+                && refused.contains("max_answer_bytes (1024)"),
+            "{key:?}: {refused}"
+        );
+    }
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("plughost_config_reads_total{op=\"get-all\",outcome=\"too_large\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn a_reload_reads_secrets_again_and_keeps_them_when_one_cannot_be_read() {
     let dir = tempfile::tempdir().unwrap();
     let file = secret_file(dir.path(), "tok", SECRET, 0o600);

@@ -280,6 +280,8 @@ enum KvStep {
     /// A CAS handle on `key`, the key written by someone else, then the swap of `value`:
     /// `seen=… conflict now=…` and the retry's outcome, or `swapped` if nothing intervened.
     CasStale { bucket: String, key: String, value: String },
+    /// A CAS handle's `current` of `key`.
+    CasCurrent { bucket: String, key: String },
     /// `n` compare-and-swap increments of `key`: `value=…` after the last.
     CasAdd { bucket: String, key: String, n: u64 },
     Exists { bucket: String, key: String },
@@ -349,6 +351,7 @@ fn kv_step(step: KvStep) -> String {
                     }
                 }
             }
+            KvStep::CasCurrent { bucket, key } => shown(Bucket::open(&bucket)?.cas(&key)?.current()?),
             KvStep::CasAdd { bucket, key, n } => {
                 let b = Bucket::open(&bucket)?;
                 let mut last = Vec::new();
