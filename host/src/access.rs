@@ -1,7 +1,8 @@
 //! The access-log line of a response, written when its body has been sent whole or cut off,
 //! so the log records what the client received: a body that failed mid-way (a backend that
 //! died, a client that went away) is logged with `aborted=true` and counted, never as a plain
-//! success, and `bytes` is what was really sent.
+//! success, and `bytes` is what was really sent. With tracing on, the request's server span
+//! ends there too, and the line carries its trace id.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::body::{Body, BoxError};
 use crate::client::Client;
 use crate::logging::{self, Access};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// A response body that writes the access-log line when it is dropped.
 pub struct Logged {
@@ -44,6 +46,8 @@ pub struct Line {
     pub duration: Duration,
     /// `hit`, `miss` or `-`.
     pub cache: &'static str,
+    /// The request's trace, when tracing is on: its server span ends with the line.
+    pub trace: Option<opentelemetry::Context>,
 }
 
 impl Logged {
@@ -103,6 +107,10 @@ impl Drop for Logged {
             self.metrics.responses_aborted.inc();
         }
         let l = &self.line;
+        let trace_id = l.trace.as_ref().map(|cx| {
+            telemetry::finish(cx, l.status.as_u16(), self.sent, l.cache, aborted);
+            telemetry::trace_id(cx)
+        });
         logging::access(&Access {
             client: l.client.as_str(),
             method: &l.method,
@@ -113,6 +121,7 @@ impl Drop for Logged {
             duration: l.duration,
             cache: l.cache,
             aborted,
+            trace_id: trace_id.as_deref(),
         });
     }
 }

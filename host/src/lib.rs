@@ -27,6 +27,7 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod target;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod workers;

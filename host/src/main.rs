@@ -18,6 +18,7 @@ use plughost::plugin::loader::LoadReport;
 use plughost::plugin::scaffold::{self, Lang, Services};
 use plughost::reload::{NotLoaded, Reloader};
 use plughost::status::Status;
+use plughost::telemetry::Telemetry;
 use plughost::{logging, server, shutdown, tls, workers};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -204,6 +205,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
         let backends =
             Backends::new(&config, &own, metrics.registry_mut()).map_err(|e| anyhow::anyhow!(e))?;
         workers.register(metrics.registry_mut());
+        let telemetry = Telemetry::start(config.tracing.as_ref(), metrics.registry_mut())?;
         let metrics = Arc::new(metrics);
         let pipeline = Arc::new(Pipeline::new(&config, metrics.clone()));
         backends.outbound.set_pools(pipeline.live().pools.clone());
@@ -250,6 +252,7 @@ fn serve(config: Config, overrides: Overrides) -> anyhow::Result<()> {
             ready.abort();
             tracing::info!("stopped before the plugins finished loading");
         }
+        telemetry.shutdown();
         tracing::info!(log_dropped = log.drops().total(), "plughost stopped");
         match failure.get() {
             Some(e) => Err(anyhow::Error::new(e.clone())),

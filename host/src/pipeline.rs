@@ -9,6 +9,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::{Method, Request, Response, Version};
@@ -29,6 +30,7 @@ use crate::plugin::{
 };
 use crate::proxy::Https;
 use crate::routes::Router;
+use crate::telemetry::{self, FutureExt as _};
 use crate::upstream::Pools;
 
 /// Everything a request needs, shared by all connections.
@@ -152,7 +154,14 @@ impl Pipeline {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
         let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
-        let processed = AssertUnwindSafe(self.process(parts, body, &client))
+        let trace = telemetry::request(&parts.headers, &method, &uri, version, client.as_str());
+        let process = self.process(parts, body, &client);
+        // The request's context is current while it runs, where child spans find it.
+        let process = match &trace {
+            Some(cx) => Either::Left(process.with_context(cx.clone())),
+            None => Either::Right(process),
+        };
+        let processed = AssertUnwindSafe(process)
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -179,6 +188,7 @@ impl Pipeline {
             status: resp.status(),
             duration,
             cache: cache.as_str(),
+            trace,
         };
         let metrics = self.metrics.clone();
         resp.map(|body| access::Logged::new(body, line, metrics).boxed())

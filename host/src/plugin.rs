@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::config::{OnError, PluginConfig, PluginKind, Reuse};
 use crate::metrics::Latency;
+use crate::telemetry;
 use backoff::{Backoff, Failure};
 pub use bindings::{HeaderParam, Request};
 pub use error::{Failed, FailureReason, PluginError};
@@ -167,9 +168,22 @@ impl LoadedPlugin {
     /// it returned ([`output::check`]). Failures, an invalid answer included, are counted,
     /// logged and fed to the client's backoff.
     pub async fn call(&self, req: Request<'_>, client: IpAddr) -> Result<Decision, PluginError> {
+        let span = telemetry::Child::plugin(&self.name, self.kind.as_str());
+        let result = self.checked_call(req, client, &span).await;
+        span.end(&outcome_of(&result));
+        result
+    }
+
+    async fn checked_call(
+        &self,
+        req: Request<'_>,
+        client: IpAddr,
+        span: &telemetry::Child,
+    ) -> Result<Decision, PluginError> {
         self.not_in_backoff(client)?;
         let started = Instant::now();
         let outcome = self.wasm.process(req).await;
+        span.instance(outcome.instantiated.is_some());
         self.observe(started, outcome.instantiated);
         let result = outcome.result.and_then(|action| {
             output::check(action, self.limits, &self.name, &self.dropped)
@@ -257,11 +271,26 @@ impl LoadedPlugin {
         client: IpAddr,
         rest: Option<Rest>,
     ) -> Result<http::Response<crate::body::Body>, PluginError> {
+        let span = telemetry::Child::plugin(&self.name, self.kind.as_str());
+        let head = self.checked_handle(req, https, client, rest, &span).await;
+        span.end(&outcome_of(&head));
+        head
+    }
+
+    async fn checked_handle(
+        self: &Arc<Self>,
+        req: http::Request<crate::body::Body>,
+        https: bool,
+        client: IpAddr,
+        rest: Option<Rest>,
+        span: &telemetry::Child,
+    ) -> Result<http::Response<crate::body::Body>, PluginError> {
         self.not_in_backoff(client)?;
         let started = Instant::now();
         let plugin = self.clone();
         let on_failure = Box::new(move |e: PluginError| plugin.failed(&e, client));
         let call = self.wasm.handle(req, https, on_failure, rest).await;
+        span.instance(call.instantiated.is_some());
         self.observe(started, call.instantiated);
         let head = call.head.and_then(|resp| {
             let (mut head, body) = resp.into_parts();
@@ -356,6 +385,16 @@ impl LoadedPlugin {
             keyvalue: self.source.0.keyvalue.clone(),
             secrets: self.source.0.secrets.clone(),
         }
+    }
+}
+
+/// A call's outcome as its span says it: `ok`, or the failure's reason (`trap`, `timeout`,
+/// `memory`, `error`, `backoff`, `shared`, `load`).
+fn outcome_of<T>(result: &Result<T, PluginError>) -> String {
+    match result {
+        Ok(_) => "ok".to_owned(),
+        Err(PluginError::Failed(reason, _)) => reason.to_string(),
+        Err(PluginError::Load(_) | PluginError::Init(_)) => "load".to_owned(),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::body::{self, Body};
 use crate::cache::FromUpstream;
 use crate::client::Client;
 use crate::error::RequestError;
+use crate::telemetry;
 use crate::upstream::{Pool, exchange, h1};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and `Upgrade`.
@@ -109,6 +110,9 @@ struct Outgoing {
     /// The client's `Forwarded` is left out (ours replaces it, or it is not trusted).
     drop_forwarded: bool,
     via: &'static str,
+    /// Our `traceparent` (and `tracestate`) when the request is traced: they replace the
+    /// client's, so the backend's spans are children of the exchange's.
+    trace: Vec<(String, String)>,
 }
 
 impl Outgoing {
@@ -173,6 +177,7 @@ impl Outgoing {
             forwarded,
             drop_forwarded: fwd.forwarded || !trusted,
             via,
+            trace: Vec::new(),
         }
     }
 }
@@ -186,6 +191,7 @@ impl h1::Rewrite for Outgoing {
             || (self.drop_forwarded && name == header::FORWARDED)
             || (self.cookie.is_some() && name == header::COOKIE)
             || self.named.contains(name)
+            || (!self.trace.is_empty() && (name == "traceparent" || name == "tracestate"))
     }
 
     fn add(&self, out: &mut h1::Fields<'_>) {
@@ -201,6 +207,9 @@ impl h1::Rewrite for Outgoing {
             out.field("forwarded", forwarded.as_bytes());
         }
         out.field("via", self.via.as_bytes());
+        for (name, value) in &self.trace {
+            out.field(name, value.as_bytes());
+        }
     }
 }
 
@@ -212,7 +221,9 @@ pub async fn forward(
     fwd: &Forwarding,
     path: &str,
 ) -> Result<Response<Body>, RequestError> {
-    let outgoing = Outgoing::new(&mut parts, client, fwd);
+    let mut outgoing = Outgoing::new(&mut parts, client, fwd);
+    let span = telemetry::Child::upstream(&parts.method, &pool.name);
+    outgoing.trace = span.headers();
     let resp = exchange(
         pool,
         &parts.method,
@@ -222,7 +233,14 @@ pub async fn forward(
         fwd.body_limit,
         Some(&outgoing),
     )
-    .await?;
+    .await;
+    let status = resp.as_ref().map(|r| r.status());
+    span.end(match &status {
+        Ok(s) if s.is_server_error() => s.as_str(),
+        Ok(_) => "ok",
+        Err(_) => "error",
+    });
+    let resp = resp?;
     let (mut head, incoming) = resp.into_parts();
     strip_hop_by_hop(&mut head.headers);
     // plughost speaks its own HTTP version to the client (RFC 9110 §6.2): an HTTP/1.0

@@ -16,6 +16,7 @@ use tempfile::TempDir;
 
 pub mod backend;
 pub mod origin;
+pub mod otlp;
 pub mod redis;
 
 /// How often [`eventually`] and [`eventually_blocking`] look again.

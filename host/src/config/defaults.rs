@@ -114,3 +114,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a failing plugin is skipped before it is called again.
 pub const DEFAULT_PLUGIN_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Ended spans waiting for export at most.
+pub const DEFAULT_TRACE_QUEUE: usize = 2048;
+
+/// Time one span export may take.
+pub const DEFAULT_TRACE_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -19,6 +19,7 @@ mod outbound;
 mod plugins;
 mod routes;
 mod secrets;
+mod traces;
 mod upstreams;
 
 pub use defaults::*;
@@ -29,6 +30,7 @@ pub use outbound::{Destination, OutboundConfig, ProxyNet, UPSTREAM_HOST_SUFFIX};
 pub use plugins::{Grant, OnError, PluginConfig, PluginKind, Reuse};
 pub use routes::RouteConfig;
 pub use secrets::SecretConfig;
+pub use traces::TracingConfig;
 pub use upstreams::UpstreamConfig;
 
 /// The whole configuration, as read from `plughost.toml`. Every key is optional.
@@ -147,6 +149,9 @@ pub struct Config {
     /// HTTPS on the public listener; absent: cleartext HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// OpenTelemetry traces exported over OTLP; absent: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// The `[tls]` table: the public listener speaks HTTPS (ALPN h2 and http/1.1).
@@ -221,6 +226,7 @@ impl Default for Config {
             secrets: Default::default(),
             outbound: OutboundConfig::default(),
             tls: None,
+            tracing: None,
         }
     }
 }
@@ -502,6 +508,9 @@ impl Config {
         for (name, secret) in &self.secrets {
             secret.check(name)?;
         }
+        if let Some(tracing) = &self.tracing {
+            tracing.check()?;
+        }
         for (name, u) in &self.upstreams {
             u.check(name, self.max_backends)?;
         }
@@ -522,6 +531,13 @@ impl Config {
         let mut shown = self.clone();
         if let Some(token) = &mut shown.admin_token {
             *token = REDACTED.to_owned();
+        }
+        if let Some(tracing) = &mut shown.tracing {
+            // Export headers carry credentials.
+            tracing
+                .headers
+                .values_mut()
+                .for_each(|v| *v = REDACTED.to_owned());
         }
         toml::to_string(&shown).expect("Config always serializes")
     }

@@ -208,6 +208,8 @@ pub struct Access<'a> {
     /// The body failed or the connection closed before all of it was sent: the client did
     /// not receive what `status` says.
     pub aborted: bool,
+    /// The request's trace id, when tracing is on.
+    pub trace_id: Option<&'a str>,
 }
 
 /// Where access lines go: the same non-blocking writer (buffer, drop count, log thread) as
@@ -260,6 +262,11 @@ pub fn access(a: &Access<'_>) {
             line.push_str(a.cache);
             line.push_str("\",\"aborted\":");
             line.push_str(if a.aborted { "true" } else { "false" });
+            if let Some(id) = a.trace_id {
+                line.push_str(",\"trace_id\":\"");
+                line.push_str(id);
+                line.push('"');
+            }
             line.push_str("},\"target\":\"");
             line.push_str(ACCESS_TARGET);
             line.push_str("\"}\n");
@@ -285,6 +292,10 @@ pub fn access(a: &Access<'_>) {
             push_debug_str(line, a.cache);
             if a.aborted {
                 line.push_str(" aborted=true");
+            }
+            if let Some(id) = a.trace_id {
+                line.push_str(" trace_id=");
+                line.push_str(id);
             }
             line.push('\n');
         }

@@ -1,0 +1,164 @@
+//! W3C trace context and OTLP export, against a real OTLP/HTTP receiver (the protobuf decoded
+//! with the `opentelemetry-proto` types) and a real backend that echoes the `traceparent` it
+//! received: one request through a filter and the proxy is one trace whose spans nest (server,
+//! then the plugin call and the upstream exchange), whose ids are the backend's; an unsampled
+//! request exports nothing but still passes its context on; a dead collector costs requests
+//! nothing and its lost spans are counted.
+
+use std::time::Duration;
+
+use plughost_e2e::backend::TestBackend;
+use plughost_e2e::otlp::{Receiver, Span, hex};
+use plughost_e2e::{Plughost, eventually, labelled_metric, plugin};
+
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER: &str = "b7ad6b7169203331";
+
+/// The `headers` filter, then `/api` proxied to `app`, traced to `endpoint`.
+fn traced(endpoint: &str, app: &TestBackend) -> String {
+    format!(
+        "[[plugins]]\nname = \"headers\"\nfile = {:?}\nconfig = {{ request = {{ name = \"x-a\", value = \"1\" }} }}\n\
+         [upstreams.app]\nservers = [\"{}\"]\n[[routes]]\nprefix = \"/api\"\nupstream = \"app\"\nstrip_prefix = true\n\
+         [tracing]\nendpoint = \"{endpoint}\"\nservice_name = \"gateway\"\n",
+        plugin("headers").display().to_string(),
+        app.addr,
+    )
+}
+
+/// The `traceparent` the backend received, from its `/headers` echo.
+fn received_traceparent(echo: &str) -> String {
+    echo.lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn get(server: &Plughost, traceparent: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .get(server.url("/api/headers"))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn one_request_is_one_trace_whose_spans_nest_and_reach_the_backend() {
+    let receiver = Receiver::start();
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&traced(&receiver.url(), &app));
+    let (status, echo) = get(&server, &format!("00-{TRACE}-{CALLER}-01")).await;
+    assert_eq!(status, 200);
+    // The backend was sent our exchange's span as its parent, in the caller's trace.
+    let sent = received_traceparent(&echo);
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{echo}");
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", TRACE, "01"),
+        "{sent}"
+    );
+    assert_ne!(
+        parts[2], CALLER,
+        "the caller's span was passed on unchanged"
+    );
+    let spans = eventually(
+        Duration::from_secs(10),
+        "three spans exported",
+        async || {
+            let spans = receiver.trace(TRACE);
+            if spans.len() >= 3 {
+                Ok(spans)
+            } else {
+                Err(format!("{spans:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let by_kind = |kind: i32| -> &Span {
+        spans
+            .iter()
+            .find(|s| s.kind == kind)
+            .unwrap_or_else(|| panic!("no span of kind {kind}: {spans:#?}"))
+    };
+    // OTLP span kinds: 1 internal, 2 server, 3 client.
+    let (server_span, plugin_span, client_span) = (by_kind(2), by_kind(1), by_kind(3));
+    assert_eq!(hex(&server_span.parent_span_id), CALLER);
+    assert_eq!(server_span.name, "GET");
+    assert_eq!(plugin_span.name, "plugin headers");
+    assert_eq!(plugin_span.parent_span_id, server_span.span_id);
+    assert_eq!(client_span.parent_span_id, server_span.span_id);
+    assert_eq!(hex(&client_span.span_id), parts[2], "the backend's parent");
+    let attribute = |s: &Span, key: &str| {
+        s.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.clone())
+            .map(|v| format!("{:?}", v.value))
+            .unwrap_or_default()
+    };
+    assert!(attribute(server_span, "http.response.status_code").contains("200"));
+    assert!(attribute(plugin_span, "plughost.outcome").contains("ok"));
+    // The access line names the trace, so logs and traces join.
+    let log = server.wait_log(&format!("trace_id={TRACE}"));
+    assert!(log.contains("target=\"/api/headers\""), "{log}");
+}
+
+#[tokio::test]
+async fn an_unsampled_request_exports_nothing_and_passes_its_context_on() {
+    let receiver = Receiver::start();
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&traced(&receiver.url(), &app));
+    let unsampled = "11111111111111111111111111111111";
+    let (status, echo) = get(&server, &format!("00-{unsampled}-{CALLER}-00")).await;
+    assert_eq!(status, 200);
+    let sent = received_traceparent(&echo);
+    assert!(
+        sent.starts_with(&format!("00-{unsampled}-")) && sent.ends_with("-00"),
+        "{sent}"
+    );
+    // A sampled request after it: once its spans are in, the unsampled one had its chance.
+    assert_eq!(
+        get(&server, &format!("00-{TRACE}-{CALLER}-01")).await.0,
+        200
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the sampled trace",
+        async || match receiver.trace(TRACE).len() {
+            3 => Ok(()),
+            n => Err(format!("{n} spans")),
+        },
+    )
+    .await;
+    assert!(receiver.trace(unsampled).is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_collector_costs_requests_nothing_and_its_spans_are_counted() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/v1/traces", dead.local_addr().unwrap());
+    drop(dead);
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&traced(&endpoint, &app));
+    for _ in 0..20 {
+        assert_eq!(
+            get(&server, &format!("00-{TRACE}-{CALLER}-01")).await.0,
+            200
+        );
+    }
+    eventually(
+        Duration::from_secs(15),
+        "failed exports counted",
+        async || {
+            let m = server.metrics_text().await;
+            match labelled_metric(&m, "plughost_trace_spans_total", "outcome=\"failed\"") {
+                n if n >= 1.0 => Ok(()),
+                _ => Err(m),
+            }
+        },
+    )
+    .await;
+}
