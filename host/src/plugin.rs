@@ -169,7 +169,7 @@ impl LoadedPlugin {
     /// logged and fed to the client's backoff.
     pub async fn call(&self, req: Request<'_>, client: IpAddr) -> Result<Decision, PluginError> {
         let span = telemetry::Child::plugin(&self.name, self.kind.as_str());
-        let result = self.checked_call(req, client, &span).await;
+        let result = span.scope(self.checked_call(req, client, &span)).await;
         span.end(&outcome_of(&result));
         result
     }
@@ -272,7 +272,9 @@ impl LoadedPlugin {
         rest: Option<Rest>,
     ) -> Result<http::Response<crate::body::Body>, PluginError> {
         let span = telemetry::Child::plugin(&self.name, self.kind.as_str());
-        let head = self.checked_handle(req, https, client, rest, &span).await;
+        let head = span
+            .scope(self.checked_handle(req, https, client, rest, &span))
+            .await;
         span.end(&outcome_of(&head));
         head
     }

@@ -36,7 +36,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-pub use opentelemetry::context::FutureExt;
+use futures_util::future::Either;
+pub use opentelemetry::context::{FutureExt, WithContext};
 
 use crate::config::TracingConfig;
 
@@ -243,6 +244,36 @@ impl Child {
                 KeyValue::new("plughost.upstream", pool.to_owned()),
             ]
         })
+    }
+
+    /// A plugin's outbound request to `destination` (its `allowed_outbound` entry, or
+    /// `(denied)`: a refused request's URL is the guest's and is not recorded).
+    pub fn outbound(plugin: &str, destination: &str) -> Self {
+        Self::start("outbound", SpanKind::Client, || {
+            vec![
+                KeyValue::new("plughost.plugin.name", plugin.to_owned()),
+                KeyValue::new("plughost.outbound.destination", destination.to_owned()),
+            ]
+        })
+    }
+
+    /// A key-value operation `op` on `bucket`.
+    pub fn keyvalue(bucket: &str, op: &'static str) -> Self {
+        Self::start("keyvalue", SpanKind::Client, || {
+            vec![
+                KeyValue::new("plughost.kv.bucket", bucket.to_owned()),
+                KeyValue::new("plughost.kv.op", op),
+            ]
+        })
+    }
+
+    /// Runs `work` with this span as the current one, so the spans it makes (a plugin's
+    /// key-value operations and outbound requests) are this span's children.
+    pub fn scope<F: Future>(&self, work: F) -> Either<WithContext<F>, F> {
+        match &self.0 {
+            Some(cx) => Either::Left(work.with_context(cx.clone())),
+            None => Either::Right(work),
+        }
     }
 
     /// Records that the call ran on a fresh instance (made for it), or a reused one.

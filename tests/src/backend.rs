@@ -6,8 +6,8 @@
 //! Content-Length; `POST /upload` → the number of body bytes received (read as a stream);
 //! `/cached` → its id with `Cache-Control: max-age=60`; `/endless` → a body that never ends;
 //! `POST /introspect` → RFC 7662 token introspection (`token=good-NAME` is active with `sub`
-//! NAME, any other token inactive; its `Authorization` is recorded in `seen` as a line of its
-//! own); anything else → its id, `no-store`.
+//! NAME, any other token inactive; its `Authorization` and `traceparent` are recorded in
+//! `seen`, a line each); anything else → its id, `no-store`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -73,14 +73,17 @@ impl TestBackend {
                                     counter.fetch_add(1, Ordering::Relaxed);
                                     let mut seen = log.lock().unwrap();
                                     seen.push(format!("{} {}", req.method(), req.uri().path()));
-                                    // What an introspection client authenticated with.
-                                    if let Some(a) = req.headers().get("authorization")
-                                        && req.uri().path() == "/introspect"
-                                    {
-                                        seen.push(format!(
-                                            "authorization: {}",
-                                            String::from_utf8_lossy(a.as_bytes())
-                                        ));
+                                    // What an introspection client authenticated with,
+                                    // and the trace it said it was in.
+                                    if req.uri().path() == "/introspect" {
+                                        for name in ["authorization", "traceparent"] {
+                                            if let Some(v) = req.headers().get(name) {
+                                                seen.push(format!(
+                                                    "{name}: {}",
+                                                    String::from_utf8_lossy(v.as_bytes())
+                                                ));
+                                            }
+                                        }
                                     }
                                     drop(seen);
                                     answer(id.clone(), req)

@@ -162,3 +162,50 @@ async fn a_dead_collector_costs_requests_nothing_and_its_spans_are_counted() {
     )
     .await;
 }
+
+/// A plugin's outbound request and key-value operations are spans of its call, and the
+/// outbound request carries the host's context, whatever the guest wrote.
+#[tokio::test]
+async fn a_plugins_outbound_call_and_key_value_operations_are_spans_of_its_call() {
+    let receiver = Receiver::start();
+    let auth = TestBackend::start("auth");
+    let app = TestBackend::start("app");
+    let config = format!(
+        "[[plugins]]\nname = \"introspect\"\nfile = {:?}\nkeyvalue = [\"tokens\"]\nallowed_outbound = [\"http://{auth}\"]\n\
+         config = {{ endpoint = \"http://{auth}/introspect\", cache_bucket = \"tokens\" }}\n[keyvalue.tokens]\n\
+         [upstreams.app]\nservers = [\"{app}\"]\n[[routes]]\nprefix = \"/api\"\nupstream = \"app\"\n\
+         [tracing]\nendpoint = \"{}\"\n",
+        plugin("introspect").display().to_string(),
+        receiver.url(),
+        auth = auth.addr,
+        app = app.addr,
+    );
+    let server = Plughost::start(&config);
+    let r = reqwest::Client::new()
+        .get(server.url("/api/x"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+        .header("authorization", "Bearer good-alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = eventually(Duration::from_secs(10), "the plugin's spans", async || {
+        let spans = receiver.trace(TRACE);
+        if spans.iter().any(|s| s.name == "outbound") && spans.len() >= 6 {
+            Ok(spans)
+        } else {
+            Err(format!("{spans:?}"))
+        }
+    })
+    .await;
+    let named = |name: &str| -> Vec<&Span> { spans.iter().filter(|s| s.name == name).collect() };
+    let call = named("plugin introspect")[0];
+    let outbound = named("outbound")[0];
+    assert_eq!(outbound.parent_span_id, call.span_id);
+    // A get (a miss) before the introspection and a set after it.
+    let kv = named("keyvalue");
+    assert_eq!(kv.len(), 2, "{spans:#?}");
+    assert!(kv.iter().all(|s| s.parent_span_id == call.span_id));
+    let sent = format!("traceparent: 00-{TRACE}-{}-01", hex(&outbound.span_id));
+    assert!(auth.seen.lock().unwrap().contains(&sent), "{:?}", auth.seen);
+}

@@ -22,6 +22,7 @@ use super::rules::{Failure, Quota, Snapshot, check_key, distinct};
 use crate::config::{KeyValueConfig, KvBackend};
 use crate::plugin::host::budget::Answer;
 use crate::plugin::host::capability::Scoped;
+use crate::telemetry;
 
 /// Every declared bucket, shared by the whole server.
 #[derive(Clone, Default)]
@@ -189,6 +190,7 @@ impl Bucket {
         judge: fn(&T) -> &'static str,
         f: impl AsyncFnOnce(&Self) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
+        let span = telemetry::Child::keyvalue(&self.name, op);
         let started = Instant::now();
         let result = f(self).await;
         self.duration.observe(started.elapsed().as_secs_f64());
@@ -197,6 +199,7 @@ impl Bucket {
             Err(Failure(why)) if why.starts_with("outcome unknown") => "unknown",
             Err(_) => "error",
         };
+        span.end(outcome);
         self.counters
             .lock()
             .entry((op, outcome))

@@ -65,6 +65,7 @@ use super::budget::error_text;
 use super::capability::{Capability, CapabilityError, Getter};
 use crate::body;
 use crate::config::{Config, Destination, OutboundConfig, PluginConfig, UPSTREAM_HOST_SUFFIX};
+use crate::telemetry;
 use crate::upstream::{Pools, UpstreamError};
 use capped::Capped;
 use connect::{AddressPolicy, HttpClient, classify, http_client};
@@ -300,15 +301,35 @@ impl WasiHttpHooks for Hooks {
         let Some(dest) = p.destination(request.uri()) else {
             p.count("(denied)", "denied");
             p.log_denial(request.uri());
+            telemetry::Child::outbound(&p.plugin, "(denied)").end("denied");
             return Box::new(std::future::ready(Err(Error::HttpRequestDenied)));
         };
+        let span = telemetry::Child::outbound(&p.plugin, &dest.to_string());
         // Taken now rather than awaited: a guest looping over `handle` gets an error per
         // request past the cap, not a growing queue of waiting tasks.
         let Ok(permit) = p.permits.clone().try_acquire_owned() else {
             p.count(&dest.to_string(), "limited");
+            span.end("limited");
             return Box::new(std::future::ready(Err(Error::ConnectionLimitReached)));
         };
-        Box::new(async move { p.send(dest, request, options, permit).await })
+        // The trace context is the host's: it replaces any the guest wrote.
+        let mut request = request;
+        for (name, value) in span.headers() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::try_from(name),
+                http::HeaderValue::try_from(value),
+            ) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        Box::new(async move {
+            let sent = p.send(dest, request, options, permit).await;
+            span.end(match &sent {
+                Ok(_) => "ok",
+                Err(_) => "error",
+            });
+            sent
+        })
     }
 }
 
