@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// Hands out processing permits, waiting at most `queue_timeout` for one.
 pub struct Limiter {
@@ -69,7 +70,15 @@ impl Limiter {
             Err(_) => {
                 self.metrics.queue_waiting.inc();
                 let _waiting = Waiting(&self.metrics);
-                match tokio::time::timeout(self.queue_timeout, self.semaphore.acquire()).await {
+                let span = telemetry::Child::limiter();
+                let waited =
+                    tokio::time::timeout(self.queue_timeout, self.semaphore.acquire()).await;
+                span.end(if matches!(waited, Ok(Ok(_))) {
+                    "ok"
+                } else {
+                    "timeout"
+                });
+                match waited {
                     Ok(Ok(p)) => p,
                     // The semaphore is never closed; treat it like a timeout all the same.
                     Ok(Err(_)) | Err(_) => {

@@ -364,7 +364,14 @@ impl Chain<'_> {
             let (live, client) = (live.clone(), client.clone());
             async move { live.router.route(req, &client).await }
         };
-        self.cache.serve(parts, body, route).await
+        let span = telemetry::Child::cache();
+        let served = span.scope(self.cache.serve(parts, body, route)).await;
+        if let Ok((_, outcome)) = &served {
+            span.end_as(outcome.as_str(), false);
+        } else {
+            span.end("error");
+        }
+        served
     }
 
     /// Hands the request to the middleware at `at`, whose imported `handler` is the rest of

@@ -276,6 +276,16 @@ impl Child {
         }
     }
 
+    /// A request's lookup in the cache, and the origin fetch it makes on a miss.
+    pub fn cache() -> Self {
+        Self::start("cache", SpanKind::Internal, Vec::new)
+    }
+
+    /// A request's wait in the limiter's queue (the permits were all taken).
+    pub fn limiter() -> Self {
+        Self::start("limiter", SpanKind::Internal, Vec::new)
+    }
+
     /// Records that the call ran on a fresh instance (made for it), or a reused one.
     pub fn instance(&self, fresh: bool) {
         if let Some(cx) = &self.0 {
@@ -299,10 +309,16 @@ impl Child {
 
     /// Ends it with `outcome` (`ok`, or what went wrong).
     pub fn end(self, outcome: &str) {
+        self.end_as(outcome, outcome != "ok");
+    }
+
+    /// Ends it with `outcome`, marked as an error when `error` is (a cache `miss` or a lost
+    /// compare-and-swap race is an outcome, not an error).
+    pub fn end_as(self, outcome: &str, error: bool) {
         let Some(cx) = self.0 else { return };
         let span = cx.span();
         span.set_attribute(KeyValue::new("plughost.outcome", outcome.to_owned()));
-        if outcome != "ok" {
+        if error {
             span.set_status(Status::error(outcome.to_owned()));
         }
         span.end();

@@ -1,7 +1,8 @@
 //! W3C trace context and OTLP export, against a real OTLP/HTTP receiver (the protobuf decoded
 //! with the `opentelemetry-proto` types) and a real backend that echoes the `traceparent` it
 //! received: one request through a filter and the proxy is one trace whose spans nest (server,
-//! then the plugin call and the upstream exchange), whose ids are the backend's; an unsampled
+//! then the plugin call and the cache, the upstream exchange in the cache), whose ids are the
+//! backend's; an unsampled
 //! request exports nothing but still passes its context on; a dead collector costs requests
 //! nothing and its lost spans are counted.
 
@@ -76,20 +77,32 @@ async fn one_request_is_one_trace_whose_spans_nest_and_reach_the_backend() {
         },
     )
     .await;
-    assert_eq!(spans.len(), 3, "{spans:#?}");
-    let by_kind = |kind: i32| -> &Span {
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let named = |name: &str| -> &Span {
         spans
             .iter()
-            .find(|s| s.kind == kind)
-            .unwrap_or_else(|| panic!("no span of kind {kind}: {spans:#?}"))
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
     };
-    // OTLP span kinds: 1 internal, 2 server, 3 client.
-    let (server_span, plugin_span, client_span) = (by_kind(2), by_kind(1), by_kind(3));
+    // OTLP span kinds: 1 internal, 2 server, 3 client. The server span and the upstream
+    // exchange are both named for the method.
+    let of_kind = |kind: i32| {
+        spans
+            .iter()
+            .find(|s| s.kind == kind && s.name == "GET")
+            .unwrap()
+    };
+    let (server_span, plugin_span, cache_span, client_span) = (
+        of_kind(2),
+        named("plugin headers"),
+        named("cache"),
+        of_kind(3),
+    );
+    assert_eq!((plugin_span.kind, cache_span.kind), (1, 1));
     assert_eq!(hex(&server_span.parent_span_id), CALLER);
-    assert_eq!(server_span.name, "GET");
-    assert_eq!(plugin_span.name, "plugin headers");
     assert_eq!(plugin_span.parent_span_id, server_span.span_id);
-    assert_eq!(client_span.parent_span_id, server_span.span_id);
+    assert_eq!(cache_span.parent_span_id, server_span.span_id);
+    assert_eq!(client_span.parent_span_id, cache_span.span_id);
     assert_eq!(hex(&client_span.span_id), parts[2], "the backend's parent");
     let attribute = |s: &Span, key: &str| {
         s.attributes
@@ -101,6 +114,7 @@ async fn one_request_is_one_trace_whose_spans_nest_and_reach_the_backend() {
     };
     assert!(attribute(server_span, "http.response.status_code").contains("200"));
     assert!(attribute(plugin_span, "plughost.outcome").contains("ok"));
+    assert!(attribute(cache_span, "plughost.outcome").contains("miss"));
     // The access line names the trace, so logs and traces join.
     let log = server.wait_log(&format!("trace_id={TRACE}"));
     assert!(log.contains("target=\"/api/headers\""), "{log}");
@@ -128,7 +142,7 @@ async fn an_unsampled_request_exports_nothing_and_passes_its_context_on() {
         Duration::from_secs(10),
         "the sampled trace",
         async || match receiver.trace(TRACE).len() {
-            3 => Ok(()),
+            4 => Ok(()),
             n => Err(format!("{n} spans")),
         },
     )

@@ -199,7 +199,7 @@ impl Bucket {
             Err(Failure(why)) if why.starts_with("outcome unknown") => "unknown",
             Err(_) => "error",
         };
-        span.end(outcome);
+        span.end_as(outcome, matches!(outcome, "error" | "unknown"));
         self.counters
             .lock()
             .entry((op, outcome))
