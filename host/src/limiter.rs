@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::metrics::Metrics;
-use crate::telemetry;
 
 /// Hands out processing permits, waiting at most `queue_timeout` for one.
 pub struct Limiter {
@@ -62,39 +61,36 @@ impl Limiter {
         }
     }
 
+    /// A free slot now, if there is one.
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
+        let permit = self.semaphore.try_acquire().ok()?;
+        Some(self.granted(permit))
+    }
+
     /// Waits for a free slot, at most the queue timeout.
     pub async fn acquire(&self) -> Result<Permit<'_>, Overloaded> {
         // Fast path: no queueing, no timer.
-        let permit = match self.semaphore.try_acquire() {
-            Ok(p) => p,
-            Err(_) => {
-                self.metrics.queue_waiting.inc();
-                let _waiting = Waiting(&self.metrics);
-                let span = telemetry::Child::limiter();
-                let waited =
-                    tokio::time::timeout(self.queue_timeout, self.semaphore.acquire()).await;
-                span.end(if matches!(waited, Ok(Ok(_))) {
-                    "ok"
-                } else {
-                    "timeout"
-                });
-                match waited {
-                    Ok(Ok(p)) => p,
-                    // The semaphore is never closed; treat it like a timeout all the same.
-                    Ok(Err(_)) | Err(_) => {
-                        return Err(Overloaded {
-                            capacity: self.capacity,
-                            waited: self.queue_timeout,
-                        });
-                    }
-                }
-            }
-        };
+        if let Some(permit) = self.try_acquire() {
+            return Ok(permit);
+        }
+        self.metrics.queue_waiting.inc();
+        let _waiting = Waiting(&self.metrics);
+        match tokio::time::timeout(self.queue_timeout, self.semaphore.acquire()).await {
+            Ok(Ok(permit)) => Ok(self.granted(permit)),
+            // The semaphore is never closed; treat it like a timeout all the same.
+            Ok(Err(_)) | Err(_) => Err(Overloaded {
+                capacity: self.capacity,
+                waited: self.queue_timeout,
+            }),
+        }
+    }
+
+    fn granted<'a>(&'a self, permit: SemaphorePermit<'a>) -> Permit<'a> {
         self.metrics.inflight.inc();
-        Ok(Permit {
+        Permit {
             _permit: permit,
             metrics: &self.metrics,
-        })
+        }
     }
 
     /// Slots free right now.

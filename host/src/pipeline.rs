@@ -205,7 +205,15 @@ impl Pipeline {
         B::Error: Into<BoxError>,
     {
         check_request(&parts)?;
-        let _permit = self.limiter.acquire().await?;
+        let _permit = match self.limiter.try_acquire() {
+            Some(permit) => permit,
+            None => {
+                let span = telemetry::Child::limiter();
+                let waited = self.limiter.acquire().await;
+                span.end(if waited.is_ok() { "ok" } else { "timeout" });
+                waited?
+            }
+        };
         let live = self.live.load_full();
         if let Some(filter) = &live.pending_filter {
             return Err(Unavailable::Starting(filter.clone()).into());

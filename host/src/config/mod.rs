@@ -772,6 +772,36 @@ plugin = "hello"
     }
 
     #[test]
+    fn tracing_is_checked_and_its_headers_are_not_printed() {
+        let ok = "[tracing]\nendpoint = \"http://127.0.0.1:4318/v1/traces\"\nheaders = { authorization = \"Bearer t0p\" }\n";
+        let c = parse(ok).unwrap();
+        let t = c.tracing.as_ref().unwrap();
+        assert_eq!((t.sample_ratio, t.queue_size), (1.0, DEFAULT_TRACE_QUEUE));
+        let printed = c.to_toml();
+        assert!(
+            !printed.contains("t0p") && printed.contains(REDACTED),
+            "{printed}"
+        );
+        for (text, words) in [
+            (
+                "[tracing]\nendpoint = \"collector:4318\"\n",
+                "tracing.endpoint",
+            ),
+            (
+                "[tracing]\nendpoint = \"http://c/v1/traces\"\nsample_ratio = 1.5\n",
+                "tracing.sample_ratio: must be from 0 to 1",
+            ),
+            (
+                "[tracing]\nendpoint = \"http://c/v1/traces\"\nqueue_size = 0\n",
+                "tracing.queue_size",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(words), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn secrets_name_one_source_and_grants_name_declared_secrets() {
         let ok = "[secrets.idp]\nenv = \"IDP_SECRET\"\n[[plugins]]\nname = \"p\"\nfile = \"p.wasm\"\nsecrets = [\"idp\"]\n";
         let c = parse(ok).unwrap();
