@@ -152,9 +152,12 @@ impl Pipeline {
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let (method, uri, version) = (parts.method.clone(), parts.uri.clone(), parts.version);
         let trace = telemetry::request(&parts.headers, &method, &uri, version, client.as_str());
+        if let Some(cx) = &trace {
+            telemetry::replace_context(cx, &mut parts.headers);
+        }
         let process = self.process(parts, body, &client);
         // The request's context is current while it runs, where child spans find it.
         let process = match &trace {

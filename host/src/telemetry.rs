@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, Uri, Version};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::HeaderExtractor;
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -158,16 +160,19 @@ pub fn request(
 ) -> Option<Context> {
     let tracer = TRACER.get()?;
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    let span = tracer
+    let mut span = tracer
         .span_builder(method.as_str().to_owned())
         .with_kind(SpanKind::Server)
-        .with_attributes([
+        .start_with_context(tracer, &parent);
+    // Set once sampled: an unsampled request (most, at a low ratio) builds none of them.
+    if span.is_recording() {
+        span.set_attributes([
             KeyValue::new("http.request.method", method.as_str().to_owned()),
             KeyValue::new("url.path", uri.path().to_owned()),
             KeyValue::new("network.protocol.version", protocol(version)),
             KeyValue::new("client.address", client.to_owned()),
-        ])
-        .start_with_context(tracer, &parent);
+        ]);
+    }
     Some(parent.with_span(span))
 }
 
@@ -178,6 +183,14 @@ fn protocol(version: Version) -> &'static str {
         Version::HTTP_3 => "3",
         _ => "1.1",
     }
+}
+
+/// Puts the server span's context in the request's own headers, in place of the caller's:
+/// the plugins that read `traceparent` see the host's span, and cannot make one up for it.
+pub fn replace_context(cx: &Context, headers: &mut HeaderMap) {
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
 }
 
 /// Ends a request's server span with what was sent.
@@ -215,7 +228,9 @@ impl Child {
             return Self(None);
         };
         let current = Context::current();
-        if !current.has_active_span() {
+        // An unsampled request makes no child spans: the sampler would drop them, and its
+        // backends are sent the server span's context (in the request's own headers).
+        if !current.span().span_context().is_sampled() {
             return Self(None);
         }
         let span = tracer

@@ -223,3 +223,37 @@ async fn a_plugins_outbound_call_and_key_value_operations_are_spans_of_its_call(
     let sent = format!("traceparent: 00-{TRACE}-{}-01", hex(&outbound.span_id));
     assert!(auth.seen.lock().unwrap().contains(&sent), "{:?}", auth.seen);
 }
+
+/// A filter sees the host's span in its request's `traceparent`, not the caller's.
+#[tokio::test]
+async fn a_plugin_sees_the_hosts_traceparent() {
+    let receiver = Receiver::start();
+    let config = format!(
+        "[[plugins]]\nname = \"see\"\nfile = {:?}\nkind = \"responder\"\nconfig = {{ mode = \"echo-header\", path = \"traceparent\" }}\n\
+         [[routes]]\nprefix = \"/see\"\nplugin = \"see\"\n[tracing]\nendpoint = \"{}\"\n",
+        plugin("hostile").display().to_string(),
+        receiver.url(),
+    );
+    let server = Plughost::start(&config);
+    let r = reqwest::Client::new()
+        .get(server.url("/see"))
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = r.text().await.unwrap();
+    let spans = eventually(Duration::from_secs(10), "the server span", async || {
+        receiver
+            .trace(TRACE)
+            .into_iter()
+            .find(|s| s.kind == 2)
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .await;
+    assert_eq!(
+        seen.trim_end(),
+        format!("00-{TRACE}-{}-01", hex(&spans.span_id)),
+        "the plugin saw the caller's context"
+    );
+}

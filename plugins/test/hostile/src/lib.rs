@@ -254,6 +254,10 @@ impl Plugin for Hostile {
                     .with_header("cache-control", "no-store")
                     .into_action())
             }
+            // Answers with the value of the request header named `path` (or nothing).
+            "echo-header" => Ok(Response::text(200, format!("{}\n", req.header(&c.path).unwrap_or("")))
+                .with_header("cache-control", "no-store")
+                .into_action()),
             // An error whose message is `amount` MiB.
             "big-error" => Err("E".repeat((c.amount as usize) << 20)),
             other => Err(format!("unknown mode {other}")),
