@@ -221,9 +221,13 @@ pub fn trace_id(cx: &Context) -> String {
 pub struct Child(Option<Context>);
 
 impl Child {
-    /// Starts span `name` of `kind`, a child of the current context's span; `attributes`
-    /// are only made when it is.
-    pub fn start(name: &str, kind: SpanKind, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
+    /// Starts span `name` of `kind`, a child of the current context's span; its name and
+    /// `attributes` are only made when the request is sampled.
+    pub fn start(
+        name: impl FnOnce() -> String,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Self {
         let Some(tracer) = TRACER.get() else {
             return Self(None);
         };
@@ -234,7 +238,7 @@ impl Child {
             return Self(None);
         }
         let span = tracer
-            .span_builder(name.to_owned())
+            .span_builder(name())
             .with_kind(kind)
             .with_attributes(attributes())
             .start_with_context(tracer, &current);
@@ -243,43 +247,59 @@ impl Child {
 
     /// A plugin call: the plugin's name and kind, whether its instance was made for it.
     pub fn plugin(name: &str, kind: &'static str) -> Self {
-        Self::start(&format!("plugin {name}"), SpanKind::Internal, || {
-            vec![
-                KeyValue::new("plughost.plugin.name", name.to_owned()),
-                KeyValue::new("plughost.plugin.kind", kind),
-            ]
-        })
+        Self::start(
+            || format!("plugin {name}"),
+            SpanKind::Internal,
+            || {
+                vec![
+                    KeyValue::new("plughost.plugin.name", name.to_owned()),
+                    KeyValue::new("plughost.plugin.kind", kind),
+                ]
+            },
+        )
     }
 
     /// An exchange with a server of upstream pool `pool`.
     pub fn upstream(method: &Method, pool: &str) -> Self {
-        Self::start(method.as_str(), SpanKind::Client, || {
-            vec![
-                KeyValue::new("http.request.method", method.as_str().to_owned()),
-                KeyValue::new("plughost.upstream", pool.to_owned()),
-            ]
-        })
+        Self::start(
+            || method.as_str().to_owned(),
+            SpanKind::Client,
+            || {
+                vec![
+                    KeyValue::new("http.request.method", method.as_str().to_owned()),
+                    KeyValue::new("plughost.upstream", pool.to_owned()),
+                ]
+            },
+        )
     }
 
     /// A plugin's outbound request to `destination` (its `allowed_outbound` entry, or
     /// `(denied)`: a refused request's URL is the guest's and is not recorded).
     pub fn outbound(plugin: &str, destination: &str) -> Self {
-        Self::start("outbound", SpanKind::Client, || {
-            vec![
-                KeyValue::new("plughost.plugin.name", plugin.to_owned()),
-                KeyValue::new("plughost.outbound.destination", destination.to_owned()),
-            ]
-        })
+        Self::start(
+            || "outbound".to_owned(),
+            SpanKind::Client,
+            || {
+                vec![
+                    KeyValue::new("plughost.plugin.name", plugin.to_owned()),
+                    KeyValue::new("plughost.outbound.destination", destination.to_owned()),
+                ]
+            },
+        )
     }
 
     /// A key-value operation `op` on `bucket`.
     pub fn keyvalue(bucket: &str, op: &'static str) -> Self {
-        Self::start("keyvalue", SpanKind::Client, || {
-            vec![
-                KeyValue::new("plughost.kv.bucket", bucket.to_owned()),
-                KeyValue::new("plughost.kv.op", op),
-            ]
-        })
+        Self::start(
+            || "keyvalue".to_owned(),
+            SpanKind::Client,
+            || {
+                vec![
+                    KeyValue::new("plughost.kv.bucket", bucket.to_owned()),
+                    KeyValue::new("plughost.kv.op", op),
+                ]
+            },
+        )
     }
 
     /// Runs `work` with this span as the current one, so the spans it makes (a plugin's
@@ -293,12 +313,12 @@ impl Child {
 
     /// A request's lookup in the cache, and the origin fetch it makes on a miss.
     pub fn cache() -> Self {
-        Self::start("cache", SpanKind::Internal, Vec::new)
+        Self::start(|| "cache".to_owned(), SpanKind::Internal, Vec::new)
     }
 
     /// A request's wait in the limiter's queue (the permits were all taken).
     pub fn limiter() -> Self {
-        Self::start("limiter", SpanKind::Internal, Vec::new)
+        Self::start(|| "limiter".to_owned(), SpanKind::Internal, Vec::new)
     }
 
     /// Records that the call ran on a fresh instance (made for it), or a reused one.
