@@ -384,4 +384,6 @@ mkdir -p "$RESULTS"
     bash bench/wasi_p3.sh
     echo
     bash bench/workers.sh
+    echo
+    bash bench/tracing.sh
 } | tee "$RESULTS/latest.md"
