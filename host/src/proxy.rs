@@ -234,6 +234,9 @@ pub async fn forward(
         Some(&outgoing),
     )
     .await;
+    if let Ok(r) = &resp {
+        span.server(r.body().server());
+    }
     let status = resp.as_ref().map(|r| r.status());
     span.end(match &status {
         Ok(s) if s.is_server_error() => s.as_str(),

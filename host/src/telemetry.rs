@@ -321,6 +321,15 @@ impl Child {
         Self::start(|| "limiter".to_owned(), SpanKind::Internal, Vec::new)
     }
 
+    /// Records the server an exchange went to.
+    pub fn server(&self, addr: std::net::SocketAddr) {
+        if let Some(cx) = &self.0 {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new("server.address", addr.ip().to_string()));
+            span.set_attribute(KeyValue::new("server.port", i64::from(addr.port())));
+        }
+    }
+
     /// Records that the call ran on a fresh instance (made for it), or a reused one.
     pub fn instance(&self, fresh: bool) {
         if let Some(cx) = &self.0 {

@@ -115,6 +115,10 @@ async fn one_request_is_one_trace_whose_spans_nest_and_reach_the_backend() {
     assert!(attribute(server_span, "http.response.status_code").contains("200"));
     assert!(attribute(plugin_span, "plughost.outcome").contains("ok"));
     assert!(attribute(cache_span, "plughost.outcome").contains("miss"));
+    assert!(
+        attribute(client_span, "server.port").contains(&app.addr.port().to_string()),
+        "{client_span:?}"
+    );
     // The access line names the trace, so logs and traces join.
     let log = server.wait_log(&format!("trace_id={TRACE}"));
     assert!(log.contains("target=\"/api/headers\""), "{log}");
