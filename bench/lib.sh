@@ -1,5 +1,5 @@
 # What the bench scripts share (sourced): their settings from the environment, a work
-# directory and the processes started in it, both cleaned up on exit, and two helpers.
+# directory and the processes started in it, both cleaned up on exit, and their helpers.
 QUICK=${BENCH_QUICK:-0}
 DURATION=${BENCH_DURATION:-$([ "$QUICK" = 1 ] && echo 2 || echo 7)}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -18,3 +18,29 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# spawn NAME COMMAND...: COMMAND in the background, its output in $WORK/NAME.out.
+spawn() {
+    local name=$1; shift
+    "$@" >"$WORK/$name.out" 2>&1 &
+    PIDS+=($!)
+    echo $! >"$WORK/$name.pid"
+}
+# wait_url URL: until URL answers 200 (10 s at most).
+wait_url() {
+    for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return; sleep 0.1; done
+    echo "bench: $1 does not answer" >&2
+    exit 1
+}
+# plughost_toml NAME PORT TOML: $WORK/NAME.toml, a plughost on loopback PORT (0: any) with
+# no admin, its log in $WORK, a compiled cache shared by the run, and TOML.
+plughost_toml() {
+    cat >"$WORK/$1.toml" <<CFG
+port = $2
+bind = "127.0.0.1"
+admin = "off"
+log_file = "$WORK/$1.log"
+log_stderr = false
+wasm_cache_dir = "$WORK/cache"
+$3
+CFG
+}

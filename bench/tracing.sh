@@ -18,17 +18,6 @@ WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
 PLUGHOST=$PWD/target/release/plughost
 HYPER=$PWD/target/release/hyper-hello
 
-spawn() {
-    local name=$1; shift
-    "$@" >"$WORK/$name.out" 2>&1 &
-    PIDS+=($!)
-}
-wait_url() {
-    for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return; sleep 0.1; done
-    echo "bench: $1 does not answer" >&2
-    exit 1
-}
-
 B1=$(free_port) B2=$(free_port) SINK=$(free_port)
 spawn backend1 "$HYPER" "127.0.0.1:$B1"
 spawn backend2 "$HYPER" "127.0.0.1:$B2"
@@ -39,15 +28,7 @@ declare -A URL
 # system NAME TOML
 system() {
     local port; port=$(free_port)
-    cat >"$WORK/$1.toml" <<CFG
-port = $port
-bind = "127.0.0.1"
-admin = "off"
-log_file = "$WORK/$1.log"
-log_stderr = false
-wasm_cache_dir = "$WORK/cache"
-$2
-CFG
+    plughost_toml "$1" "$port" "$2"
     spawn "$1" "$PLUGHOST" --config "$WORK/$1.toml"
     URL[$1]="http://127.0.0.1:$port/"
 }

@@ -26,15 +26,7 @@ WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
 
 # start NAME CONFIG: plughost with CONFIG on a free port, once it says it is ready; prints ADDR.
 start() {
-    cat >"$WORK/$1.toml" <<CFG
-port = 0
-bind = "127.0.0.1"
-admin = "off"
-log_file = "$WORK/$1.log"
-log_stderr = false
-wasm_cache_dir = "$WORK/cache"
-$2
-CFG
+    plughost_toml "$1" 0 "$2"
     target/release/plughost --config "$WORK/$1.toml" >"$WORK/$1.out" 2>"$WORK/$1.err" &
     PIDS+=($!)
     echo $! >"$WORK/$1.pid"

@@ -27,20 +27,6 @@ WASM_DIR=$PWD/plugins/target/wasm32-wasip2/release
 PLUGHOST=$PWD/target/release/plughost
 HYPER=$PWD/target/release/hyper-hello
 
-# spawn NAME COMMAND...: COMMAND in the background, its output in $WORK/NAME.out.
-spawn() {
-    local name=$1; shift
-    "$@" >"$WORK/$name.out" 2>&1 &
-    PIDS+=($!)
-    echo $! >"$WORK/$name.pid"
-}
-# wait_url URL: until URL answers 200 (10 s at most).
-wait_url() {
-    for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return; sleep 0.1; done
-    echo "bench: $1 does not answer" >&2
-    exit 1
-}
-
 B1=$(free_port) B2=$(free_port)
 spawn backend1 "$HYPER" "127.0.0.1:$B1"
 spawn backend2 "$HYPER" "127.0.0.1:$B2"
@@ -51,15 +37,7 @@ declare -A URL SERVER
 # plughost_system NAME WORKERS BINARY EXTRA_TOML PATH
 plughost_system() {
     local port; port=$(free_port)
-    cat >"$WORK/$1.toml" <<CFG
-port = $port
-bind = "127.0.0.1"
-admin = "off"
-log_file = "$WORK/$1.log"
-log_stderr = false
-wasm_cache_dir = "$WORK/cache"
-$4
-CFG
+    plughost_toml "$1" "$port" "$4"
     # An older binary knows no `workers`: its one runtime gets the threads instead.
     TOKIO_WORKER_THREADS=$2 PLUGHOST_WORKERS=$2 spawn "$1" "$3" --config "$WORK/$1.toml"
     URL[$1]="http://127.0.0.1:$port$5"
