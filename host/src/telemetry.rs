@@ -382,7 +382,6 @@ enum Msg {
 struct Queue {
     tx: SyncSender<Msg>,
     dropped: Counter,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Queue {
@@ -394,14 +393,14 @@ impl Queue {
         let (tx, rx) = mpsc::sync_channel(size);
         let count = |outcome| spans.get_or_create(&OutcomeLabel { outcome }).clone();
         let (exported, failed) = (count("exported"), count("failed"));
-        let thread = std::thread::Builder::new()
+        // Not joined: it ends when every sender is gone, with the provider.
+        std::thread::Builder::new()
             .name("plughost-trace-export".into())
             .spawn(move || export_loop(exporter, &rx, &exported, &failed))
             .map_err(|e| TracingError(format!("cannot start the export thread: {e}")))?;
         Ok(Self {
             tx,
             dropped: count("dropped"),
-            thread: std::sync::Mutex::new(Some(thread)),
         })
     }
 
@@ -434,10 +433,7 @@ impl SpanProcessor for Queue {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let flushed = self.flush(timeout);
-        // The thread ends when every sender is gone, with the provider.
-        drop(self.thread.lock().ok().and_then(|mut t| t.take()));
-        flushed
+        self.flush(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
