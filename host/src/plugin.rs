@@ -168,7 +168,8 @@ impl LoadedPlugin {
     /// it returned ([`output::check`]). Failures, an invalid answer included, are counted,
     /// logged and fed to the client's backoff.
     pub async fn call(&self, req: Request<'_>, client: IpAddr) -> Result<Decision, PluginError> {
-        let span = telemetry::Child::plugin(&self.name, self.kind.as_str());
+        let span =
+            telemetry::Child::plugin(&self.name, self.kind.as_str(), self.wasm.world().name());
         let result = span.scope(self.checked_call(req, client, &span)).await;
         span.end(&outcome_of(&result));
         result
@@ -271,7 +272,8 @@ impl LoadedPlugin {
         client: IpAddr,
         rest: Option<Rest>,
     ) -> Result<http::Response<crate::body::Body>, PluginError> {
-        let span = telemetry::Child::plugin(&self.name, self.kind.as_str());
+        let span =
+            telemetry::Child::plugin(&self.name, self.kind.as_str(), self.wasm.world().name());
         let head = span
             .scope(self.checked_handle(req, https, client, rest, &span))
             .await;

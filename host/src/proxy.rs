@@ -224,19 +224,17 @@ pub async fn forward(
     let mut outgoing = Outgoing::new(&mut parts, client, fwd);
     let span = telemetry::Child::upstream(&parts.method, &pool.name);
     outgoing.trace = span.headers();
-    let resp = exchange(
-        pool,
-        &parts.method,
-        &parts.headers,
-        body,
-        path,
-        fwd.body_limit,
-        Some(&outgoing),
-    )
-    .await;
-    if let Ok(r) = &resp {
-        span.server(r.body().server());
-    }
+    let resp = span
+        .scope(exchange(
+            pool,
+            &parts.method,
+            &parts.headers,
+            body,
+            path,
+            fwd.body_limit,
+            Some(&outgoing),
+        ))
+        .await;
     let status = resp.as_ref().map(|r| r.status());
     span.end(match &status {
         Ok(s) if s.is_server_error() => s.as_str(),

@@ -15,6 +15,7 @@
 //! processor drops silently, which is why this queue is written here.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
@@ -245,8 +246,8 @@ impl Child {
         Self(Some(current.with_span(span)))
     }
 
-    /// A plugin call: the plugin's name and kind, whether its instance was made for it.
-    pub fn plugin(name: &str, kind: &'static str) -> Self {
+    /// A plugin call: the plugin's name, kind and world.
+    pub fn plugin(name: &str, kind: &'static str, world: &'static str) -> Self {
         Self::start(
             || format!("plugin {name}"),
             SpanKind::Internal,
@@ -254,6 +255,7 @@ impl Child {
                 vec![
                     KeyValue::new("plughost.plugin.name", name.to_owned()),
                     KeyValue::new("plughost.plugin.kind", kind),
+                    KeyValue::new("plughost.plugin.world", world),
                 ]
             },
         )
@@ -316,18 +318,15 @@ impl Child {
         Self::start(|| "cache".to_owned(), SpanKind::Internal, Vec::new)
     }
 
+    /// A stale entry's revalidation after its request was answered from it
+    /// (`stale-while-revalidate`).
+    pub fn revalidation() -> Self {
+        Self::start(|| "revalidate".to_owned(), SpanKind::Internal, Vec::new)
+    }
+
     /// A request's wait in the limiter's queue (the permits were all taken).
     pub fn limiter() -> Self {
         Self::start(|| "limiter".to_owned(), SpanKind::Internal, Vec::new)
-    }
-
-    /// Records the server an exchange went to.
-    pub fn server(&self, addr: std::net::SocketAddr) {
-        if let Some(cx) = &self.0 {
-            let span = cx.span();
-            span.set_attribute(KeyValue::new("server.address", addr.ip().to_string()));
-            span.set_attribute(KeyValue::new("server.port", i64::from(addr.port())));
-        }
     }
 
     /// Records that the call ran on a fresh instance (made for it), or a reused one.
@@ -367,6 +366,108 @@ impl Child {
         }
         span.end();
     }
+}
+
+/// Runs `record` on the current span when the request is traced and sampled: facts found
+/// deep in a call (the server an upstream exchange went to, a retry, an ejection) are
+/// written on the span of the call they happen in ([`Child::scope`]) without passing it
+/// down.
+fn current(record: impl FnOnce(&opentelemetry::trace::SpanRef<'_>)) {
+    if TRACER.get().is_none() {
+        return;
+    }
+    let cx = Context::current();
+    let span = cx.span();
+    if span.span_context().is_sampled() {
+        record(&span);
+    }
+}
+
+fn address(addr: SocketAddr) -> [KeyValue; 2] {
+    [
+        KeyValue::new("server.address", addr.ip().to_string()),
+        KeyValue::new("server.port", i64::from(addr.port())),
+    ]
+}
+
+/// An upstream exchange is sent to `server`, after `resends` failed tries: one span covers
+/// the exchange and its tries, and names the last server (OpenTelemetry's
+/// `http.request.resend_count` on it counts the tries before).
+pub fn sent_to(server: SocketAddr, resends: u32) {
+    current(|span| {
+        span.set_attributes(address(server));
+        if resends > 0 {
+            span.set_attribute(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(resends),
+            ));
+        }
+    });
+}
+
+/// A try of the current exchange at `server` failed for `reason` and the request is sent
+/// again: an event on the exchange's span.
+pub fn retry(server: SocketAddr, reason: &'static str) {
+    current(|span| {
+        let mut attributes = address(server).to_vec();
+        attributes.push(KeyValue::new("plughost.reason", reason));
+        span.add_event("retry", attributes);
+    });
+}
+
+/// Passive health ejected `server` from its pool for `time` after the current exchange
+/// failed there: an event on the exchange's span.
+pub fn ejected(server: SocketAddr, time: Duration) {
+    current(|span| {
+        let mut attributes = address(server).to_vec();
+        attributes.push(KeyValue::new(
+            "plughost.ejected_ms",
+            time.as_millis() as i64,
+        ));
+        span.add_event("ejected", attributes);
+    });
+}
+
+/// `work` with the current context, for a task spawned from a traced call: the spans it
+/// makes join the call's trace.
+pub fn carried<F: Future>(work: F) -> Either<WithContext<F>, F> {
+    if TRACER.get().is_none() {
+        return Either::Right(work);
+    }
+    let cx = Context::current();
+    if cx.span().span_context().is_sampled() {
+        Either::Left(work.with_context(cx))
+    } else {
+        Either::Right(work)
+    }
+}
+
+/// The linear memory of the instance that ran the current plugin call, at its end: wasm
+/// memory only grows, so this is the instance's peak over the calls it has served.
+pub fn memory(bytes: usize) {
+    current(|span| {
+        span.set_attribute(KeyValue::new("plughost.plugin.memory_bytes", bytes as i64));
+    });
+}
+
+/// The variant of its URL a request was answered from, on the current (cache) span: the
+/// request headers its `Vary` names, and an id of their values. The values themselves are
+/// not exported (`Vary: Cookie` or `Authorization` would put credentials in a trace); the
+/// id, keyed anew each run, tells two variants apart within one server's traces.
+pub fn variant(vary: &[(http::HeaderName, Option<String>)]) {
+    if vary.is_empty() {
+        return;
+    }
+    current(|span| {
+        static KEY: OnceLock<std::hash::RandomState> = OnceLock::new();
+        let id = std::hash::BuildHasher::hash_one(KEY.get_or_init(Default::default), vary);
+        let names = vary.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>();
+        span.set_attribute(KeyValue::new("plughost.cache.vary", names.join(", ")));
+        span.set_attribute(KeyValue::new(
+            "plughost.cache.variant",
+            format!("{id:016x}"),
+        ));
+    });
 }
 
 /// What goes to the export thread.

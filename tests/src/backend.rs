@@ -4,7 +4,9 @@
 //! Routes: `/healthz` → 200; `/headers` → the request headers, a `name: value` line each;
 //! `/slow?ms=N` → waits N ms; `/status/N` → status N; `/big?mb=N` → N MiB streamed with a
 //! Content-Length; `POST /upload` → the number of body bytes received (read as a stream);
-//! `/cached` → its id with `Cache-Control: max-age=60`; `/endless` → a body that never ends;
+//! `/cached` → its id with `Cache-Control: max-age=60`; `/vary` → the same, with
+//! `Vary: Accept-Encoding` (the request's one in `x-encoding`); `/swr` → its id, fresh for 1 s
+//! and then stale-while-revalidate for 60; `/endless` → a body that never ends;
 //! `POST /introspect` → RFC 7662 token introspection (`token=good-NAME` is active with `sub`
 //! NAME, any other token inactive; its `Authorization` and `traceparent` are recorded in
 //! `seen`, a line each); anything else → its id, `no-store`.
@@ -149,6 +151,19 @@ async fn answer(id: String, req: Request<Incoming>) -> Result<Response<Body>, In
     Ok(match path.as_str() {
         "/healthz" => text(200, "no-store", "ok".into()),
         "/cached" => text(200, "max-age=60", id),
+        "/vary" => {
+            let encoding = req.headers().get("accept-encoding").cloned();
+            let mut resp = text(200, "max-age=60", id);
+            resp.headers_mut().insert(
+                "vary",
+                hyper::header::HeaderValue::from_static("accept-encoding"),
+            );
+            if let Some(encoding) = encoding {
+                resp.headers_mut().insert("x-encoding", encoding);
+            }
+            resp
+        }
+        "/swr" => text(200, "max-age=1, stale-while-revalidate=60", id),
         "/headers" => {
             let lines: String = req
                 .headers()

@@ -1,13 +1,15 @@
 //! W3C trace context and OTLP export, against a real OTLP/HTTP receiver (the protobuf decoded
-//! with the `opentelemetry-proto` types) and a real backend that echoes the `traceparent` it
+//! with the `opentelemetry-proto` types) and real backends that echo the `traceparent` they
 //! received: one request through a filter and the proxy is one trace whose spans nest (server,
 //! then the plugin call and the cache, the upstream exchange in the cache), whose ids are the
-//! backend's; an unsampled
+//! backend's; the spans carry the plugin's world and memory, an exchange's retry and
+//! ejection, a cached variant (never its values) and a background revalidation; an unsampled
 //! request exports nothing but still passes its context on; a dead collector costs requests
 //! nothing and its lost spans are counted.
 
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use plughost_e2e::backend::TestBackend;
 use plughost_e2e::otlp::{Receiver, Span, hex};
 use plughost_e2e::{Plughost, eventually, labelled_metric, plugin};
@@ -32,6 +34,27 @@ fn received_traceparent(echo: &str) -> String {
         .find_map(|l| l.strip_prefix("traceparent: "))
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The value of attribute `key` of `attributes`, as `Debug` prints it ("" when absent).
+fn value_of(attributes: &[KeyValue], key: &str) -> String {
+    attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.clone())
+        .map(|v| format!("{:?}", v.value))
+        .unwrap_or_default()
+}
+
+fn attribute(span: &Span, key: &str) -> String {
+    value_of(&span.attributes, key)
+}
+
+/// A sampled `traceparent` of trace number `n`, from the caller's span.
+fn sampled(n: u32) -> (String, String) {
+    let trace = format!("{n:032x}");
+    let traceparent = format!("00-{trace}-{CALLER}-01");
+    (trace, traceparent)
 }
 
 async fn get(server: &Plughost, traceparent: &str) -> (u16, String) {
@@ -104,16 +127,17 @@ async fn one_request_is_one_trace_whose_spans_nest_and_reach_the_backend() {
     assert_eq!(cache_span.parent_span_id, server_span.span_id);
     assert_eq!(client_span.parent_span_id, cache_span.span_id);
     assert_eq!(hex(&client_span.span_id), parts[2], "the backend's parent");
-    let attribute = |s: &Span, key: &str| {
-        s.attributes
-            .iter()
-            .find(|a| a.key == key)
-            .and_then(|a| a.value.clone())
-            .map(|v| format!("{:?}", v.value))
-            .unwrap_or_default()
-    };
     assert!(attribute(server_span, "http.response.status_code").contains("200"));
     assert!(attribute(plugin_span, "plughost.outcome").contains("ok"));
+    assert!(
+        attribute(plugin_span, "plughost.plugin.world").contains("plughost:plugin/plugin"),
+        "{plugin_span:?}"
+    );
+    let memory = attribute(plugin_span, "plughost.plugin.memory_bytes");
+    assert!(
+        memory.contains("IntValue(") && !memory.contains("IntValue(0)"),
+        "{plugin_span:?}"
+    );
     assert!(attribute(cache_span, "plughost.outcome").contains("miss"));
     assert!(
         attribute(client_span, "server.port").contains(&app.addr.port().to_string()),
@@ -259,5 +283,191 @@ async fn a_plugin_sees_the_hosts_traceparent() {
         seen.trim_end(),
         format!("00-{TRACE}-{}-01", hex(&spans.span_id)),
         "the plugin saw the caller's context"
+    );
+}
+
+/// Of two servers, the first refuses connections: the request that meets it is sent on to
+/// the other, and its exchange's span says so: one resend, a `retry` and an `ejected` event
+/// naming the dead server, and the live one as the server that answered.
+#[tokio::test]
+async fn an_upstream_span_records_its_retry_and_the_ejection() {
+    let receiver = Receiver::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let live = TestBackend::start("live");
+    let server = Plughost::start(&format!(
+        "[upstreams.app]\nservers = [\"127.0.0.1:{dead_port}\", \"{}\"]\nhealth_interval = \"1h\"\nmax_fails = 1\n\
+         [[routes]]\nprefix = \"/api\"\nupstream = \"app\"\nstrip_prefix = true\n[tracing]\nendpoint = \"{}\"\n",
+        live.addr,
+        receiver.url(),
+    ));
+    // Round robin: one of the two requests meets the dead server first.
+    let (trace, traceparent) = sampled(1);
+    for _ in 0..2 {
+        assert_eq!(get(&server, &traceparent).await.0, 200);
+    }
+    let spans = eventually(Duration::from_secs(10), "two exchanges", async || {
+        let spans = receiver.trace(&trace);
+        match spans.iter().filter(|s| s.kind == 3).count() {
+            2 => Ok(spans),
+            n => Err(format!("{n} exchanges: {spans:?}")),
+        }
+    })
+    .await;
+    let exchanges: Vec<&Span> = spans.iter().filter(|s| s.kind == 3).collect();
+    let live_port = live.addr.port().to_string();
+    assert!(
+        exchanges
+            .iter()
+            .all(|s| attribute(s, "server.port").contains(&live_port)),
+        "{exchanges:#?}"
+    );
+    let retried: Vec<&&Span> = exchanges
+        .iter()
+        .filter(|s| !attribute(s, "http.request.resend_count").is_empty())
+        .collect();
+    assert_eq!(retried.len(), 1, "{exchanges:#?}");
+    let retried = retried[0];
+    assert!(attribute(retried, "http.request.resend_count").contains("IntValue(1)"));
+    let event = |name: &str| {
+        retried
+            .events
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("no {name} event: {retried:#?}"))
+    };
+    let (retry, ejected) = (event("retry"), event("ejected"));
+    for e in [retry, ejected] {
+        assert!(
+            value_of(&e.attributes, "server.port").contains(&dead_port.to_string()),
+            "{e:?}"
+        );
+    }
+    assert!(value_of(&retry.attributes, "plughost.reason").contains("connect"));
+    assert!(value_of(&ejected.attributes, "plughost.ejected_ms").contains("IntValue(10000)"));
+}
+
+/// A hit's cache span names the request headers that select its variant and an id of their
+/// values, the same for the same values and another for others; the values themselves
+/// (which may be credentials) are in no span.
+#[tokio::test]
+async fn a_cache_span_tells_variants_apart_without_their_values() {
+    let receiver = Receiver::start();
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&traced(&receiver.url(), &app));
+    let client = reqwest::Client::new();
+    // Each request a trace of its own: a miss and a hit for each value, then one more hit.
+    let asks = [
+        (1, "secret-a"),
+        (2, "secret-a"),
+        (3, "secret-b"),
+        (4, "secret-b"),
+        (5, "secret-a"),
+    ];
+    for (n, encoding) in asks {
+        let r = client
+            .get(server.url("/api/vary"))
+            .header("traceparent", sampled(n).1)
+            .header("accept-encoding", encoding)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-encoding"], encoding);
+    }
+    let hit = async |n: u32| {
+        eventually(Duration::from_secs(10), "a hit's cache span", async || {
+            let spans = receiver.trace(&sampled(n).0);
+            for span in &spans {
+                for a in &span.attributes {
+                    assert!(!format!("{a:?}").contains("secret-"), "{span:?}");
+                }
+            }
+            spans
+                .into_iter()
+                .find(|s| s.name == "cache")
+                .ok_or_else(|| "none yet".to_owned())
+        })
+        .await
+    };
+    let (a, b, again) = (hit(2).await, hit(4).await, hit(5).await);
+    for s in [&a, &b, &again] {
+        assert!(attribute(s, "plughost.outcome").contains("hit"), "{s:?}");
+        assert!(
+            attribute(s, "plughost.cache.vary").contains("\"accept-encoding\""),
+            "{s:?}"
+        );
+    }
+    let variant = |s: &Span| attribute(s, "plughost.cache.variant");
+    assert_eq!(variant(&a), variant(&again));
+    assert_ne!(variant(&a), variant(&b));
+    assert!(
+        hit(1)
+            .await
+            .attributes
+            .iter()
+            .all(|a| a.key != "plughost.cache.variant")
+    );
+}
+
+/// A stale entry answered at once (`stale-while-revalidate`) is fetched again behind the
+/// request; that fetch is a span in the request's trace, under its cache span, and holds the
+/// upstream exchange.
+#[tokio::test]
+async fn a_background_revalidation_is_a_span_of_the_request_that_started_it() {
+    let receiver = Receiver::start();
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&traced(&receiver.url(), &app));
+    let client = reqwest::Client::new();
+    let ask = async |traceparent: &str| {
+        let r = client
+            .get(server.url("/api/swr"))
+            .header("traceparent", traceparent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-cache"].to_str().unwrap().to_owned()
+    };
+    assert_eq!(ask(&sampled(1).1).await, "miss");
+    // Fresh for 1 s; then the next request is answered stale.
+    let (trace, traceparent) = sampled(2);
+    eventually(
+        Duration::from_secs(10),
+        "a stale answer",
+        async || match ask(&traceparent).await.as_str() {
+            "stale" => Ok(()),
+            other => Err(other.to_owned()),
+        },
+    )
+    .await;
+    let spans = eventually(Duration::from_secs(10), "the revalidation", async || {
+        let spans = receiver.trace(&trace);
+        let revalidated = spans
+            .iter()
+            .find(|s| s.name == "revalidate")
+            .is_some_and(|r| {
+                spans
+                    .iter()
+                    .any(|s| s.kind == 3 && s.parent_span_id == r.span_id)
+            });
+        if revalidated {
+            Ok(spans)
+        } else {
+            Err(format!("{spans:?}"))
+        }
+    })
+    .await;
+    let revalidation = spans.iter().find(|s| s.name == "revalidate").unwrap();
+    let parent = spans
+        .iter()
+        .find(|s| s.span_id == revalidation.parent_span_id)
+        .expect("its parent is in the trace");
+    assert_eq!(parent.name, "cache");
+    assert!(attribute(parent, "plughost.outcome").contains("stale"));
+    assert!(
+        attribute(revalidation, "plughost.outcome").contains("miss"),
+        "{revalidation:?}"
     );
 }

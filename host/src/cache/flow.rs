@@ -24,6 +24,7 @@ use super::policy::{self, Present, Reuse};
 use super::store::{Cache, Entry, Fetch, RequestPolicy};
 use crate::body::{self, Body, BoxError};
 use crate::error::RequestError;
+use crate::telemetry;
 
 /// The header that says what the cache did. Parsed once: by its name as a string it was
 /// parsed and checked on every hit, 544 instructions (callgrind 2026-11).
@@ -107,6 +108,7 @@ impl Cache {
         }
         let now = SystemTime::now();
         if let Some(entry) = &stored {
+            telemetry::variant(entry.variant());
             match policy::reuse(&entry.freshness, &policy.directives, now) {
                 Reuse::Fresh => {
                     self.count(true);
@@ -352,13 +354,18 @@ impl Cache {
         head.method = Method::GET;
         let req = conditional(head, body::full(Bytes::new()), Some(&entry));
         let (cache, policy) = (self.clone(), policy.clone());
+        // A span of the request's trace, though the request has been answered: where its
+        // backend's time went.
+        let span = telemetry::Child::revalidation();
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(e) = cache
-                .fetch(key, &view, req, Some(entry), &policy, &route)
-                .await
-            {
-                tracing::debug!(error = %e, "background revalidation failed");
+            let fetched = cache.fetch(key, &view, req, Some(entry), &policy, &route);
+            match span.scope(fetched).await {
+                Ok((_, outcome)) => span.end_as(outcome.as_str(), false),
+                Err(e) => {
+                    tracing::debug!(error = %e, "background revalidation failed");
+                    span.end("error");
+                }
             }
         });
     }

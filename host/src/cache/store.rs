@@ -55,6 +55,12 @@ impl Entry {
         }
     }
 
+    /// The request headers its `Vary` names and their values when it was stored: what
+    /// selects this variant of its URL.
+    pub fn variant(&self) -> &[(HeaderName, Option<String>)] {
+        &self.vary
+    }
+
     /// Whether a request with `headers` selects this variant (RFC 9111 §4.1).
     fn selected_by(&self, headers: &HeaderMap) -> bool {
         self.vary

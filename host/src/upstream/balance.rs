@@ -28,6 +28,7 @@ use super::metrics::{BackendErrorLabel, BackendLabel, BackendMetrics};
 use super::pool::Connections;
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// The most of a health check's response body that is read to keep its connection.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
@@ -271,6 +272,7 @@ impl Pool {
             .store(now + time.as_millis() as u64, Ordering::Relaxed);
         b.consecutive_failures.store(0, Ordering::Relaxed);
         self.metrics.ejections.get_or_create(&b.label).inc();
+        telemetry::ejected(b.addr, time);
         tracing::warn!(pool = %self.name, server = %b.addr, failures = n, ejected_for = ?time, "backend ejected: {why} in a row");
     }
 

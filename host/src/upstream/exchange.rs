@@ -16,6 +16,7 @@ use super::balance::{Backend, Pool};
 use super::h1::{self, Head};
 use super::pool::{SendError, Upstream};
 use crate::body::{self, Body};
+use crate::telemetry;
 
 /// The upstream side of a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,10 +82,11 @@ pub async fn exchange(
     let mut body = Some(body);
     let mut failed_on = None;
     // A request is sent again at most once.
-    let mut again = false;
-    loop {
+    let mut resends = 0;
+    let mut tried = None;
+    let result = loop {
         let Some(backend) = pool.pick(failed_on) else {
-            return Err(UpstreamError::NoHealthyServer(pool.name.clone()));
+            break Err(UpstreamError::NoHealthyServer(pool.name.clone()));
         };
         let body = body
             .take()
@@ -94,6 +96,7 @@ pub async fn exchange(
         let host = (!has_host).then_some(&backend.host);
         let head = Head::encode(method, path, headers, host, &body, rewrite)
             .ok_or(UpstreamError::Unencodable)?;
+        tried = Some(backend.addr);
         let started = Instant::now();
         let result = send_to(pool, backend, &head, body).await;
         let fail = |reason: &'static str| pool.count_error(backend, reason);
@@ -102,34 +105,36 @@ pub async fn exchange(
                 fail("timeout");
                 pool.timed_out(backend);
                 tracing::warn!(pool = %pool.name, server = %backend.addr, timeout = ?pool.config.response_timeout, "backend response timed out");
-                return Err(UpstreamError::Timeout(pool.name.clone()));
+                break Err(UpstreamError::Timeout(pool.name.clone()));
             }
             Ok(Err(SendError::Connect(e))) => {
                 fail("connect");
                 pool.connect_failed(backend);
                 tracing::debug!(pool = %pool.name, server = %backend.addr, error = %e, "backend connect failed");
-                if retryable && !again {
-                    again = true;
+                if retryable && resends == 0 {
+                    resends += 1;
                     failed_on = Some(backend.addr);
+                    telemetry::retry(backend.addr, "connect");
                     continue;
                 }
-                return Err(UpstreamError::Connect(pool.name.clone()));
+                break Err(UpstreamError::Connect(pool.name.clone()));
             }
             // As nginx's `proxy_next_upstream error` does for such requests; not the
             // backend's failure.
-            Ok(Err(SendError::Stale(e))) if retryable && !again => {
+            Ok(Err(SendError::Stale(e))) if retryable && resends == 0 => {
                 tracing::debug!(pool = %pool.name, server = %backend.addr, error = %e, "kept-alive backend connection closed under a request; sending it again");
-                again = true;
+                resends += 1;
+                telemetry::retry(backend.addr, "closed");
             }
             // The request body went past its limit while streaming: the sender's fault, 413,
             // and nothing against the backend.
             Ok(Err(SendError::Http(e))) if body_too_large(&e) => {
-                return Err(UpstreamError::BodyTooLarge { limit: body_limit });
+                break Err(UpstreamError::BodyTooLarge { limit: body_limit });
             }
             Ok(Err(SendError::Http(e) | SendError::Stale(e))) => {
                 fail("io");
                 tracing::warn!(pool = %pool.name, server = %backend.addr, error = %e, "backend request failed");
-                return Err(UpstreamError::Failed(pool.name.clone()));
+                break Err(UpstreamError::Failed(pool.name.clone()));
             }
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
@@ -141,10 +146,14 @@ pub async fn exchange(
                     .metered
                     .duration
                     .observe(started.elapsed().as_secs_f64());
-                return Ok(resp);
+                break Ok(resp);
             }
         }
+    };
+    if let Some(server) = tried {
+        telemetry::sent_to(server, resends);
     }
+    result
 }
 
 /// Sends one encoded request to `backend`, counted as sent and in flight until it is

@@ -208,11 +208,6 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// The server this answer comes from.
-    pub fn server(&self) -> SocketAddr {
-        self.home.addr
-    }
-
     fn release(&mut self) {
         if let Some(conn) = self.conn.take()
             && self.keep_alive

@@ -314,6 +314,16 @@ impl Prepared {
         }
     }
 
+    /// The world it implements.
+    pub fn world(&self) -> World {
+        match self {
+            Self::Plugin(_) => World::Plugin,
+            Self::WasiHttp(_) => World::Proxy,
+            Self::Service(_) => World::Service,
+            Self::Middleware(_) => World::Middleware,
+        }
+    }
+
     pub(super) fn engine(&self) -> &Engine {
         match self {
             Self::Plugin(p) => p.engine(),

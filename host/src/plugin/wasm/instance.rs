@@ -16,7 +16,7 @@ use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::engine::{ERROR_MESSAGE_MAX, Prepared, root};
+use super::engine::{ERROR_MESSAGE_MAX, Prepared, World, root};
 use super::service::Services;
 pub use super::store::{HttpCall, InstanceStats};
 use super::store::{StoreMaker, classify};
@@ -27,6 +27,7 @@ use crate::plugin::error::{FailureReason, PluginError};
 use crate::plugin::host::handler::Rest;
 use crate::plugin::host::{Capabilities, State};
 use crate::plugin::output::{OutputLimits, truncated};
+use crate::telemetry;
 
 /// One live instance and its store.
 struct Instance {
@@ -188,6 +189,11 @@ impl WasmPlugin {
         })
     }
 
+    /// The world its component implements.
+    pub fn world(&self) -> World {
+        self.pre.world()
+    }
+
     /// An idle instance (pooled policy) or a new one, with how long making it took.
     async fn checkout(&self) -> Result<(Instance, Option<Duration>), PluginError> {
         if self.config.reuse == Reuse::Pooled
@@ -219,6 +225,9 @@ impl WasmPlugin {
             let mut stats = self.stats.lock();
             stats.peak_memory = stats.peak_memory.max(peak);
         }
+        // On the call's span while it is current: always for plugin-process, for a wasi:http
+        // call when it ended before its response head.
+        telemetry::memory(peak);
         let keep = ok
             && self.config.reuse == Reuse::Pooled
             && self
@@ -364,7 +373,11 @@ impl WasmPlugin {
         })
         .await;
         let (answer, call) = match first {
-            Ok(head) => (head.ok(), Call::Running(tokio::spawn(call))),
+            // Still the plugin's call: its key-value and outbound spans join its trace.
+            Ok(head) => (
+                head.ok(),
+                Call::Running(tokio::spawn(telemetry::carried(call))),
+            ),
             Err(result) => (rx.try_recv().ok(), Call::Ended(result)),
         };
         let head = response(answer, call, on_failure).await;

@@ -323,7 +323,7 @@ impl WasiHttpHooks for Hooks {
             }
         }
         Box::new(async move {
-            let sent = p.send(dest, request, options, permit).await;
+            let sent = span.scope(p.send(dest, request, options, permit)).await;
             span.end(match &sent {
                 Ok(_) => "ok",
                 Err(_) => "error",
