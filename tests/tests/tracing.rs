@@ -471,3 +471,41 @@ async fn a_background_revalidation_is_a_span_of_the_request_that_started_it() {
         "{revalidation:?}"
     );
 }
+
+/// A wasi:http component that calls out after it has sent its response head: the call goes
+/// on after the request's plugin span ended, and its outbound request is still a span of it.
+#[tokio::test]
+async fn a_components_outbound_call_after_its_head_is_in_its_trace() {
+    let receiver = Receiver::start();
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&format!(
+        "[[plugins]]\nname = \"h\"\nfile = {:?}\nkind = \"wasi-http\"\nallowed_outbound = [\"http://{}\"]\n\
+         [[routes]]\nprefix = \"/h\"\nplugin = \"h\"\n[tracing]\nendpoint = \"{}\"\n",
+        plugin("http_hostile").display().to_string(),
+        app.addr,
+        receiver.url(),
+    ));
+    let (trace, traceparent) = sampled(1);
+    let r = reqwest::Client::new()
+        .get(server.url(&format!("/h/fetch-after-head?url=http://{}/x", app.addr)))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "fetching\nstatus=200\n");
+    let spans = eventually(Duration::from_secs(10), "the outbound span", async || {
+        let spans = receiver.trace(&trace);
+        if spans.iter().any(|s| s.name == "outbound") {
+            Ok(spans)
+        } else {
+            Err(format!("{spans:?}"))
+        }
+    })
+    .await;
+    let call = spans.iter().find(|s| s.name == "plugin h").unwrap();
+    assert!(attribute(call, "plughost.plugin.world").contains("wasi:http/proxy@0.2"));
+    let outbound = spans.iter().find(|s| s.name == "outbound").unwrap();
+    assert_eq!(outbound.parent_span_id, call.span_id, "{spans:#?}");
+    assert!(attribute(outbound, "plughost.outcome").contains("ok"));
+}

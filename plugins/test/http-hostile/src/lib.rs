@@ -9,6 +9,7 @@
 //! - `/leak`: answers, but forgets a resource, so it stays in the instance's table;
 //! - `/status?code=N&length=L`: answers `status\n` with status N and `content-length: L`;
 //! - `/fetch?url=U`: GETs U (outbound, under the plugin's allow-list) and says how it went;
+//! - `/fetch-after-head?url=U`: the same, once its response head is sent and it has waited;
 //! - anything else: `hello`.
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -98,6 +99,19 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 let length = query(&pq, "length").unwrap_or("7");
                 let headers = [("content-length", length), ("x-status", "set")];
                 respond(out, code, &headers, "status\n");
+            }
+            "fetch-after-head" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let body = response.body().expect("body taken once");
+                ResponseOutparam::set(out, Ok(response));
+                let stream = body.write().expect("stream taken once");
+                let _ = stream.blocking_write_and_flush(b"fetching\n");
+                // A host wait: the request is answered before the call goes on.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let text = fetch(query(&pq, "url").unwrap_or_default());
+                let _ = stream.blocking_write_and_flush(format!("{text}\n").as_bytes());
+                drop(stream);
+                let _ = OutgoingBody::finish(body, None);
             }
             "fetch" => {
                 let text = fetch(query(&pq, "url").unwrap_or_default());
