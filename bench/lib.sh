@@ -44,3 +44,20 @@ wasm_cache_dir = "$WORK/cache"
 $3
 CFG
 }
+# plughost_at REV: the path of a release plughost built from commit REV (a baseline measured
+# in the same run as today's), built once into target/bench/ from a worktree that shares
+# target/ (only plughost itself and what changed since are compiled again). Rebuilds today's
+# binary afterwards, as the worktree's build replaced target/release/plughost.
+plughost_at() {
+    local rev out src
+    rev=$(git rev-parse --short "$1") out=$PWD/target/bench/plughost-$rev
+    if [ ! -x "$out" ]; then
+        src="$WORK/src-$rev"
+        git worktree add -q --detach "$src" "$rev" >&2
+        (cd "$src" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release -q -p plughost >&2)
+        mkdir -p target/bench && cp target/release/plughost "$out"
+        git worktree remove --force "$src" >&2
+        cargo build --release -q -p plughost >&2
+    fi
+    echo "$out"
+}

@@ -36,6 +36,10 @@ PROXY_POOL = ('[upstreams.origin]\nservers = ["ORIGIN", "SECOND"]\nhealth_path =
 # name: (config, request path, request headers)
 PATHS = {
     "cache-hit": ("", "/", {}),
+    # A hit with tracing on and nothing sampled: what tracing costs the requests it does not
+    # record (the spans of sampled ones go to a closed port).
+    "cache-hit-unsampled": ('[tracing]\nendpoint = "http://127.0.0.1:9/v1/traces"\n'
+                            'sample_ratio = 0.0\n', "/", {}),
     # The default route with the cache off: the page is made for every request.
     "route": ("cache_capacity = 0\n", "/", {}),
     "one-filter": ('[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'

@@ -121,7 +121,7 @@ impl Drop for Logged {
             duration: l.duration,
             cache: l.cache,
             aborted,
-            trace_id: trace_id.as_deref(),
+            trace_id: trace_id.as_ref().map(|t| t.as_str()),
         });
     }
 }

@@ -112,7 +112,7 @@ struct Outgoing {
     via: &'static str,
     /// Our `traceparent` (and `tracestate`) when the request is traced: they replace the
     /// client's, so the backend's spans are children of the exchange's.
-    trace: Vec<(String, String)>,
+    trace: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Outgoing {
@@ -208,7 +208,7 @@ impl h1::Rewrite for Outgoing {
         }
         out.field("via", self.via.as_bytes());
         for (name, value) in &self.trace {
-            out.field(name, value.as_bytes());
+            out.field(name.as_str(), value.as_bytes());
         }
     }
 }

@@ -315,12 +315,7 @@ impl WasiHttpHooks for Hooks {
         // The trace context is the host's: it replaces any the guest wrote.
         let mut request = request;
         for (name, value) in span.headers() {
-            if let (Ok(name), Ok(value)) = (
-                http::HeaderName::try_from(name),
-                http::HeaderValue::try_from(value),
-            ) {
-                request.headers_mut().insert(name, value);
-            }
+            request.headers_mut().insert(name, value);
         }
         Box::new(async move {
             let sent = span.scope(p.send(dest, request, options, permit)).await;

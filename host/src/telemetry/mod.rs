@@ -8,50 +8,49 @@
 //! context while its future runs ([`FutureExt::with_context`]), so a child span is made from
 //! wherever it happens without passing the context down every call.
 //!
-//! Export never makes a request wait: an ended span goes into a bounded queue ([`Queue`]),
-//! and one thread of its own batches and exports them. When the collector is slow or gone
-//! the queue fills and further spans are dropped; `plughost_trace_spans_total{outcome}`
-//! counts each span exported, failed (its export failed) or dropped. The SDK's own batch
-//! processor drops silently, which is why this queue is written here.
+//! Export never makes a request wait: ended spans go through a bounded queue to a thread of
+//! their own, and are dropped and counted when the collector is slow or gone ([`export`]).
+//! The W3C headers are read and written by hand ([`w3c`]), as every request pays for them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{HeaderMap, Method, Uri, Version};
-use opentelemetry::propagation::TextMapPropagator;
+use futures_util::future::Either;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter as _, SpanProcessor,
+    IdGenerator as _, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, SdkTracerProvider,
+    ShouldSample as _,
 };
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use futures_util::future::Either;
 pub use opentelemetry::context::{FutureExt, WithContext};
 
+use self::export::{OutcomeLabel, Queue};
 use crate::config::TracingConfig;
 
-/// The tracer, set when `[tracing]` is on.
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+mod export;
+mod w3c;
 
-/// Spans exported in one request to the collector at most.
-const BATCH: usize = 512;
+/// Set when `[tracing]` is on.
+static TRACER: OnceLock<Tracing> = OnceLock::new();
 
-/// Longest an ended span waits for its batch to fill.
-const BATCH_WAIT: Duration = Duration::from_secs(1);
+/// What makes spans: the SDK's tracer, and the sampler and ids it is configured with, which
+/// the server span asks first so that an unsampled request builds no SDK span at all.
+struct Tracing {
+    tracer: SdkTracer,
+    sampler: Sampler,
+    ids: RandomIdGenerator,
+}
 
 /// Why tracing could not start; the message names the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +108,8 @@ impl Telemetry {
             .with_timeout(config.export_timeout)
             .build()
             .map_err(|e| TracingError(format!("endpoint `{}`: {e}", config.endpoint)))?;
-        let queue = Queue::start(exporter, config.queue_size, spans)?;
+        let queue = Queue::start(exporter, config.queue_size, spans)
+            .map_err(|e| TracingError(format!("cannot start the export thread: {e}")))?;
         let resource = Resource::builder()
             .with_service_name(config.service_name.clone())
             .with_attributes(
@@ -119,15 +119,21 @@ impl Telemetry {
                     .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
             )
             .build();
+        // The SDK makes only the spans already decided on: a server span that `request`'s
+        // sampler chose, and children of sampled spans ([`Child::start`]).
         let provider = SdkTracerProvider::builder()
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                config.sample_ratio,
-            ))))
+            .with_sampler(Sampler::AlwaysOn)
             .with_resource(resource)
             .with_span_processor(queue)
             .build();
         // A second server in one process (tests of the pipeline) keeps the first tracer.
-        let _ = TRACER.set(provider.tracer("plughost"));
+        let _ = TRACER.set(Tracing {
+            tracer: provider.tracer("plughost"),
+            sampler: Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                config.sample_ratio,
+            ))),
+            ids: RandomIdGenerator::default(),
+        });
         Ok(Self {
             provider: Some(provider),
         })
@@ -143,12 +149,6 @@ impl Telemetry {
     }
 }
 
-/// The label of the span counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
 /// The server span of a request, from the W3C `traceparent`/`tracestate` it carries (a new
 /// trace when it has none, or none that parses), or `None` when tracing is off. Sampled or
 /// not, the context it makes is what the request's backends are sent.
@@ -159,21 +159,46 @@ pub fn request(
     version: Version,
     client: &str,
 ) -> Option<Context> {
-    let tracer = TRACER.get()?;
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    let mut span = tracer
+    let t = TRACER.get()?;
+    let caller = w3c::parent(headers);
+    let trace_id = caller
+        .as_ref()
+        .map_or_else(|| t.ids.new_trace_id(), SpanContext::trace_id);
+    let parent = match &caller {
+        Some(sc) => Context::new().with_remote_span_context(sc.clone()),
+        None => Context::new(),
+    };
+    let decision = t
+        .sampler
+        .should_sample(Some(&parent), trace_id, "", &SpanKind::Server, &[], &[])
+        .decision;
+    if decision != SamplingDecision::RecordAndSample {
+        // Not recorded: a context of our own span id and nothing else, which the backends
+        // and plugins are given. The SDK's span would come to the same, at ~700 instructions.
+        let state = caller
+            .map(|sc| sc.trace_state().clone())
+            .unwrap_or_default();
+        let own = SpanContext::new(
+            trace_id,
+            t.ids.new_span_id(),
+            TraceFlags::default(),
+            false,
+            state,
+        );
+        return Some(Context::new().with_remote_span_context(own));
+    }
+    // A new trace gets the SDK's own id: ours only decided (a ratio of random ids).
+    let tracer = &t.tracer;
+    let span = tracer
         .span_builder(method.as_str().to_owned())
         .with_kind(SpanKind::Server)
-        .start_with_context(tracer, &parent);
-    // Set once sampled: an unsampled request (most, at a low ratio) builds none of them.
-    if span.is_recording() {
-        span.set_attributes([
+        .with_attributes([
             KeyValue::new("http.request.method", method.as_str().to_owned()),
             KeyValue::new("url.path", uri.path().to_owned()),
             KeyValue::new("network.protocol.version", protocol(version)),
             KeyValue::new("client.address", client.to_owned()),
-        ]);
-    }
+        ])
+        .start_with_context(tracer, &parent);
     Some(parent.with_span(span))
 }
 
@@ -189,9 +214,7 @@ fn protocol(version: Version) -> &'static str {
 /// Puts the server span's context in the request's own headers, in place of the caller's:
 /// the plugins that read `traceparent` see the host's span, and cannot make one up for it.
 pub fn replace_context(cx: &Context, headers: &mut HeaderMap) {
-    headers.remove("traceparent");
-    headers.remove("tracestate");
-    TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
+    w3c::write(cx.span().span_context(), headers);
 }
 
 /// Ends a request's server span with what was sent.
@@ -213,8 +236,20 @@ pub fn finish(cx: &Context, status: u16, bytes: u64, cache: &'static str, aborte
 }
 
 /// A request's trace id, for its access line.
-pub fn trace_id(cx: &Context) -> String {
-    cx.span().span_context().trace_id().to_string()
+pub fn trace_id(cx: &Context) -> TraceIdHex {
+    let mut hex = [0; 32];
+    w3c::hex(&cx.span().span_context().trace_id().to_bytes(), &mut hex);
+    TraceIdHex(hex)
+}
+
+/// A trace id in hex, written without an allocation.
+pub struct TraceIdHex([u8; 32]);
+
+impl TraceIdHex {
+    /// The 32 hex digits.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits")
+    }
 }
 
 /// A span inside the current request's trace (a plugin call, an upstream exchange), or
@@ -229,7 +264,7 @@ impl Child {
         kind: SpanKind,
         attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Self {
-        let Some(tracer) = TRACER.get() else {
+        let Some(Tracing { tracer, .. }) = TRACER.get() else {
             return Self(None);
         };
         let current = Context::current();
@@ -341,13 +376,11 @@ impl Child {
 
     /// The W3C headers (`traceparent`, and `tracestate` when there is one) that make a
     /// backend's spans children of this one.
-    pub fn headers(&self) -> Vec<(String, String)> {
-        let Some(cx) = &self.0 else {
-            return Vec::new();
-        };
-        let mut fields = HashMap::new();
-        TraceContextPropagator::new().inject_context(cx, &mut fields);
-        fields.into_iter().collect()
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        match &self.0 {
+            Some(cx) => w3c::fields(cx.span().span_context()),
+            None => Vec::new(),
+        }
     }
 
     /// Ends it with `outcome` (`ok`, or what went wrong).
@@ -468,142 +501,4 @@ pub fn variant(vary: &[(http::HeaderName, Option<String>)]) {
             format!("{id:016x}"),
         ));
     });
-}
-
-/// What goes to the export thread.
-enum Msg {
-    Span(Box<SpanData>),
-    Resource(Resource),
-    /// Export what is queued, then answer.
-    Flush(mpsc::Sender<()>),
-}
-
-/// The bounded queue between ended spans and the exporter's thread.
-#[derive(Debug)]
-struct Queue {
-    tx: SyncSender<Msg>,
-    dropped: Counter,
-}
-
-impl Queue {
-    fn start(
-        exporter: opentelemetry_otlp::SpanExporter,
-        size: usize,
-        spans: Family<OutcomeLabel, Counter>,
-    ) -> Result<Self, TracingError> {
-        let (tx, rx) = mpsc::sync_channel(size);
-        let count = |outcome| spans.get_or_create(&OutcomeLabel { outcome }).clone();
-        let (exported, failed) = (count("exported"), count("failed"));
-        // Not joined: it ends when every sender is gone, with the provider.
-        std::thread::Builder::new()
-            .name("plughost-trace-export".into())
-            .spawn(move || export_loop(exporter, &rx, &exported, &failed))
-            .map_err(|e| TracingError(format!("cannot start the export thread: {e}")))?;
-        Ok(Self {
-            tx,
-            dropped: count("dropped"),
-        })
-    }
-
-    /// Asks the thread to export what is queued; waits for it at most `timeout`. A full
-    /// queue (the collector slow or gone) is not waited for.
-    fn flush(&self, timeout: Duration) -> OTelSdkResult {
-        let (done, wait) = mpsc::channel();
-        self.tx
-            .try_send(Msg::Flush(done))
-            .map_err(|_| OTelSdkError::InternalFailure("the span queue is full".into()))?;
-        wait.recv_timeout(timeout)
-            .map_err(|_| OTelSdkError::Timeout(timeout))
-    }
-}
-
-impl SpanProcessor for Queue {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        if self.tx.try_send(Msg::Span(Box::new(span))).is_err() {
-            self.dropped.inc();
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.flush(Duration::from_secs(5))
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.flush(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        let _ = self.tx.try_send(Msg::Resource(resource.clone()));
-    }
-}
-
-/// The export thread: batches of up to [`BATCH`] spans, each sent when full or
-/// [`BATCH_WAIT`] after its first span, on a runtime of its own (the HTTP client needs one).
-fn export_loop(
-    mut exporter: opentelemetry_otlp::SpanExporter,
-    rx: &Receiver<Msg>,
-    exported: &Counter,
-    failed: &Counter,
-) {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        tracing::error!("tracing: cannot start the export runtime; no span will be exported");
-        return;
-    };
-    let mut batch: Vec<SpanData> = Vec::with_capacity(BATCH);
-    let mut first: Option<Instant> = None;
-    loop {
-        let wait = first.map_or(BATCH_WAIT, |t| BATCH_WAIT.saturating_sub(t.elapsed()));
-        let mut flushed = None;
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Span(span)) => {
-                first.get_or_insert_with(Instant::now);
-                batch.push(*span);
-            }
-            Ok(Msg::Resource(resource)) => exporter.set_resource(&resource),
-            Ok(Msg::Flush(done)) => flushed = Some(done),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                send(&runtime, &exporter, &mut batch, exported, failed);
-                return;
-            }
-        }
-        let due = first.is_some_and(|t| t.elapsed() >= BATCH_WAIT);
-        if batch.len() >= BATCH || due || flushed.is_some() {
-            send(&runtime, &exporter, &mut batch, exported, failed);
-            first = None;
-        }
-        if let Some(done) = flushed {
-            let _ = done.send(());
-        }
-    }
-}
-
-fn send(
-    runtime: &tokio::runtime::Runtime,
-    exporter: &opentelemetry_otlp::SpanExporter,
-    batch: &mut Vec<SpanData>,
-    exported: &Counter,
-    failed: &Counter,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let n = batch.len() as u64;
-    match runtime.block_on(exporter.export(std::mem::take(batch))) {
-        Ok(()) => {
-            exported.inc_by(n);
-        }
-        Err(e) => {
-            failed.inc_by(n);
-            tracing::debug!(error = %e, spans = n, "tracing: an export failed");
-        }
-    }
 }
