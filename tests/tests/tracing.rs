@@ -509,3 +509,33 @@ async fn a_components_outbound_call_after_its_head_is_in_its_trace() {
     assert_eq!(outbound.parent_span_id, call.span_id, "{spans:#?}");
     assert!(attribute(outbound, "plughost.outcome").contains("ok"));
 }
+
+/// A component's outbound request carries its request's context, sampled or not, whatever
+/// `traceparent` the guest wrote.
+#[tokio::test]
+async fn a_components_outbound_request_cannot_forge_the_context() {
+    let receiver = Receiver::start();
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&format!(
+        "[[plugins]]\nname = \"h\"\nfile = {:?}\nkind = \"wasi-http\"\nallowed_outbound = [\"http://{}\"]\n\
+         [[routes]]\nprefix = \"/h\"\nplugin = \"h\"\n[tracing]\nendpoint = \"{}\"\n",
+        plugin("http_hostile").display().to_string(),
+        app.addr,
+        receiver.url(),
+    ));
+    for flags in ["01", "00"] {
+        let r = reqwest::Client::new()
+            .get(server.url(&format!("/h/fetch-forged?url=http://{}/headers", app.addr)))
+            .header("traceparent", format!("00-{TRACE}-{CALLER}-{flags}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let sent = received_traceparent(&r.text().await.unwrap());
+        assert!(
+            sent.starts_with(&format!("00-{TRACE}-")) && sent.ends_with(&format!("-{flags}")),
+            "the backend was sent {sent:?}"
+        );
+        assert!(!sent.contains(CALLER), "{sent}");
+    }
+}

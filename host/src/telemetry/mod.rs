@@ -220,6 +220,9 @@ pub fn replace_context(cx: &Context, headers: &mut HeaderMap) {
 /// Ends a request's server span with what was sent.
 pub fn finish(cx: &Context, status: u16, bytes: u64, cache: &'static str, aborted: bool) {
     let span = cx.span();
+    if !span.is_recording() {
+        return;
+    }
     span.set_attribute(KeyValue::new(
         "http.response.status_code",
         i64::from(status),
@@ -375,11 +378,22 @@ impl Child {
     }
 
     /// The W3C headers (`traceparent`, and `tracestate` when there is one) that make a
-    /// backend's spans children of this one.
+    /// backend's spans children of this one; for a request not sampled, its context (so a
+    /// plugin's outbound request never carries a context the guest made up). None when
+    /// tracing is off.
     pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        match &self.0 {
-            Some(cx) => w3c::fields(cx.span().span_context()),
-            None => Vec::new(),
+        if let Some(cx) = &self.0 {
+            return w3c::fields(cx.span().span_context());
+        }
+        if TRACER.get().is_none() {
+            return Vec::new();
+        }
+        let cx = Context::current();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            w3c::fields(&sc)
+        } else {
+            Vec::new()
         }
     }
 

@@ -85,12 +85,11 @@ pub fn traceparent(sc: &SpanContext) -> HeaderValue {
 /// when it has entries.
 pub fn write(sc: &SpanContext, headers: &mut HeaderMap) {
     headers.insert(TRACEPARENT.clone(), traceparent(sc));
-    let state = sc.trace_state().header();
-    match HeaderValue::try_from(state) {
-        Ok(v) if !v.is_empty() => {
+    match tracestate(sc) {
+        Some(v) => {
             headers.insert(TRACESTATE.clone(), v);
         }
-        _ => {
+        None => {
             headers.remove(&TRACESTATE);
         }
     }
@@ -99,13 +98,18 @@ pub fn write(sc: &SpanContext, headers: &mut HeaderMap) {
 /// The W3C headers of `sc` as name and value pairs, `tracestate` only when it has entries.
 pub fn fields(sc: &SpanContext) -> Vec<(HeaderName, HeaderValue)> {
     let mut fields = vec![(TRACEPARENT.clone(), traceparent(sc))];
-    let state = sc.trace_state().header();
-    if let Ok(v) = HeaderValue::try_from(state)
-        && !v.is_empty()
-    {
-        fields.push((TRACESTATE.clone(), v));
-    }
+    fields.extend(tracestate(sc).map(|v| (TRACESTATE.clone(), v)));
     fields
+}
+
+/// The `tracestate` value of `sc`, if it has entries.
+fn tracestate(sc: &SpanContext) -> Option<HeaderValue> {
+    if *sc.trace_state() == TraceState::NONE {
+        return None;
+    }
+    HeaderValue::try_from(sc.trace_state().header())
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// `bytes` as lowercase hex into `out` (twice their length).

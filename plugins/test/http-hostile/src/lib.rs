@@ -9,6 +9,8 @@
 //! - `/leak`: answers, but forgets a resource, so it stays in the instance's table;
 //! - `/status?code=N&length=L`: answers `status\n` with status N and `content-length: L`;
 //! - `/fetch?url=U`: GETs U (outbound, under the plugin's allow-list) and says how it went;
+//! - `/fetch-forged?url=U`: GETs U with a `traceparent` of its own making and answers the
+//!   response's body (the host is to replace that header);
 //! - `/fetch-after-head?url=U`: the same, once its response head is sent and it has waited;
 //! - anything else: `hello`.
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,24 +49,47 @@ fn respond(out: ResponseOutparam, status: u16, headers: &[(&str, &str)], text: &
 }
 
 fn fetch(url: &str) -> String {
+    send(url, &[]).0
+}
+
+/// GETs `url` with `headers`: how it went, and the start of the response body.
+fn send(url: &str, headers: &[(String, Vec<u8>)]) -> (String, String) {
     let Some((_, rest)) = url.split_once("://") else {
-        return "error: bad url".into();
+        return ("error: bad url".into(), String::new());
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let req = OutgoingRequest::new(Fields::new());
+    let req = OutgoingRequest::new(Fields::from_list(headers).expect("valid headers"));
     let _ = req.set_scheme(Some(&Scheme::Http));
     let _ = req.set_authority(Some(authority));
     let _ = req.set_path_with_query(Some(if path.is_empty() { "/" } else { path }));
     let future = match wasi::http::outgoing_handler::handle(req, None) {
         Ok(f) => f,
-        Err(e) => return format!("error: {e:?}"),
+        Err(e) => return (format!("error: {e:?}"), String::new()),
     };
     future.subscribe().block();
     match future.get() {
-        Some(Ok(Ok(resp))) => format!("status={}", resp.status()),
-        Some(Ok(Err(e))) => format!("error: {e:?}"),
-        _ => "error: gone".into(),
+        Some(Ok(Ok(resp))) => (format!("status={}", resp.status()), start_of(resp)),
+        Some(Ok(Err(e))) => (format!("error: {e:?}"), String::new()),
+        _ => ("error: gone".into(), String::new()),
     }
+}
+
+/// The first 4 KiB of a response's body, or what of it came.
+fn start_of(resp: wasi::http::types::IncomingResponse) -> String {
+    let Ok(body) = resp.consume() else {
+        return String::new();
+    };
+    let Ok(stream) = body.stream() else {
+        return String::new();
+    };
+    let mut text = Vec::new();
+    while text.len() < 4096 {
+        match stream.blocking_read(4096) {
+            Ok(chunk) if !chunk.is_empty() => text.extend(chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 impl wasi::exports::http::incoming_handler::Guest for Hostile {
@@ -112,6 +137,14 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 let _ = stream.blocking_write_and_flush(format!("{text}\n").as_bytes());
                 drop(stream);
                 let _ = OutgoingBody::finish(body, None);
+            }
+            "fetch-forged" => {
+                let forged = [(
+                    "traceparent".to_owned(),
+                    b"00-0123456789abcdef0123456789abcdef-0123456789abcdef-01".to_vec(),
+                )];
+                let (_, body) = send(query(&pq, "url").unwrap_or_default(), &forged);
+                respond(out, 200, &[], &body);
             }
             "fetch" => {
                 let text = fetch(query(&pq, "url").unwrap_or_default());
