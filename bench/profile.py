@@ -13,6 +13,11 @@ also measured for Debian's nginx doing the same proxying (`nginx-proxy`: one pro
 `master_process off; daemon off;`, keep-alive upstream connections, a buffered access log),
 the reference issue 17 sets.
 
+With PROFILE_TRACE_RATIO=R every path runs with `[tracing]` on, sampling R of new traces
+(exported to a closed port: the cost of making and queueing spans, not of a collector's
+answers). With PROFILE_SUMMARY=1 only a `path<TAB>instructions per request` line a path is
+printed.
+
 usage: profile.py PLUGHOST WASM_DIR OUT_DIR [N]   (PROFILE_PATHS=a,b selects paths)
 """
 
@@ -36,10 +41,6 @@ PROXY_POOL = ('[upstreams.origin]\nservers = ["ORIGIN", "SECOND"]\nhealth_path =
 # name: (config, request path, request headers)
 PATHS = {
     "cache-hit": ("", "/", {}),
-    # A hit with tracing on and nothing sampled: what tracing costs the requests it does not
-    # record (the spans of sampled ones go to a closed port).
-    "cache-hit-unsampled": ('[tracing]\nendpoint = "http://127.0.0.1:9/v1/traces"\n'
-                            'sample_ratio = 0.0\n', "/", {}),
     # The default route with the cache off: the page is made for every request.
     "route": ("cache_capacity = 0\n", "/", {}),
     "one-filter": ('[[plugins]]\nname = "headers"\nfile = "WASM/headers.wasm"\n'
@@ -122,6 +123,8 @@ def profile(binary, wasm, out_dir, name, n):
                 f'log_file = "{out_dir}/{name}.log"\nwasm_cache_dir = "{out_dir}/cache"\n'
                 + extra.replace("WASM", wasm).replace("ORIGIN", ORIGIN_ADDR)
                 .replace("SECOND", SECOND_ADDR))
+        if ratio := os.environ.get("PROFILE_TRACE_RATIO"):
+            f.write(f'\n[tracing]\nendpoint = "http://127.0.0.1:9/v1/traces"\nsample_ratio = {ratio}\n')
     dump = os.path.join(out_dir, f"callgrind.{name}.out")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", binary, "--config", config],
@@ -236,6 +239,9 @@ def main():
         if only and name not in only.split(","):
             continue
         per_request, own = profile(binary, wasm, out_dir, name, n)
+        if os.environ.get("PROFILE_SUMMARY"):
+            print(f"{name}\t{per_request:.0f}")
+            continue
         print(f"### {name}: {per_request:,.0f} instructions per request "
               f"(callgrind, {n} keep-alive requests, all threads)\n")
         print("| plughost function (inclusive) | instructions per request | share |")

@@ -7,7 +7,8 @@
 # collector (a closed port). For each, wrk -t1 -c64 --latency, BENCH_ROUNDS rounds (3) of
 # BENCH_DURATION s (5), systems alternating; medians of req/s, of plughost's CPU time per
 # request (user + system, from /proc around each run: steadier than req/s on a 2-core machine
-# that wrk shares) and of p50/p99 latency, with ratios to the same path in the same run.
+# that wrk shares) and of p50/p99 latency, with ratios to the same path in the same run; then
+# each path's instructions per request under callgrind, the steady measure.
 # Run by `make bench` (bench/run.sh); alone: bash bench/tracing.sh (BENCH_QUICK=1: 2 s runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,4 +88,21 @@ for round in $(seq "$ROUNDS"); do
     done
     echo "  round $round done" >&2
 done
-python3 bench/tracing_report.py "$RAW" "$(getconf CLK_TCK)"
+# The same paths' instructions per request under callgrind (bench/profile.py: the filter
+# path is its one-filter-both), which repeat run after run where req/s and CPU time move by
+# more than tracing's cost: today's binary off, on with nothing sampled and with all sampled,
+# and the binary from before tracing.
+IR="$WORK/ir.tsv"
+scripts/need.sh valgrind valgrind
+for sys in before off unsampled all; do
+    bin=$PLUGHOST ratio=""
+    case $sys in
+        before) bin=$BEFORE ;;
+        unsampled) ratio=0.0 ;;
+        all) ratio=1.0 ;;
+    esac
+    PROFILE_TRACE_RATIO=$ratio PROFILE_SUMMARY=1 PROFILE_PATHS=cache-hit,one-filter-both,proxy \
+        python3 bench/profile.py "$bin" "$WASM_DIR" "$WORK/prof-$sys" 2000 | sed "s/^/$sys\t/" >>"$IR"
+    echo "  callgrind $sys done" >&2
+done
+python3 bench/tracing_report.py "$RAW" "$(getconf CLK_TCK)" "$IR"

@@ -1,12 +1,15 @@
 """The tables of bench/tracing.sh from its raw runs (one line a run: system, req/s, requests,
 plughost's CPU ticks, p50, p99, errors): medians over the rounds, and each system's ratios to
-the same path untraced (off) and to the binary from before tracing, in the same run."""
+the same path untraced (off) and to the binary from before tracing, in the same run; then,
+from its callgrind runs (system, path, instructions per request), the same comparison in
+instructions, with 1% sampled estimated as unsampled + 1% of what sampling adds."""
 
 import statistics
 import sys
 from collections import defaultdict
 
 raw, hz = sys.argv[1], float(sys.argv[2])
+ir_file = sys.argv[3] if len(sys.argv) > 3 else None
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -50,3 +53,18 @@ print(
 bad = {k: v for k, v in errors.items() if v.strip()}
 if bad:
     print("\nerrors: " + "; ".join(f"{k}: {v.strip()}" for k, v in bad.items()))
+
+if ir_file:
+    ir = {}
+    for line in open(ir_file):
+        system, path, count = line.split()
+        ir[(system, path)] = float(count)
+    print("\n| path (callgrind) | before tracing | off | unsampled | all sampled | off vs before | unsampled vs off | 1% (estimated) vs off | all vs off |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for path in ("cache-hit", "one-filter-both", "proxy"):
+        b, off, un, every = (ir[(s, path)] for s in ("before", "off", "unsampled", "all"))
+        one = un + 0.01 * (every - un)
+        print(
+            f"| {path} | {b:,.0f} | {off:,.0f} | {un:,.0f} | {every:,.0f} | {off / b:.3f}x "
+            f"| {un / off:.3f}x | {one / off:.3f}x | {every / off:.3f}x |"
+        )

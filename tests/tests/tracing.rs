@@ -539,3 +539,28 @@ async fn a_components_outbound_request_cannot_forge_the_context() {
         assert!(!sent.contains(CALLER), "{sent}");
     }
 }
+
+/// A WASI 0.3 service's outbound request runs on its instance's task, apart from the request
+/// that made it, so it is sent no context; but not the one its guest made up either.
+#[tokio::test]
+async fn a_wasi_p3_services_outbound_request_drops_its_made_up_context() {
+    let receiver = Receiver::start();
+    let app = TestBackend::start("app");
+    let server = Plughost::start(&format!(
+        "[[plugins]]\nname = \"svc\"\nfile = {:?}\nkind = \"wasi-http\"\nallowed_outbound = [\"http://{}\"]\n\
+         [[routes]]\nprefix = \"/svc\"\nplugin = \"svc\"\n[tracing]\nendpoint = \"{}\"\n",
+        plugin("p3_service").display().to_string(),
+        app.addr,
+        receiver.url(),
+    ));
+    let r = reqwest::Client::new()
+        .get(server.url(&format!("/svc/outbound?url=http://{}/headers", app.addr)))
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo = r.text().await.unwrap();
+    assert!(echo.starts_with("outbound 200"), "{echo}");
+    assert!(!echo.contains("0123456789abcdef"), "{echo}");
+}

@@ -397,6 +397,21 @@ impl Child {
         }
     }
 
+    /// Puts [`Child::headers`] in `headers` in place of theirs, for a request a plugin
+    /// made; with tracing on and no context known (a WASI 0.3 service's call runs on its
+    /// instance's task, apart from its request's), the guest's are removed all the same:
+    /// a plugin never sends a context of its own making.
+    pub fn propagate(&self, headers: &mut HeaderMap) {
+        if TRACER.get().is_none() {
+            return;
+        }
+        headers.remove(&w3c::TRACEPARENT);
+        headers.remove(&w3c::TRACESTATE);
+        for (name, value) in self.headers() {
+            headers.insert(name, value);
+        }
+    }
+
     /// Ends it with `outcome` (`ok`, or what went wrong).
     pub fn end(self, outcome: &str) {
         self.end_as(outcome, outcome != "ok");

@@ -71,7 +71,13 @@ impl wasip3::exports::http::handler::Guest for Service {
                 let (trailers, trailers_rx) = wit_future::new(|| Ok(None));
                 // Dropped now: the request (or response) ends when its body and trailers have.
                 drop(trailers);
-                let (out, _sent) = Request::new(Fields::new(), None, trailers_rx, None);
+                // With a trace context of its own making, which plughost must not send.
+                let forged = [(
+                    "traceparent".to_owned(),
+                    b"00-0123456789abcdef0123456789abcdef-0123456789abcdef-01".to_vec(),
+                )];
+                let headers = Fields::from_list(&forged).expect("a valid field");
+                let (out, _sent) = Request::new(headers, None, trailers_rx, None);
                 let _ = out.set_method(&Method::Get);
                 let _ = out.set_scheme(Some(&if scheme == "https" {
                     Scheme::Https

@@ -314,9 +314,7 @@ impl WasiHttpHooks for Hooks {
         };
         // The trace context is the host's: it replaces any the guest wrote.
         let mut request = request;
-        for (name, value) in span.headers() {
-            request.headers_mut().insert(name, value);
-        }
+        span.propagate(request.headers_mut());
         Box::new(async move {
             let sent = span.scope(p.send(dest, request, options, permit)).await;
             span.end(match &sent {
