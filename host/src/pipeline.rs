@@ -158,16 +158,17 @@ impl Pipeline {
         if let Some(cx) = &trace {
             telemetry::replace_context(cx, &mut parts.headers);
         }
-        let process = self.process(parts, body, &client);
-        // The request's context is current while it runs, where child spans find it.
-        let process = match &trace {
-            Some(cx) => Either::Left(process.with_context(cx.clone())),
-            None => Either::Right(process),
+        let processed = {
+            // Pinned in place: wrapped by value it was moved once more (see `Child::scope`).
+            let process = std::pin::pin!(self.process(parts, body, &client));
+            // The request's context is current while it runs, where child spans find it.
+            let process = match &trace {
+                Some(cx) => Either::Left(process.with_context(cx.clone())),
+                None => Either::Right(process),
+            };
+            AssertUnwindSafe(process).catch_unwind().await
         };
-        let processed = AssertUnwindSafe(process)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
+        let processed = processed.unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
@@ -376,7 +377,9 @@ impl Chain<'_> {
             async move { live.router.route(req, &client).await }
         };
         let span = telemetry::Child::cache();
-        let served = span.scope(self.cache.serve(parts, body, route)).await;
+        let served = span
+            .scope(std::pin::pin!(self.cache.serve(parts, body, route)))
+            .await;
         if let Ok((_, outcome)) = &served {
             span.end_as(outcome.as_str(), false);
         } else {

@@ -170,8 +170,10 @@ impl LoadedPlugin {
     pub async fn call(&self, req: Request<'_>, client: IpAddr) -> Result<Decision, PluginError> {
         let span =
             telemetry::Child::plugin(&self.name, self.kind.as_str(), self.wasm.world().name());
-        let result = span.scope(self.checked_call(req, client, &span)).await;
-        span.end(&outcome_of(&result));
+        let result = span
+            .scope(std::pin::pin!(self.checked_call(req, client, &span)))
+            .await;
+        span.end(outcome_of(&result));
         result
     }
 
@@ -275,9 +277,11 @@ impl LoadedPlugin {
         let span =
             telemetry::Child::plugin(&self.name, self.kind.as_str(), self.wasm.world().name());
         let head = span
-            .scope(self.checked_handle(req, https, client, rest, &span))
+            .scope(std::pin::pin!(
+                self.checked_handle(req, https, client, rest, &span)
+            ))
             .await;
-        span.end(&outcome_of(&head));
+        span.end(outcome_of(&head));
         head
     }
 
@@ -394,11 +398,11 @@ impl LoadedPlugin {
 
 /// A call's outcome as its span says it: `ok`, or the failure's reason (`trap`, `timeout`,
 /// `memory`, `error`, `backoff`, `shared`, `load`).
-fn outcome_of<T>(result: &Result<T, PluginError>) -> String {
+fn outcome_of<T>(result: &Result<T, PluginError>) -> &'static str {
     match result {
-        Ok(_) => "ok".to_owned(),
-        Err(PluginError::Failed(reason, _)) => reason.to_string(),
-        Err(PluginError::Load(_) | PluginError::Init(_)) => "load".to_owned(),
+        Ok(_) => "ok",
+        Err(PluginError::Failed(reason, _)) => reason.as_str(),
+        Err(PluginError::Load(_) | PluginError::Init(_)) => "load",
     }
 }
 

@@ -225,7 +225,7 @@ pub async fn forward(
     let span = telemetry::Child::upstream(&parts.method, &pool.name);
     outgoing.trace = span.headers();
     let resp = span
-        .scope(exchange(
+        .scope(std::pin::pin!(exchange(
             pool,
             &parts.method,
             &parts.headers,
@@ -233,7 +233,7 @@ pub async fn forward(
             path,
             fwd.body_limit,
             Some(&outgoing),
-        ))
+        )))
         .await;
     let status = resp.as_ref().map(|r| r.status());
     span.end(match &status {

@@ -360,7 +360,7 @@ impl Cache {
         tokio::spawn(async move {
             let _guard = guard;
             let fetched = cache.fetch(key, &view, req, Some(entry), &policy, &route);
-            match span.scope(fetched).await {
+            match span.scope(std::pin::pin!(fetched)).await {
                 Ok((_, outcome)) => span.end_as(outcome.as_str(), false),
                 Err(e) => {
                     tracing::debug!(error = %e, "background revalidation failed");

@@ -24,16 +24,23 @@ pub enum FailureReason {
     Shared,
 }
 
-impl std::fmt::Display for FailureReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl FailureReason {
+    /// As metrics, logs and spans name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::Trap => "trap",
             Self::Timeout => "timeout",
             Self::Memory => "memory",
             Self::Error => "error",
             Self::Backoff => "backoff",
             Self::Shared => "shared",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

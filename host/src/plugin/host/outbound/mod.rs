@@ -316,7 +316,9 @@ impl WasiHttpHooks for Hooks {
         let mut request = request;
         span.propagate(request.headers_mut());
         Box::new(async move {
-            let sent = span.scope(p.send(dest, request, options, permit)).await;
+            let sent = span
+                .scope(std::pin::pin!(p.send(dest, request, options, permit)))
+                .await;
             span.end(match &sent {
                 Ok(_) => "ok",
                 Err(_) => "error",
