@@ -50,6 +50,18 @@ fn attribute(span: &Span, key: &str) -> String {
     value_of(&span.attributes, key)
 }
 
+/// wasi:http component `file` as plugin `name` on `/NAME`, allowed to call `app`, traced to
+/// `receiver`.
+fn calling(name: &str, file: &str, app: &TestBackend, receiver: &Receiver) -> String {
+    format!(
+        "[[plugins]]\nname = \"{name}\"\nfile = {:?}\nkind = \"wasi-http\"\nallowed_outbound = [\"http://{}\"]\n\
+         [[routes]]\nprefix = \"/{name}\"\nplugin = \"{name}\"\n[tracing]\nendpoint = \"{}\"\n",
+        plugin(file).display().to_string(),
+        app.addr,
+        receiver.url(),
+    )
+}
+
 /// A sampled `traceparent` of trace number `n`, from the caller's span.
 fn sampled(n: u32) -> (String, String) {
     let trace = format!("{n:032x}");
@@ -478,13 +490,7 @@ async fn a_background_revalidation_is_a_span_of_the_request_that_started_it() {
 async fn a_components_outbound_call_after_its_head_is_in_its_trace() {
     let receiver = Receiver::start();
     let app = TestBackend::start("app");
-    let server = Plughost::start(&format!(
-        "[[plugins]]\nname = \"h\"\nfile = {:?}\nkind = \"wasi-http\"\nallowed_outbound = [\"http://{}\"]\n\
-         [[routes]]\nprefix = \"/h\"\nplugin = \"h\"\n[tracing]\nendpoint = \"{}\"\n",
-        plugin("http_hostile").display().to_string(),
-        app.addr,
-        receiver.url(),
-    ));
+    let server = Plughost::start(&calling("h", "http_hostile", &app, &receiver));
     let (trace, traceparent) = sampled(1);
     let r = reqwest::Client::new()
         .get(server.url(&format!("/h/fetch-after-head?url=http://{}/x", app.addr)))
@@ -516,13 +522,7 @@ async fn a_components_outbound_call_after_its_head_is_in_its_trace() {
 async fn a_components_outbound_request_cannot_forge_the_context() {
     let receiver = Receiver::start();
     let app = TestBackend::start("app");
-    let server = Plughost::start(&format!(
-        "[[plugins]]\nname = \"h\"\nfile = {:?}\nkind = \"wasi-http\"\nallowed_outbound = [\"http://{}\"]\n\
-         [[routes]]\nprefix = \"/h\"\nplugin = \"h\"\n[tracing]\nendpoint = \"{}\"\n",
-        plugin("http_hostile").display().to_string(),
-        app.addr,
-        receiver.url(),
-    ));
+    let server = Plughost::start(&calling("h", "http_hostile", &app, &receiver));
     for flags in ["01", "00"] {
         let r = reqwest::Client::new()
             .get(server.url(&format!("/h/fetch-forged?url=http://{}/headers", app.addr)))
@@ -546,13 +546,7 @@ async fn a_components_outbound_request_cannot_forge_the_context() {
 async fn a_wasi_p3_services_outbound_request_drops_its_made_up_context() {
     let receiver = Receiver::start();
     let app = TestBackend::start("app");
-    let server = Plughost::start(&format!(
-        "[[plugins]]\nname = \"svc\"\nfile = {:?}\nkind = \"wasi-http\"\nallowed_outbound = [\"http://{}\"]\n\
-         [[routes]]\nprefix = \"/svc\"\nplugin = \"svc\"\n[tracing]\nendpoint = \"{}\"\n",
-        plugin("p3_service").display().to_string(),
-        app.addr,
-        receiver.url(),
-    ));
+    let server = Plughost::start(&calling("svc", "p3_service", &app, &receiver));
     let r = reqwest::Client::new()
         .get(server.url(&format!("/svc/outbound?url=http://{}/headers", app.addr)))
         .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
