@@ -175,7 +175,7 @@ pub fn request(
         .decision;
     if decision != SamplingDecision::RecordAndSample {
         // Not recorded: a context of our own span id and nothing else, which the backends
-        // and plugins are given. The SDK's span would come to the same, at ~700 instructions.
+        // and plugins are given; no SDK span (its builder and state) only to be dropped.
         let state = caller
             .map(|sc| sc.trace_state().clone())
             .unwrap_or_default();
@@ -413,9 +413,9 @@ impl Child {
                 &current
             }
         };
-        let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            for (name, value) in w3c::fields(&sc) {
+        let span = cx.span();
+        if span.span_context().is_valid() {
+            for (name, value) in w3c::fields(span.span_context()) {
                 headers.insert(name, value);
             }
         }
