@@ -84,12 +84,13 @@ bench: setup
 soak: setup release
 	python3 bench/soak.py
 
-# Coverage-guided fuzzing with cargo-fuzz (libFuzzer) of config parsing, the request -> plugin
-# marshalling and the native `data` rendering, FUZZ_SECONDS (60) each. cargo-fuzz needs
+# Coverage-guided fuzzing with cargo-fuzz (libFuzzer) of config parsing, HTTP/1 request heads
+# and bodies as the server reads them, the request -> plugin marshalling and the native `data`
+# rendering, FUZZ_SECONDS (60) each. cargo-fuzz needs
 # nightly-only flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. A crash leaves
 # its input in fuzz/artifacts/TARGET/ and fails the run.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := config plugin_request native_data
+FUZZ_TARGETS := config plugin_request native_data http1_request
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

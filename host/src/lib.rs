@@ -15,6 +15,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod http1;
 pub mod limiter;
 pub mod logging;
 pub mod metrics;

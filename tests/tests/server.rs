@@ -1,7 +1,8 @@
-//! The public listener: default route, HTTP/1.1 keep-alive, HTTP/2 cleartext, many idle
+//! The public listener: default route, HTTP/1.1 keep-alive, pipelining, `100 Continue` and
+//! HTTP/1.0, HTTP/2 cleartext, many idle
 //! connections.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -199,4 +200,119 @@ async fn admin_off_loopback_requires_a_bearer_token() {
     assert_eq!(wrong.status(), 401);
     let ok = client.get(&url).bearer_auth("s3cret").send().await.unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+/// `Expect: 100-continue` is answered with `100 Continue` once the handler wants the body,
+/// and the body then arrives and is read; a body declared too large gets its 413 without the
+/// `100`, and the connection closes rather than read it.
+#[test]
+fn expect_continue_asks_for_the_body_only_when_it_is_wanted() {
+    let server = Plughost::start("max_body_bytes = 1000");
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(
+        b"POST /_debug/body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    conn.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    conn.write_all(b"hello").unwrap();
+    let (status, head, body) = read_response(&mut conn).unwrap();
+    assert_eq!((status, &body[..]), (200, &b"5 bytes\n"[..]), "{head}");
+
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(
+        b"POST /_debug/body HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let (status, head, _) = read_response(&mut conn).unwrap();
+    assert_eq!(status, 413, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(conn.read_to_end(&mut rest).unwrap(), 0, "{rest:?}");
+}
+
+/// Requests pipelined in one write, with chunked and sized bodies between them, are each
+/// answered once and in order; a HEAD's answer has the GET's length and no body.
+#[test]
+fn pipelined_requests_with_bodies_are_answered_in_order() {
+    let server = Plughost::start("");
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(
+        b"POST /_debug/body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          POST /_debug/body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
+          GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: t\r\n\r\n\
+          HEAD / HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (status, head, body) = read_response(&mut conn).unwrap();
+        got.push((status, String::from_utf8_lossy(&body).into_owned(), head));
+    }
+    assert_eq!(
+        (got[0].0, got[0].1.as_str()),
+        (200, "3 bytes\n"),
+        "{}",
+        got[0].2
+    );
+    assert_eq!(
+        (got[1].0, got[1].1.as_str()),
+        (200, "5 bytes\n"),
+        "{}",
+        got[1].2
+    );
+    assert_eq!(got[2].0, 404, "{}", got[2].2);
+    assert!(got[3].1.starts_with("plughost "), "{}", got[3].2);
+    let length = got[3].1.len();
+    // The HEAD's answer: a head alone.
+    conn.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(
+        rest.ends_with("\r\n\r\n"),
+        "a body after the HEAD's head: {rest}"
+    );
+    assert!(
+        rest.contains(&format!("content-length: {length}\r\n")),
+        "{rest}"
+    );
+}
+
+/// HTTP/1.0: the connection is kept only when the client asks, and the answer says so.
+#[test]
+fn http_1_0_keeps_the_connection_only_when_asked() {
+    let server = Plughost::start("");
+    let mut conn = TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..2 {
+        conn.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let (status, head, body) = read_response(&mut conn).unwrap();
+        assert_eq!(status, 200, "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: keep-alive"),
+            "{head}"
+        );
+        assert!(body.starts_with(b"plughost "));
+    }
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let (status, head, _) = read_response(&mut conn).unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(conn.read_to_end(&mut rest).unwrap(), 0);
 }

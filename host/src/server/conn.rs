@@ -224,7 +224,7 @@ impl ConnState {
     }
 
     /// Why the connection must close, once it must.
-    fn closing(&self) -> Option<Close> {
+    pub fn closing(&self) -> Option<Close> {
         Close::of_code(self.closing.load(Ordering::Acquire))
     }
 
@@ -288,6 +288,14 @@ impl ConnState {
         }
     }
 }
+
+/// A connection's socket, TLS or not, watched for the deadlines.
+pub type Socket = Watched<
+    tokio_util::either::Either<
+        tokio::net::TcpStream,
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    >,
+>;
 
 /// A connection's socket, telling its [`ConnState`] when bytes arrive, so the sweeper knows
 /// when a head began.

@@ -1,25 +1,32 @@
 //! Listeners and connections: binding with errors a user can act on, the accept loop, one task
-//! per connection (HTTP/1.1 with keep-alive, or HTTP/2 — by prior knowledge in cleartext, by
-//! ALPN over TLS — chosen by hyper-util's auto builder), and the graceful drain at shutdown.
+//! per connection, and the graceful drain at shutdown. A connection speaks HTTP/1.1 through
+//! plughost's own server ([`h1`]) unless it begins with the HTTP/2 preface (prior knowledge in
+//! cleartext, or after ALPN over TLS), which hyper serves ([`h2`]).
 //! As mini-redis does, the accept loop (`Listener`) is apart from one connection's task
 //! (`Connection`). The deadlines of one connection, and the reclaiming of idle ones at
 //! `max_connections`, are in [`conn`]; the threads that run the public listener's
 //! connections in [`crate::workers`].
 
 pub mod conn;
+pub mod h1;
+pub mod h2;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -27,7 +34,7 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::client::Client;
 use crate::config::Config;
 use crate::metrics::{Metrics, ReasonLabel};
@@ -91,9 +98,6 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     })
 }
 
-/// How often an HTTP/2 connection is pinged, and how long the answer may take.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
-
 /// Per-connection settings shared by every connection of one listener.
 #[derive(Clone)]
 pub struct ConnLimits {
@@ -124,26 +128,60 @@ impl ConnLimits {
         }
     }
 
-    fn builder(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .keep_alive(true)
-            // No timer: the time a head may take is kept by the listener's sweeper
-            // (`conn::Tracker::sweep`), as is every other connection deadline.
-            // Heads larger than the buffer, or with too many headers, get 431 from hyper.
-            .max_buf_size(self.max_header_bytes)
-            .max_headers(self.max_headers);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(self.max_header_bytes.try_into().unwrap_or(u32::MAX))
-            // Pings find peers that vanished while streams are open; an idle HTTP/2
-            // connection is closed by the listener's sweeper like an HTTP/1 one.
-            .keep_alive_interval(Some(H2_PING_INTERVAL))
-            .keep_alive_timeout(H2_PING_INTERVAL);
-        builder
+    /// What an HTTP/1 head may hold: heads larger, or with more fields, get 431.
+    fn head(&self) -> h1::HeadLimits {
+        h1::HeadLimits {
+            bytes: self.max_header_bytes,
+            fields: self.max_headers,
+        }
     }
+}
+
+/// A request's body as a handler gets it: read off an HTTP/1 connection by plughost, or an
+/// HTTP/2 stream's by hyper.
+pub enum RequestBody {
+    /// From plughost's HTTP/1 server.
+    H1(h1::wire::Body),
+    /// From hyper's HTTP/2 server.
+    H2(Incoming),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H1(body) => body.is_end_stream(),
+            Self::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::H1(body) => body.size_hint(),
+            Self::H2(body) => body.size_hint(),
+        }
+    }
+}
+
+/// What every connection of a listener is served with.
+struct Serving<H> {
+    handler: H,
+    head: h1::HeadLimits,
+    /// hyper's HTTP/2 server, configured from the limits.
+    h2: http2::Builder<TokioExecutor>,
+    https: bool,
 }
 
 /// Serves connections from `listener` with `handler` until `shutdown` is cancelled, then stops
@@ -161,7 +199,7 @@ pub async fn serve<H, F>(
     handler: H,
     shutdown: CancellationToken,
 ) where
-    H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, Client) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let tracker = Tracker::new();
@@ -173,15 +211,20 @@ pub async fn serve<H, F>(
         };
         async move { tracker.sweep(deadlines).await }
     });
+    let serving = Arc::new(Serving {
+        handler,
+        head: limits.head(),
+        h2: h2::builder(limits.max_header_bytes),
+        https: tls.is_some(),
+    });
     let accept = Listener {
         listener,
         tls,
-        builder: Arc::new(limits.builder()),
+        serving,
         tracker,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         metrics,
         workers,
-        handler,
     };
     accept.run(&shutdown).await;
     let Listener {
@@ -208,8 +251,7 @@ struct Listener<'w, H> {
     listener: TcpListener,
     /// Makes the listener HTTPS.
     tls: Option<TlsAcceptor>,
-    /// hyper-util's HTTP/1 + HTTP/2 server, configured from the limits.
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    serving: Arc<Serving<H>>,
     /// Every open connection's state, for the sweeper, reclaiming and shutdown.
     tracker: Arc<Tracker>,
     /// Permits for open connections; one moves into each connection task and drops with it.
@@ -217,12 +259,11 @@ struct Listener<'w, H> {
     metrics: Option<Arc<Metrics>>,
     /// Where connections run; `None`: on the accept loop's runtime.
     workers: Option<&'w Workers>,
-    handler: H,
 }
 
 impl<H, F> Listener<'_, H>
 where
-    H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, Client) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     /// Accepts connections, one task each, until `shutdown` is cancelled.
@@ -254,22 +295,16 @@ where
                 metrics: self.metrics.clone(),
                 _slot: slot,
             };
-            let service = service(
-                self.handler.clone(),
-                conn.state.clone(),
-                conn.client.clone(),
-                self.tls.is_some(),
-            );
-            let (builder, tls) = (self.builder.clone(), self.tls.clone());
+            let (serving, tls) = (self.serving.clone(), self.tls.clone());
             let Some(workers) = self.workers else {
-                tokio::spawn(conn.run(stream, tls, builder, service));
+                tokio::spawn(conn.run(stream, tls, serving));
                 continue;
             };
             // The socket leaves this runtime's event loop and joins the worker's.
             match stream.into_std() {
                 Ok(stream) => workers.spawn(move || async move {
                     match TcpStream::from_std(stream) {
-                        Ok(stream) => conn.run(stream, tls, builder, service).await,
+                        Ok(stream) => conn.run(stream, tls, serving).await,
                         Err(e) => conn.lost(&e),
                     }
                 }),
@@ -313,21 +348,10 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection until it ends, is closed for a deadline, or drains at shutdown.
-    async fn run<S>(
-        self,
-        stream: TcpStream,
-        tls: Option<TlsAcceptor>,
-        builder: Arc<auto::Builder<TokioExecutor>>,
-        service: S,
-    ) where
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Tracked<Body>>,
-                Error = Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+    async fn run<H, F>(self, stream: TcpStream, tls: Option<TlsAcceptor>, serving: Arc<Serving<H>>)
+    where
+        H: Fn(Request<RequestBody>, Client) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
     {
         if let Some(m) = &self.metrics {
             m.connections.inc();
@@ -350,31 +374,55 @@ impl Connection {
             },
         };
         if let Some(io) = io {
-            let io = TokioIo::new(Watched::new(io, self.state.clone()));
-            let conn = builder.serve_connection(io, service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                biased;
-                result = conn.as_mut() => Some(result),
-                reason = self.state.closed() => {
-                    if reason == Close::Shutdown {
-                        // Idle connections close now; open requests may finish.
-                        conn.as_mut().graceful_shutdown();
-                        Some(conn.await)
-                    } else {
-                        self.closed(reason);
-                        None
-                    }
-                }
+            let io = Watched::new(io, self.state.clone());
+            let s = &*serving;
+            let handler = |req: Request<h1::wire::Body>, client| {
+                (s.handler)(req.map(RequestBody::H1), client)
             };
-            if let Some(Err(e)) = result {
-                // Client resets and protocol errors: the client's business.
-                tracing::debug!(client = %self.client, error = %e, "connection ended with an error");
+            match h1::serve(io, &self.state, s.head, &self.client, s.https, &handler).await {
+                h1::Ended::Done => {}
+                h1::Ended::Closed(reason) => self.closed(reason),
+                h1::Ended::Http2(io, read) => self.http2(h2::Rewound::new(io, read), s).await,
             }
         }
         self.tracker.close(&self.state);
         if let Some(m) = &self.metrics {
             m.connections.dec();
+        }
+    }
+
+    /// Serves an HTTP/2 connection through hyper until it ends, is closed for a deadline, or
+    /// drains at shutdown.
+    async fn http2<H, F>(&self, io: h2::Rewound, serving: &Serving<H>)
+    where
+        H: Fn(Request<RequestBody>, Client) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let service = service(
+            serving.handler.clone(),
+            self.state.clone(),
+            self.client.clone(),
+            serving.https,
+        );
+        let conn = serving.h2.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            biased;
+            result = conn.as_mut() => Some(result),
+            reason = self.state.closed() => {
+                if reason == Close::Shutdown {
+                    // Idle connections close now; open requests may finish.
+                    conn.as_mut().graceful_shutdown();
+                    Some(conn.await)
+                } else {
+                    self.closed(reason);
+                    None
+                }
+            }
+        };
+        if let Some(Err(e)) = result {
+            // Client resets and protocol errors: the client's business.
+            tracing::debug!(client = %self.client, error = %e, "connection ended with an error");
         }
     }
 
@@ -400,8 +448,9 @@ impl Connection {
     }
 }
 
-/// The hyper service of one connection: each request goes to `handler` with the connection's
-/// `client`, and its response body keeps the connection's `state` told of when it is done.
+/// The hyper service of one HTTP/2 connection: each request goes to `handler` with the
+/// connection's `client`, and its response body keeps the connection's `state` told of when it
+/// is done.
 fn service<H, F>(
     handler: H,
     state: Arc<ConnState>,
@@ -416,14 +465,15 @@ fn service<H, F>(
 + Send
 + 'static
 where
-    H: Fn(Request<Incoming>, Client) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, Client) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    service_fn(move |mut req: Request<Incoming>| {
+    service_fn(move |req: Request<Incoming>| {
+        let mut req = req.map(RequestBody::H2);
         if https {
             req.extensions_mut().insert(crate::proxy::Https);
         }
-        let busy = state.begin(req.version() == http::Version::HTTP_2);
+        let busy = state.begin(true);
         let (handler, client) = (handler.clone(), client.clone());
         // The handler's future holds the whole pipeline's state (kilobytes), and hyper moves a
         // service's future a few times before polling it: each move was a memcpy of that
@@ -483,7 +533,7 @@ pub async fn run(
                 max_connections: 64,
                 ..ConnLimits::from_config(config)
             };
-            let handler = move |req: Request<Incoming>, _| {
+            let handler = move |req: Request<RequestBody>, _| {
                 let api = api.clone();
                 async move { api.handle(&req).await }
             };
@@ -501,7 +551,7 @@ pub async fn run(
     };
     let redirect = async {
         if let Some(listener) = redirect {
-            let handler = move |req: Request<Incoming>, _| {
+            let handler = move |req: Request<RequestBody>, _| {
                 std::future::ready(crate::tls::redirect(&req, https_port))
             };
             let limits = ConnLimits::from_config(config);

@@ -17,9 +17,8 @@ use crate::body::Body;
 
 use super::error::Error;
 use super::request::{Head, Sends};
-use super::response::{
-    Decoded, Framing, MAX_HEAD, READ_CHUNK, Response, has_blank_line, parse_head,
-};
+use super::response::{Framing, MAX_HEAD, READ_CHUNK, Response, parse_head};
+use crate::http1::{Decoded, has_blank_line};
 
 /// An exchange that failed, with how far it got: a request none of which was written can go
 /// out again on another connection, and one a kept-alive connection closed under before any
@@ -197,10 +196,10 @@ impl Conn {
                         Some(self.buf.split_to(n).freeze())
                     }
                 }
-                Framing::Chunked(state) => match state.decode(&mut self.buf) {
+                Framing::Chunked(state) => match state.decode(&mut self.buf).map_err(Error::from) {
                     Err(e) => return Poll::Ready(Some(Err(e))),
                     Ok(Decoded::Data(data)) => Some(data),
-                    Ok(Decoded::End) => {
+                    Ok(Decoded::End(_)) => {
                         *framing = Framing::Done;
                         return Poll::Ready(None);
                     }

@@ -23,3 +23,9 @@ pub enum Error {
     #[error("request body failed: {0}")]
     Body(#[source] BoxError),
 }
+
+impl From<crate::http1::Malformed> for Error {
+    fn from(e: crate::http1::Malformed) -> Self {
+        Self::Malformed(e.0)
+    }
+}

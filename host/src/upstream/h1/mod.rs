@@ -23,7 +23,7 @@ mod response;
 pub use conn::{Conn, Failure};
 pub use error::Error;
 pub use request::{Fields, Head, Rewrite};
-pub use response::{Chunked, Framing, Response};
+pub use response::{Framing, Response};
 
 #[cfg(test)]
 mod tests {
@@ -33,6 +33,7 @@ mod tests {
 
     use super::response::*;
     use super::*;
+    use crate::http1::Decoded;
 
     fn parse(text: &[u8]) -> Result<Option<Response>, Error> {
         parse_head(&mut BytesMut::from(text), false)
@@ -50,18 +51,6 @@ mod tests {
         assert!(matches!(resp.body, Framing::Length(5)));
         assert!(resp.keep_alive);
         assert_eq!(&buf[..], b"hello");
-    }
-
-    #[test]
-    fn the_end_of_a_head_is_found_across_pieces() {
-        let head = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n";
-        for cut in 0..head.len() {
-            // Searched up to `cut` with nothing found, then the rest arrives.
-            assert!(!has_blank_line(&head[..cut], 0) || cut == head.len());
-            assert!(has_blank_line(head, cut), "cut at {cut}");
-        }
-        assert!(has_blank_line(b"HTTP/1.0 204 x\n\n", 0));
-        assert!(!has_blank_line(b"HTTP/1.1 200 OK\r\nA: b\r\n", 0));
     }
 
     #[test]
@@ -156,40 +145,6 @@ mod tests {
         assert!(!keep);
     }
 
-    fn dechunk(wire: &[u8]) -> Result<(Vec<u8>, bool), Error> {
-        let mut state = Chunked::Size;
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        // One byte at a time: every state must wait for more at any point.
-        for b in wire {
-            buf.extend_from_slice(&[*b]);
-            loop {
-                match state.decode(&mut buf)? {
-                    Decoded::Data(d) => out.extend_from_slice(&d),
-                    Decoded::End => return Ok((out, buf.is_empty())),
-                    Decoded::NeedMore => break,
-                }
-            }
-        }
-        Ok((out, false))
-    }
-
-    #[test]
-    fn chunked_bodies_are_decoded_byte_by_byte() {
-        let (body, ended) =
-            dechunk(b"5;ext=1\r\nhello\r\nA\r\n, world!!\n\r\n0\r\nX-Trailer: 1\r\n\r\n").unwrap();
-        assert_eq!(body, b"hello, world!!\n");
-        assert!(ended);
-        assert!(matches!(dechunk(b"zz\r\n"), Err(Error::Malformed(_))));
-        assert!(matches!(dechunk(b"2\r\nabc\r\n"), Err(Error::Malformed(_))));
-        assert!(matches!(
-            dechunk(b"1000000000000000\r\n"),
-            Err(Error::Malformed(_))
-        ));
-        let long = format!("1;{}\r\n", "x".repeat(MAX_CHUNK_LINE));
-        assert!(matches!(dechunk(long.as_bytes()), Err(Error::Malformed(_))));
-    }
-
     /// Reads what `wire` holds as a response to GET, handed over in pieces of the sizes `piece`
     /// says, the way a socket does: the body's bytes, or the error, or `None` while it is
     /// incomplete.
@@ -224,14 +179,14 @@ mod tests {
                     }
                     n > 0
                 }
-                Framing::Chunked(state) => match state.decode(&mut buf) {
+                Framing::Chunked(state) => match state.decode(&mut buf).map_err(Error::from) {
                     Err(e) => return Some(Err(e)),
                     Ok(Decoded::Data(d)) => {
                         assert!(!d.is_empty(), "empty data frame");
                         body.extend_from_slice(&d);
                         true
                     }
-                    Ok(Decoded::End) => {
+                    Ok(Decoded::End(_)) => {
                         framing = Framing::Done;
                         true
                     }

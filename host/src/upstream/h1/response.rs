@@ -4,11 +4,12 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::Error;
+use crate::http1::Chunked;
 
 /// The largest response head read (status line, fields, and any interim 1xx heads before it).
 /// nginx's `proxy_buffer_size` is 4 or 8 KiB; hyper's read buffer grows to ~400 KiB.
@@ -16,9 +17,6 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 
 /// The most header fields a response head may have (hyper's default).
 pub(super) const MAX_HEADERS: usize = 100;
-
-/// The longest chunk-size line (size, extensions, CRLF): real ones are a few bytes.
-pub(super) const MAX_CHUNK_LINE: usize = 4096;
 
 /// How much the read buffer grows by when it needs room.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
@@ -60,19 +58,6 @@ impl Framing {
             _ => None,
         }
     }
-}
-
-/// Whether `buf` holds an empty line (the end of a head: LF LF, or LF CR LF) that ends past
-/// `scanned`, the part already searched.
-pub(super) fn has_blank_line(buf: &[u8], scanned: usize) -> bool {
-    let from = scanned.saturating_sub(2);
-    buf.get(from..).is_some_and(|rest| {
-        rest.iter().enumerate().any(|(i, b)| {
-            *b == b'\n'
-                && (rest.get(i + 1) == Some(&b'\n')
-                    || (rest.get(i + 1) == Some(&b'\r') && rest.get(i + 2) == Some(&b'\n')))
-        })
-    })
 }
 
 /// Parses a final response head off the front of `buf`, dropping interim ones before it;
@@ -205,113 +190,5 @@ pub(super) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
         has(b"keep-alive")
     } else {
         !has(b"close")
-    }
-}
-
-/// Where a chunked body's decoder is (RFC 9112 §7.1).
-#[derive(Debug)]
-pub enum Chunked {
-    /// Before a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes left.
-    Data(u64),
-    /// After a chunk's data, before its CRLF.
-    DataEnd,
-    /// After the last chunk: trailer lines (dropped) until an empty one; bytes seen so far.
-    Trailers(usize),
-}
-
-pub(super) enum Decoded {
-    Data(Bytes),
-    End,
-    NeedMore,
-}
-
-/// The line at the front of `buf` without its line ending (a bare LF is taken too, as RFC 9112
-/// §2.2 allows), and the length to advance past it; `None` while it has no end.
-pub(super) fn line(buf: &[u8]) -> Option<(&[u8], usize)> {
-    let end = buf.iter().position(|b| *b == b'\n')?;
-    let line = &buf[..end];
-    Some((line.strip_suffix(b"\r").unwrap_or(line), end + 1))
-}
-
-impl Chunked {
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
-        loop {
-            match self {
-                Self::Size => {
-                    let Some((text, used)) = line(buf) else {
-                        return if buf.len() > MAX_CHUNK_LINE {
-                            Err(Error::Malformed("chunk size line too long"))
-                        } else {
-                            Ok(Decoded::NeedMore)
-                        };
-                    };
-                    // Extensions (after `;`) are ignored, as RFC 9112 §7.1.1 lets a recipient.
-                    let digits = text
-                        .split(|b| *b == b';')
-                        .next()
-                        .unwrap_or_default()
-                        .trim_ascii();
-                    if digits.is_empty()
-                        || digits.len() > 15
-                        || !digits.iter().all(u8::is_ascii_hexdigit)
-                    {
-                        return Err(Error::Malformed("chunk size"));
-                    }
-                    let size = digits.iter().fold(0u64, |acc, d| {
-                        acc * 16 + u64::from((*d as char).to_digit(16).unwrap_or_default())
-                    });
-                    buf.advance(used);
-                    *self = if size == 0 {
-                        Self::Trailers(0)
-                    } else {
-                        Self::Data(size)
-                    };
-                }
-                Self::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let n = (*left).min(buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    if *left == 0 {
-                        *self = Self::DataEnd;
-                    }
-                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
-                }
-                Self::DataEnd => {
-                    if buf.starts_with(b"\r\n") {
-                        buf.advance(2);
-                    } else if buf.starts_with(b"\n") {
-                        buf.advance(1);
-                    } else if buf.is_empty() || buf[..] == b"\r"[..] {
-                        return Ok(Decoded::NeedMore);
-                    } else {
-                        return Err(Error::Malformed("chunk data longer than its size"));
-                    }
-                    *self = Self::Size;
-                }
-                Self::Trailers(seen) => {
-                    // Each line is bounded like a chunk-size line, so that one arriving in
-                    // pieces is searched a bounded number of times.
-                    let Some((text, used)) = line(buf) else {
-                        return if buf.len() > MAX_CHUNK_LINE || *seen + buf.len() > MAX_HEAD {
-                            Err(Error::Malformed(
-                                "trailer line over 4 KiB or trailers over 64 KiB",
-                            ))
-                        } else {
-                            Ok(Decoded::NeedMore)
-                        };
-                    };
-                    let empty = text.is_empty();
-                    buf.advance(used);
-                    if empty {
-                        return Ok(Decoded::End);
-                    }
-                    *seen += used;
-                }
-            }
-        }
     }
 }

@@ -1,0 +1,209 @@
+//! A client's request head as plughost's HTTP/1 server reads it: parsed by httparse off the
+//! connection's read buffer, its fields made `http` types without a copy each, and its body
+//! framed as RFC 9112 §6 says, refusing every framing two parties could read apart.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+use crate::http1::Chunked;
+
+/// Header slots kept on the stack; a larger `max_headers` takes them from the heap.
+const STACK_HEADERS: usize = 128;
+
+/// A request head, and what it says about its body and its connection.
+pub struct Head {
+    /// Method, target, version and fields, framing fields included.
+    pub parts: http::request::Parts,
+    /// How its body is read off the connection.
+    pub body: Framing,
+    /// The client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    /// It asked for `100 Continue` before sending its body.
+    pub expect_continue: bool,
+}
+
+/// How a request body is delimited (RFC 9112 §6.3), and how much of it is left.
+#[derive(Debug)]
+pub enum Framing {
+    /// Read to its end, or it never had one.
+    Done,
+    /// `Content-Length`: this many bytes left.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(Chunked),
+    /// It could not be read to its end (the client left, or sent a malformed chunk): the
+    /// connection cannot carry another request.
+    Broken,
+}
+
+/// Why a head is refused: answered with [`Refused::status`], and the connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a request plughost can read unambiguously.
+    Malformed(&'static str),
+    /// Larger than `max_header_bytes`, or with more than `max_headers` fields.
+    TooLarge,
+}
+
+impl Refused {
+    /// The status the client is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+}
+
+/// Parses a request head off the front of `buf`; `None` until it is whole. A head not whole
+/// within `max_bytes`, or with more than `max_headers` fields, is [`Refused::TooLarge`].
+pub fn parse(
+    buf: &mut BytesMut,
+    max_bytes: usize,
+    max_headers: usize,
+) -> Result<Option<Head>, Refused> {
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = if max_headers <= STACK_HEADERS {
+        &mut stack[..max_headers]
+    } else {
+        heap.resize_with(max_headers, MaybeUninit::uninit);
+        &mut heap[..]
+    };
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        buf,
+        slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len <= max_bytes => len,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refused::TooLarge);
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= max_bytes => {
+            return Err(Refused::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::Version) => return Err(Refused::Malformed("HTTP version")),
+        Err(_) => return Err(Refused::Malformed("not an HTTP/1.x request head")),
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| Refused::Malformed("method"))?;
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Names are parsed now; the target and values become slices of the head's bytes once it
+    // is split off the buffer, without a copy each.
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let target = offset(parsed.path.unwrap_or_default().as_bytes());
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Refused::Malformed("header name"))?;
+        fields.push((name, offset(h.value)));
+    }
+    let bytes = buf.split_to(len).freeze();
+    let uri =
+        Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| Refused::Malformed("target"))?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        headers.append(name, value(&bytes, range)?);
+    }
+    let keep_alive = keeps_alive(version, &headers);
+    let body = framing(version, &mut headers)?;
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    parts.headers = headers;
+    Ok(Some(Head {
+        parts,
+        body,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// A field value as a slice of the head (httparse has already checked its bytes).
+fn value(head: &Bytes, range: std::ops::Range<usize>) -> Result<HeaderValue, Refused> {
+    if range.is_empty() {
+        return Ok(HeaderValue::from_static(""));
+    }
+    HeaderValue::from_maybe_shared(head.slice(range))
+        .map_err(|_| Refused::Malformed("header value"))
+}
+
+/// The body's framing (RFC 9112 §6.3). `Transfer-Encoding` must end in `chunked` and is
+/// refused in HTTP/1.0; beside it, `Content-Length` is removed (§6.3 ¶3: the request is then
+/// the connection's last, which [`keeps_alive`] says); several lengths must agree.
+fn framing(version: Version, headers: &mut HeaderMap) -> Result<Framing, Refused> {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(Refused::Malformed("Transfer-Encoding in HTTP/1.0"));
+        }
+        let chunked_last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|c| !c.is_empty())
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        if !chunked_last {
+            return Err(Refused::Malformed(
+                "Transfer-Encoding does not end in chunked",
+            ));
+        }
+        headers.remove(CONTENT_LENGTH);
+        return Ok(Framing::Chunked(Chunked::Size));
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for n in value.as_bytes().split(|b| *b == b',') {
+            let n = n.trim_ascii();
+            let parsed = (!n.is_empty() && n.len() <= 19 && n.iter().all(u8::is_ascii_digit))
+                .then(|| n.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
+                .ok_or(Refused::Malformed("Content-Length"))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(Refused::Malformed("Content-Length values differ"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        None | Some(0) => Framing::Done,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+/// Whether the client keeps the connection after this request (RFC 9112 §9.3): HTTP/1.1
+/// unless it says `close`, HTTP/1.0 only if it says `keep-alive`. A request that came with both
+/// framings never does (§6.3 ¶3).
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        return false;
+    }
+    let has = |token: &[u8]| {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive")
+    } else {
+        !has(b"close")
+    }
+}
