@@ -53,8 +53,8 @@ pub struct Line {
 impl Logged {
     /// Wraps `inner`, the body of a response described by `line`.
     pub fn new(inner: Body, line: Line, metrics: Arc<Metrics>) -> Self {
-        // HEAD responses and statuses without a body are sent whole once the head is: hyper
-        // never polls their bodies.
+        // HEAD responses and statuses without a body are sent whole once the head is: the
+        // server never polls their bodies.
         let bodiless = line.method == Method::HEAD
             || line.status == StatusCode::NO_CONTENT
             || line.status == StatusCode::NOT_MODIFIED;

@@ -428,7 +428,8 @@ impl Config {
         at_least("max_connections", self.max_connections, 1)?;
         at_least("log_buffer", self.log_buffer, 1)?;
         at_least("max_headers", self.max_headers, 1)?;
-        // hyper's HTTP/1 reader needs at least 8 KiB of buffer.
+        // Browsers' heads with their cookies reach several KiB; nginx's smallest large buffer
+        // is 8 KiB too.
         at_least("max_header_bytes", self.max_header_bytes, 8192)?;
         if self.max_concurrency > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(ConfigError::Invalid {

@@ -336,8 +336,8 @@ where
     }
 }
 
-/// One connection's task: its TLS handshake, hyper's connection, and the deadlines its state
-/// says it passed. Lives as long as the connection, and holds its slot until then.
+/// One connection's task: its TLS handshake, its HTTP/1 or HTTP/2 connection, and the deadlines
+/// its state says it passed. Lives as long as the connection, and holds its slot until then.
 struct Connection {
     client: Client,
     state: Arc<ConnState>,
