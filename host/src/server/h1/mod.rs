@@ -76,6 +76,8 @@ where
     F: Future<Output = Response<Body>>,
 {
     let wire = Wire::new(io, BytesMut::new());
+    // Each response head is written here, reused rather than allocated a response.
+    let mut out = BytesMut::new();
     let mut request = 0u64;
     loop {
         let head = tokio::select! {
@@ -139,16 +141,12 @@ where
                 };
             drainable && state.closing().is_none()
         };
-        let kept = match write_response(
-            &wire,
-            resp,
-            Asked {
-                keep_alive: asked.keep_alive && keep,
-                ..asked
-            },
-        )
-        .await
-        {
+        let asked = Asked {
+            keep_alive: asked.keep_alive && keep,
+            ..asked
+        };
+        out.clear();
+        let kept = match write_response(&wire, &mut out, resp, asked).await {
             Ok(kept) => kept,
             Err(e) => {
                 tracing::debug!(client = %client, error = %e, "response not sent whole");
@@ -264,11 +262,14 @@ async fn write_all<const N: usize>(wire: &Shared, mut bufs: [IoSlice<'_>; N]) ->
 /// rest as it comes. Returns whether the connection can carry another request; an error when
 /// the client went away or the body failed (a body cut short cannot be told to the client
 /// other than by closing).
-async fn write_response(wire: &Shared, resp: Response<Body>, asked: Asked) -> io::Result<bool> {
+async fn write_response(
+    wire: &Shared,
+    head: &mut BytesMut,
+    resp: Response<Body>,
+    asked: Asked,
+) -> io::Result<bool> {
     let (mut parts, mut body) = resp.into_parts();
-    let mut head = BytesMut::new();
-    let (framing, keep_alive) =
-        response::encode_head(&mut head, &mut parts, &body.size_hint(), asked);
+    let (framing, keep_alive) = response::encode_head(head, &mut parts, &body.size_hint(), asked);
     if framing == response::Framing::None {
         // Dropped unread, as a HEAD's body is.
         write_all(wire, [IoSlice::new(&head)]).await?;
@@ -278,7 +279,7 @@ async fn write_response(wire: &Shared, resp: Response<Body>, asked: Asked) -> io
         response::Framing::Length(n) => Some(n),
         _ => None,
     };
-    let mut head = Some(head);
+    let mut head = Some(&head[..]);
     let mut trailers = None;
     loop {
         // The head goes alone when the first piece is not ready at once (a stream that begins
@@ -339,12 +340,12 @@ async fn write_response(wire: &Shared, resp: Response<Body>, asked: Asked) -> io
                     *left -= n as u64;
                 }
                 if framing == response::Framing::Chunked {
-                    let size = response::chunk_size(data.len());
+                    let size = response::ChunkSize::new(data.len());
                     write_all(
                         wire,
                         [
                             IoSlice::new(before),
-                            IoSlice::new(&size),
+                            IoSlice::new(size.as_bytes()),
                             IoSlice::new(&data),
                             IoSlice::new(b"\r\n"),
                         ],

@@ -7,6 +7,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+use smallvec::SmallVec;
 
 use crate::http1::Chunked;
 
@@ -96,34 +97,41 @@ pub fn parse(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Names are parsed now; the target and values become slices of the head's bytes once it
-    // is split off the buffer, without a copy each.
+    // The target and values become slices of the head's bytes once it is split off the
+    // buffer, without a copy each.
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
     let target = offset(parsed.path.unwrap_or_default().as_bytes());
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| Refused::Malformed("header name"))?;
-        fields.push((name, offset(h.value)));
-    }
+    // Where each field's name and value are, on the stack for the usual few dozen (a Vec of
+    // them was an allocation a request).
+    let count = parsed.headers.len();
+    let spans: SmallVec<[_; 32]> = parsed
+        .headers
+        .iter()
+        .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
+        .collect();
     let bytes = buf.split_to(len).freeze();
     let uri =
         Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| Refused::Malformed("target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, range) in fields {
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
+    for (name, range) in spans {
+        let name =
+            HeaderName::from_bytes(&bytes[name]).map_err(|_| Refused::Malformed("header name"))?;
+        seen.note(&name);
         headers.append(name, value(&bytes, range)?);
     }
-    let keep_alive = keeps_alive(version, &headers);
-    let body = framing(version, &mut headers)?;
+    let keep_alive = keeps_alive(version, &headers, seen);
+    let body = framing(version, &mut headers, seen)?;
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
     let expect_continue = version == Version::HTTP_11
+        && seen.expect
         && headers
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
@@ -134,6 +142,30 @@ pub fn parse(
         keep_alive,
         expect_continue,
     }))
+}
+
+/// Which of the fields that frame a request or its connection it has, noted as the fields are
+/// added, so a request without them (most) looks none up.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+    expect: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName) {
+        if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == CONTENT_LENGTH {
+            self.content_length = true;
+        } else if name == CONNECTION {
+            self.connection = true;
+        } else if name == EXPECT {
+            self.expect = true;
+        }
+    }
 }
 
 /// A field value as a slice of the head (httparse has already checked its bytes).
@@ -148,8 +180,8 @@ fn value(head: &Bytes, range: std::ops::Range<usize>) -> Result<HeaderValue, Ref
 /// The body's framing (RFC 9112 §6.3). `Transfer-Encoding` must end in `chunked` and is
 /// refused in HTTP/1.0; beside it, `Content-Length` is removed (§6.3 ¶3: the request is then
 /// the connection's last, which [`keeps_alive`] says); several lengths must agree.
-fn framing(version: Version, headers: &mut HeaderMap) -> Result<Framing, Refused> {
-    if headers.contains_key(TRANSFER_ENCODING) {
+fn framing(version: Version, headers: &mut HeaderMap, seen: Seen) -> Result<Framing, Refused> {
+    if seen.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(Refused::Malformed("Transfer-Encoding in HTTP/1.0"));
         }
@@ -167,6 +199,9 @@ fn framing(version: Version, headers: &mut HeaderMap) -> Result<Framing, Refused
         }
         headers.remove(CONTENT_LENGTH);
         return Ok(Framing::Chunked(Chunked::Size));
+    }
+    if !seen.content_length {
+        return Ok(Framing::Done);
     }
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
@@ -190,9 +225,12 @@ fn framing(version: Version, headers: &mut HeaderMap) -> Result<Framing, Refused
 /// Whether the client keeps the connection after this request (RFC 9112 §9.3): HTTP/1.1
 /// unless it says `close`, HTTP/1.0 only if it says `keep-alive`. A request that came with both
 /// framings never does (§6.3 ¶3).
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+fn keeps_alive(version: Version, headers: &HeaderMap, seen: Seen) -> bool {
+    if seen.transfer_encoding && seen.content_length {
         return false;
+    }
+    if !seen.connection {
+        return version != Version::HTTP_10;
     }
     let has = |token: &[u8]| {
         headers

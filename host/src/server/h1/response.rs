@@ -141,11 +141,32 @@ fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// The size line that opens a chunk of `len` bytes.
-pub fn chunk_size(len: usize) -> BytesMut {
-    let mut line = BytesMut::with_capacity(18);
-    line.put_slice(format!("{len:x}\r\n").as_bytes());
-    line
+/// The size line that opens a chunk, made on the stack.
+pub struct ChunkSize {
+    line: [u8; 18],
+    start: usize,
+}
+
+impl ChunkSize {
+    /// The line for a chunk of `len` bytes: its size in hex, CRLF.
+    pub fn new(len: usize) -> Self {
+        let mut line = [0u8; 18];
+        line[16..].copy_from_slice(b"\r\n");
+        let (mut start, mut n) = (16, len);
+        loop {
+            start -= 1;
+            line[start] = b"0123456789abcdef"[n & 15];
+            n >>= 4;
+            if n == 0 {
+                break Self { line, start };
+            }
+        }
+    }
+
+    /// The line's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.line[self.start..]
+    }
 }
 
 /// The last chunk of a chunked body, with those of `trailers` that the response's `Trailer`
@@ -194,4 +215,128 @@ thread_local! {
     static DATE_LINE: RefCell<DateLine> = const {
         RefCell::new(DateLine { second: 0, line: Vec::new() })
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(
+        status: u16,
+        size: SizeHint,
+        asked: Asked,
+        fields: &[(&str, &str)],
+    ) -> (String, Framing, bool) {
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = StatusCode::from_u16(status).unwrap();
+        for (k, v) in fields {
+            parts.headers.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let mut out = BytesMut::new();
+        let (framing, keep) = encode_head(&mut out, &mut parts, &size, asked);
+        (String::from_utf8(out.to_vec()).unwrap(), framing, keep)
+    }
+
+    const GET11: Asked = Asked {
+        head: false,
+        version: Version::HTTP_11,
+        keep_alive: true,
+    };
+
+    #[test]
+    fn the_framing_follows_what_is_known_of_the_body() {
+        let (text, framing, keep) = head(200, SizeHint::with_exact(5), GET11, &[]);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\r\n\r\n") && !text.contains("connection"),
+            "{text}"
+        );
+        assert_eq!((framing, keep), (Framing::Length(5), true));
+
+        let (text, framing, _) = head(
+            200,
+            SizeHint::default(),
+            GET11,
+            &[("transfer-encoding", "gzip")],
+        );
+        assert!(
+            text.contains("transfer-encoding: chunked\r\n") && !text.contains("gzip"),
+            "{text}"
+        );
+        assert_eq!(framing, Framing::Chunked);
+
+        // HTTP/1.0 and a body of unknown length: it ends with the connection.
+        let asked = Asked {
+            version: Version::HTTP_10,
+            ..GET11
+        };
+        let (text, framing, keep) = head(200, SizeHint::default(), asked, &[]);
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert_eq!((framing, keep), (Framing::UntilClose, false));
+
+        // HEAD: the GET's length, no body; 204: no length at all.
+        let asked = Asked {
+            head: true,
+            ..GET11
+        };
+        let (text, framing, _) = head(200, SizeHint::with_exact(7), asked, &[]);
+        assert!(text.contains("content-length: 7\r\n"), "{text}");
+        assert_eq!(framing, Framing::None);
+        let (text, framing, _) = head(
+            204,
+            SizeHint::with_exact(0),
+            GET11,
+            &[("content-length", "3")],
+        );
+        assert!(!text.contains("content-length"), "{text}");
+        assert_eq!(framing, Framing::None);
+
+        // A handler's `Connection: close` is kept to.
+        let (text, _, keep) = head(
+            200,
+            SizeHint::with_exact(0),
+            GET11,
+            &[("connection", "close")],
+        );
+        assert!(
+            !keep && text.matches("connection: close").count() == 1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_lines() {
+        for (n, line) in [
+            (0, "0"),
+            (1, "1"),
+            (255, "ff"),
+            (4096, "1000"),
+            (usize::MAX, "ffffffffffffffff"),
+        ] {
+            assert_eq!(
+                ChunkSize::new(n).as_bytes(),
+                format!("{line}\r\n").as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn only_declared_trailers_are_sent() {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRAILER, "x-sum".parse().unwrap());
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "42".parse().unwrap());
+        trailers.insert("x-secret", "1".parse().unwrap());
+        assert_eq!(
+            &last_chunk(&headers, Some(&trailers))[..],
+            b"0\r\nx-sum: 42\r\n\r\n"
+        );
+        assert_eq!(&last_chunk(&headers, None)[..], b"0\r\n\r\n");
+    }
 }
