@@ -3,12 +3,12 @@
 //! them, responses written with one `writev` for the head and the body's first piece. HTTP/2
 //! (prior knowledge or ALPN: both begin with its preface) goes to hyper.
 //!
-//! Written by hand rather than served by hyper's HTTP/1 connection for what that costs per
-//! request: hyper's dispatcher, its `Incoming` body channel and its buffered writes were 8,500
-//! instructions of a proxied request, and its read and write buffers a memcpy of every head
-//! (callgrind 2026-12, BENCHMARKS.md). This loop does only what plughost needs: keep-alive and
-//! pipelining, `100 Continue`, framing by RFC 9112 §6 with every ambiguous framing refused, and
-//! the limits of `max_header_bytes` and `max_headers`. The connection's deadlines stay with the
+//! Written by hand rather than served by hyper's HTTP/1 connection: without hyper's
+//! dispatcher, body channel and buffered writes between the socket and the pipeline, a request
+//! costs 3–4% fewer instructions (callgrind, BENCHMARKS.md "Serving design"). This loop does
+//! only what plughost needs: keep-alive and pipelining, `100 Continue`, framing by RFC 9112 §6
+//! with every ambiguous framing refused, and the limits of `max_header_bytes` and
+//! `max_headers`. The connection's deadlines stay with the
 //! listener's sweeper ([`super::conn`]).
 //!
 //! [`request`] reads a head, [`response`] writes one, [`wire`] is the socket both share with
