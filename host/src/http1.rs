@@ -1,8 +1,10 @@
 //! HTTP/1.1 framing that plughost's server ([`crate::server::h1`]) and its upstream client
-//! ([`crate::upstream::h1`]) share: where a head ends, and chunked bodies (RFC 9112 §7.1).
+//! ([`crate::upstream::h1`]) share: what the framing fields say, where a head ends, and
+//! chunked bodies (RFC 9112 §6, §7.1).
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
 /// The longest chunk-size line (size, extensions, CRLF): real ones are a few bytes.
 pub const MAX_CHUNK_LINE: usize = 4096;
@@ -16,6 +18,54 @@ const MAX_TRAILER_FIELDS: usize = 100;
 /// Chunked framing that cannot be read; says what is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed(pub &'static str);
+
+/// Whether the last coding `Transfer-Encoding` lists is `chunked` (RFC 9112 §6.3: else the
+/// body's end cannot be known from its framing).
+pub fn chunked_last(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .rfind(|c| !c.is_empty())
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The length `Content-Length` gives, `None` without one. Several values (fields or a list)
+/// must agree; anything but plain decimal digits is malformed.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malformed> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for n in value.as_bytes().split(|b| *b == b',') {
+            let n = n.trim_ascii();
+            let parsed = (!n.is_empty() && n.len() <= 19 && n.iter().all(u8::is_ascii_digit))
+                .then(|| n.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
+                .ok_or(Malformed("Content-Length"))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(Malformed("Content-Length values differ"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length)
+}
+
+/// Whether the sender keeps the connection after this message (RFC 9112 §9.3): HTTP/1.1
+/// unless `Connection` says `close`, HTTP/1.0 only if it says `keep-alive`.
+pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &[u8]| {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive")
+    } else {
+        !has(b"close")
+    }
+}
 
 /// Whether `buf` holds an empty line (the end of a head: LF LF, or LF CR LF) that ends past
 /// `scanned`, the part already searched.

@@ -2,15 +2,13 @@
 //! (prior knowledge in cleartext, or after ALPN `h2` over TLS) is handed here by the HTTP/1
 //! loop, with the bytes it has already read put back in front of the socket.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::io::Cursor;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, Join, ReadHalf, WriteHalf};
 
 use super::conn::Socket;
 
@@ -30,61 +28,12 @@ pub fn builder(max_header_bytes: usize) -> http2::Builder<TokioExecutor> {
     builder
 }
 
-/// A socket with bytes already read off it put back in front.
-pub struct Rewound {
-    read: Bytes,
-    io: Socket,
-}
+/// A socket whose reads begin with bytes already read off it.
+pub type Rewound =
+    TokioIo<Join<tokio::io::Chain<Cursor<Bytes>, ReadHalf<Socket>>, WriteHalf<Socket>>>;
 
-impl Rewound {
-    /// `io`, whose reads begin with `read`.
-    pub fn new(io: Socket, read: Bytes) -> Self {
-        Self { read, io }
-    }
-}
-
-impl AsyncRead for Rewound {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
-        }
-        let n = self.read.len().min(buf.remaining());
-        buf.put_slice(&self.read[..n]);
-        self.read.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Rewound {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+/// `io` with `read` put back in front of what it reads next.
+pub fn rewound(io: Socket, read: Bytes) -> Rewound {
+    let (reader, writer) = tokio::io::split(io);
+    TokioIo::new(tokio::io::join(Cursor::new(read).chain(reader), writer))
 }

@@ -26,7 +26,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -382,7 +382,7 @@ impl Connection {
             match h1::serve(io, &self.state, s.head, &self.client, s.https, &handler).await {
                 h1::Ended::Done => {}
                 h1::Ended::Closed(reason) => self.closed(reason),
-                h1::Ended::Http2(io, read) => self.http2(h2::Rewound::new(io, read), s).await,
+                h1::Ended::Http2(io, read) => self.http2(h2::rewound(io, read), s).await,
             }
         }
         self.tracker.close(&self.state);
@@ -404,7 +404,7 @@ impl Connection {
             self.client.clone(),
             serving.https,
         );
-        let conn = serving.h2.serve_connection(TokioIo::new(io), service);
+        let conn = serving.h2.serve_connection(io, service);
         tokio::pin!(conn);
         let result = tokio::select! {
             biased;

@@ -9,7 +9,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use smallvec::SmallVec;
 
-use crate::http1::Chunked;
+use crate::http1::{self, Chunked};
 
 /// Header slots kept on the stack; a larger `max_headers` takes them from the heap.
 const STACK_HEADERS: usize = 128;
@@ -185,13 +185,7 @@ fn framing(version: Version, headers: &mut HeaderMap, seen: Seen) -> Result<Fram
         if version == Version::HTTP_10 {
             return Err(Refused::Malformed("Transfer-Encoding in HTTP/1.0"));
         }
-        let chunked_last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|c| !c.is_empty())
-            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        let chunked_last = http1::chunked_last(headers);
         if !chunked_last {
             return Err(Refused::Malformed(
                 "Transfer-Encoding does not end in chunked",
@@ -203,28 +197,15 @@ fn framing(version: Version, headers: &mut HeaderMap, seen: Seen) -> Result<Fram
     if !seen.content_length {
         return Ok(Framing::Done);
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for n in value.as_bytes().split(|b| *b == b',') {
-            let n = n.trim_ascii();
-            let parsed = (!n.is_empty() && n.len() <= 19 && n.iter().all(u8::is_ascii_digit))
-                .then(|| n.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
-                .ok_or(Refused::Malformed("Content-Length"))?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(Refused::Malformed("Content-Length values differ"));
-            }
-            length = Some(parsed);
-        }
-    }
+    let length = http1::content_length(headers).map_err(|e| Refused::Malformed(e.0))?;
     Ok(match length {
         None | Some(0) => Framing::Done,
         Some(n) => Framing::Length(n),
     })
 }
 
-/// Whether the client keeps the connection after this request (RFC 9112 §9.3): HTTP/1.1
-/// unless it says `close`, HTTP/1.0 only if it says `keep-alive`. A request that came with both
-/// framings never does (§6.3 ¶3).
+/// Whether the client keeps the connection after this request ([`http1::keeps_alive`]); a
+/// request that came with both framings never does (§6.3 ¶3).
 fn keeps_alive(version: Version, headers: &HeaderMap, seen: Seen) -> bool {
     if seen.transfer_encoding && seen.content_length {
         return false;
@@ -232,16 +213,5 @@ fn keeps_alive(version: Version, headers: &HeaderMap, seen: Seen) -> bool {
     if !seen.connection {
         return version != Version::HTTP_10;
     }
-    let has = |token: &[u8]| {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
-    }
+    http1::keeps_alive(version, headers)
 }

@@ -5,11 +5,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::Error;
-use crate::http1::Chunked;
+use crate::http1::{self, Chunked};
 
 /// The largest response head read (status line, fields, and any interim 1xx heads before it).
 /// nginx's `proxy_buffer_size` is 4 or 8 KiB; hyper's read buffer grows to ~400 KiB.
@@ -117,7 +117,7 @@ pub(super) fn parse_head(
             headers.append(name, value);
         }
         let (body, reusable) = framing(head_request, status, &mut headers)?;
-        let keep_alive = reusable && keeps_alive(version, &headers);
+        let keep_alive = reusable && http1::keeps_alive(version, &headers);
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -140,13 +140,7 @@ pub(super) fn framing(
         return Ok((Framing::Done, true));
     }
     if headers.contains_key(TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|c| !c.is_empty())
-            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        let chunked = http1::chunked_last(headers);
         // Both framings at once may be an attempt to desynchronize the connection (§6.3 ¶3):
         // the body is read as chunked, its length is not passed on, and the connection is
         // not kept.
@@ -157,38 +151,10 @@ pub(super) fn framing(
             (Framing::UntilClose, false)
         });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for n in value.as_bytes().split(|b| *b == b',') {
-            let n = n.trim_ascii();
-            let parsed = (!n.is_empty() && n.len() <= 19 && n.iter().all(u8::is_ascii_digit))
-                .then(|| n.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
-                .ok_or(Error::Malformed("Content-Length"))?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(Error::Malformed("Content-Length values differ"));
-            }
-            length = Some(parsed);
-        }
-    }
+    let length = http1::content_length(headers)?;
     Ok(match length {
         Some(0) => (Framing::Done, true),
         Some(n) => (Framing::Length(n), true),
         None => (Framing::UntilClose, false),
     })
-}
-
-/// Whether the backend keeps the connection after this response (RFC 9112 §9.3).
-pub(super) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
-    }
 }
