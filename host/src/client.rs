@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::http1::Interim;
+
 /// A connection's client: its address, and that address as text. The text is written once
 /// per connection, when it is accepted, rather than for each request that logs it, hands it
 /// to a plugin (`client`) or forwards it (`X-Forwarded-For`): written for each use, even by
@@ -13,6 +15,8 @@ use std::sync::Arc;
 pub struct Client {
     addr: SocketAddr,
     text: Arc<str>,
+    /// Where interim responses to it go, when its connection can carry them (HTTP/1.1).
+    interim: Option<Interim>,
 }
 
 impl Client {
@@ -21,7 +25,21 @@ impl Client {
         Self {
             addr,
             text: addr.to_string().into(),
+            interim: None,
         }
+    }
+
+    /// The same client, whose interim responses go to `interim`.
+    pub fn with_interim(&self, interim: Interim) -> Self {
+        Self {
+            interim: Some(interim),
+            ..self.clone()
+        }
+    }
+
+    /// Where interim responses to it go, if anywhere.
+    pub fn interim(&self) -> Option<&Interim> {
+        self.interim.as_ref()
     }
 
     /// Its address.

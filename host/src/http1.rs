@@ -4,7 +4,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Version};
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 /// The longest chunk-size line (size, extensions, CRLF): real ones are a few bytes.
 pub const MAX_CHUNK_LINE: usize = 4096;
@@ -18,6 +20,23 @@ const MAX_TRAILER_FIELDS: usize = 100;
 /// Chunked framing that cannot be read; says what is wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed(pub &'static str);
+
+/// Where the interim (1xx) responses to a client's requests go: its HTTP/1.1 connection, which
+/// writes one only while the request it answers has no response begun.
+pub trait InterimSink: Send + Sync {
+    /// Sends an interim response with `fields`.
+    fn send(&self, status: StatusCode, fields: &HeaderMap);
+}
+
+/// A connection's [`InterimSink`], as a request's path hands it on.
+#[derive(Clone)]
+pub struct Interim(pub Arc<dyn InterimSink>);
+
+impl std::fmt::Debug for Interim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interim")
+    }
+}
 
 /// Whether the last coding `Transfer-Encoding` lists is `chunked` (RFC 9112 §6.3: else the
 /// body's end cannot be known from its framing).

@@ -12,6 +12,7 @@ use crate::body::{self, Body};
 use crate::cache::FromUpstream;
 use crate::client::Client;
 use crate::error::RequestError;
+use crate::http1::Interim;
 use crate::telemetry;
 use crate::upstream::{Pool, exchange, h1};
 
@@ -113,6 +114,8 @@ struct Outgoing {
     /// Our `traceparent` (and `tracestate`) when the request is traced: they replace the
     /// client's, so the backend's spans are children of the exchange's.
     trace: Vec<(HeaderName, HeaderValue)>,
+    /// Where the backend's `103 Early Hints` go: the client's connection, when it takes them.
+    interim: Option<Interim>,
 }
 
 impl Outgoing {
@@ -178,11 +181,16 @@ impl Outgoing {
             drop_forwarded: fwd.forwarded || !trusted,
             via,
             trace: Vec::new(),
+            interim: client.interim().cloned(),
         }
     }
 }
 
 impl h1::Rewrite for Outgoing {
+    fn interim(&self) -> Option<&Interim> {
+        self.interim.as_ref()
+    }
+
     fn drops(&self, name: &HeaderName) -> bool {
         hop_by_hop(name)
             || *name == X_FORWARDED_FOR

@@ -1,10 +1,11 @@
 //! The reverse proxy's kept-alive connections to a backend, against a raw-socket backend that
 //! counts the connections it accepts and closes them when a test says: reuse, a connection the
-//! backend closes while it is idle, `Connection: close`, a response the client stops reading.
+//! backend closes while it is idle, `Connection: close`, a response the client stops reading,
+//! `103 Early Hints`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use plughost_e2e::{Plughost, eventually};
 /// A backend speaking HTTP/1.1 by hand, so that when it closes a connection is up to the test.
 /// `/then-close` answers and closes without saying so (a keep-alive timeout that ran out just
 /// then); `/closed-if-kept` closes a connection it has answered on before without answering;
-/// `/conn-close` answers with `Connection: close`; `/big` sends 8 MiB; `/no-content`
+/// `/conn-close` answers with `Connection: close`; `/early-hints` sends a 103 and waits for
+/// the test before its 200; `/big` sends 8 MiB; `/no-content`
 /// is a 204, `/chunked` sends `ok` in two chunks, a HEAD gets a head; anything else answers
 /// `ok` and keeps the connection.
 struct RawBackend {
@@ -25,6 +27,10 @@ struct RawBackend {
 }
 
 const BIG: usize = 8 << 20;
+
+/// Set by the test once its client has `/early-hints`' interim response: only then does the
+/// backend send the final one.
+static EARLY_HINTS_SEEN: AtomicBool = AtomicBool::new(false);
 
 impl RawBackend {
     fn start() -> Self {
@@ -167,6 +173,26 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<(String, String)>>) {
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                 );
                 return;
+            }
+            "/early-hints" => {
+                let hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\
+                              X-Internal: secret\r\n\r\n";
+                if out.write_all(hints).is_err() {
+                    return;
+                }
+                // The final response only once the test has seen the hints.
+                for _ in 0..1000 {
+                    if EARLY_HINTS_SEEN.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if out
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    return;
+                }
             }
             "/big" => {
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
@@ -436,4 +462,62 @@ async fn an_answer_before_the_request_body_is_read_reaches_the_client() {
     .await
     .unwrap();
     assert_ok(&client, &server, "/b/keep").await;
+}
+
+/// Reads one response head, a byte at a time.
+fn read_head(conn: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A backend's `103 Early Hints` reaches an HTTP/1.1 client while the final response does not
+/// exist yet (the backend sends it only once the client has the hints), with its `Link`
+/// fields alone; an HTTP/1.0 client, which cannot take interim responses, gets the final
+/// response only.
+#[tokio::test(flavor = "multi_thread")]
+async fn early_hints_reach_the_client_before_the_response_exists() {
+    let (_backend, server, _) = proxied().await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(b"GET /b/early-hints HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let hints = read_head(&mut conn);
+        assert!(hints.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{hints}");
+        assert!(
+            hints.contains("link: </style.css>; rel=preload\r\n"),
+            "{hints}"
+        );
+        assert!(
+            !hints.to_ascii_lowercase().contains("x-internal"),
+            "{hints}"
+        );
+        EARLY_HINTS_SEEN.store(true, Ordering::SeqCst);
+        let head = read_head(&mut conn);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let mut body = [0u8; 2];
+        conn.read_exact(&mut body).unwrap();
+        assert_eq!(&body, b"ok");
+
+        let mut old = TcpStream::connect(addr).unwrap();
+        old.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        old.write_all(b"GET /b/early-hints HTTP/1.0\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut all = Vec::new();
+        old.read_to_end(&mut all).unwrap();
+        let all = String::from_utf8_lossy(&all);
+        assert!(
+            all.starts_with("HTTP/1.1 200 OK\r\n") && all.ends_with("ok"),
+            "{all}"
+        );
+        assert!(!all.contains("103"), "{all}");
+    })
+    .await
+    .unwrap();
 }

@@ -31,6 +31,7 @@ use http_body::Body as _;
 use super::conn::{Close, ConnState, Socket};
 use crate::body::Body;
 use crate::client::Client;
+use crate::http1::Interim;
 use crate::http1::has_blank_line;
 use request::{Framing, Head, Refused};
 use response::Asked;
@@ -76,6 +77,7 @@ where
     F: Future<Output = Response<Body>>,
 {
     let wire = Wire::new(io, BytesMut::new());
+    let client = &client.with_interim(Interim(Arc::new(wire::ToClient(Arc::downgrade(&wire)))));
     // Each response head is written here, reused rather than allocated a response.
     let mut out = BytesMut::new();
     let mut request = 0u64;
@@ -118,7 +120,8 @@ where
             keep_alive,
         };
         let mut req = Request::from_parts(parts, wire::Body::new(&wire, request, &body));
-        wire.lock().begin(request, body, expect_continue);
+        let interim = asked.version == http::Version::HTTP_11;
+        wire.lock().begin(request, body, expect_continue, interim);
         if https {
             req.extensions_mut().insert(crate::proxy::Https);
         }
@@ -130,7 +133,7 @@ where
             // is dropped wherever it is.
             () = hung_up(&wire, limits.bytes) => break,
         };
-        let keep = {
+        let (keep, pending) = {
             let mut w = wire.lock();
             let undecided = w.responding();
             let drainable = !undecided
@@ -139,8 +142,11 @@ where
                     Framing::Length(n) => n <= DRAIN_MAX,
                     Framing::Chunked(_) | Framing::Broken => false,
                 };
-            drainable && state.closing().is_none()
+            (drainable && state.closing().is_none(), w.take_pending())
         };
+        if !pending.is_empty() && write_all(&wire, [IoSlice::new(&pending)]).await.is_err() {
+            break;
+        }
         let asked = Asked {
             keep_alive: asked.keep_alive && keep,
             ..asked

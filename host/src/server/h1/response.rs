@@ -119,6 +119,21 @@ pub fn encode_head(
     (framing, keep_alive)
 }
 
+/// The head of an interim response: `status`, `fields`, nothing else.
+pub fn interim(status: StatusCode, fields: &HeaderMap) -> BytesMut {
+    let mut out = BytesMut::with_capacity(64 + fields.len() * 64);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in fields {
+        field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.put_slice(b"\r\n");
+    out
+}
+
 /// A head refusing a request plughost could not read: `status`, no body, and the connection
 /// closed after it.
 pub fn refusal(status: StatusCode) -> BytesMut {

@@ -16,11 +16,12 @@ use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 
 use super::request::Framing;
-use crate::http1::Decoded;
+use crate::http1::{Decoded, InterimSink};
 use crate::server::conn::Socket;
 
-/// How much the read buffer grows by when it needs room.
-const READ_CHUNK: usize = 16 * 1024;
+/// How much the read buffer grows by when it needs room: 8 KiB, hyper's first read buffer,
+/// since every idle keep-alive connection holds one (10,000 of them: 80 MiB).
+const READ_CHUNK: usize = 8 * 1024;
 
 /// What a client is sent when it asked to be told to go on with its body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -37,6 +38,10 @@ pub struct Wire {
     /// Bytes of `100 Continue` written, while it is owed (the client asked, and neither its
     /// body nor the response has begun).
     continue_owed: Option<usize>,
+    /// The current request may still be sent interim responses (HTTP/1.1, no response begun).
+    interim_open: bool,
+    /// Interim responses not yet written whole, written before the response.
+    pending: BytesMut,
 }
 
 /// A [`Wire`] as both sides hold it.
@@ -69,6 +74,8 @@ impl Wire {
             body: Framing::Done,
             request: 0,
             continue_owed: None,
+            interim_open: false,
+            pending: BytesMut::new(),
         }))
     }
 
@@ -78,9 +85,11 @@ impl Wire {
         Some((wire.io, wire.buf))
     }
 
-    /// Begins request number `request`, whose body is framed as `body`.
-    pub fn begin(&mut self, request: u64, body: Framing, expect_continue: bool) {
+    /// Begins request number `request`, whose body is framed as `body`; `interim`: its client
+    /// may be sent interim responses (an HTTP/1.1 client).
+    pub fn begin(&mut self, request: u64, body: Framing, expect_continue: bool, interim: bool) {
         self.request = request;
+        self.interim_open = interim;
         self.continue_owed = (expect_continue && !matches!(body, Framing::Done)).then_some(0);
         self.body = body;
     }
@@ -89,7 +98,41 @@ impl Wire {
     /// was still waiting for it, so may or may not send its body: the connection cannot be
     /// read on unambiguously.
     pub fn responding(&mut self) -> bool {
-        self.continue_owed.take().is_some() && !matches!(self.body, Framing::Done)
+        self.interim_open = false;
+        let owed = self.continue_owed.take();
+        if let Some(sent) = owed.filter(|sent| *sent > 0) {
+            // Begun: the rest goes out before the response.
+            self.pending.extend_from_slice(&CONTINUE[sent..]);
+        }
+        owed.is_some() && !matches!(self.body, Framing::Done)
+    }
+
+    /// Interim responses that must go out before the response, taken.
+    pub fn take_pending(&mut self) -> BytesMut {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Writes an interim response now if the socket takes it at once (it is empty while a
+    /// request waits for its response), else keeps the rest for before the response. Dropped
+    /// once the response has begun, or for an HTTP/1.0 client.
+    fn send_interim(&mut self, status: http::StatusCode, fields: &http::HeaderMap) {
+        if !self.interim_open {
+            return;
+        }
+        let head = super::response::interim(status, fields);
+        let mut written = 0;
+        // Never in the middle of a `100 Continue` or behind what is already waiting.
+        if self.pending.is_empty() && !self.continue_owed.is_some_and(|sent| sent > 0) {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            while written < head.len() {
+                match Pin::new(&mut self.io).poll_write(&mut cx, &head[written..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => written += n,
+                    _ => break,
+                }
+            }
+            let _ = Pin::new(&mut self.io).poll_flush(&mut cx);
+        }
+        self.pending.extend_from_slice(&head[written..]);
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at the end of the stream.
@@ -190,6 +233,17 @@ impl Wire {
             self.continue_owed = Some(sent + n);
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Where a connection's interim responses go: its wire, while the connection lives.
+pub struct ToClient(pub std::sync::Weak<Mutex<Wire>>);
+
+impl InterimSink for ToClient {
+    fn send(&self, status: http::StatusCode, fields: &http::HeaderMap) {
+        if let Some(wire) = self.0.upgrade() {
+            wire.lock().send_interim(status, fields);
+        }
     }
 }
 

@@ -114,7 +114,7 @@ impl Conn {
                     Poll::Pending => {}
                 }
             }
-            self.poll_head(cx, head.head_request)
+            self.poll_head(cx, head)
         })
         .await;
         match result {
@@ -137,12 +137,9 @@ impl Conn {
         }
     }
 
-    /// Reads until a final response head has arrived; interim (1xx) ones are dropped.
-    fn poll_head(
-        &mut self,
-        cx: &mut Context<'_>,
-        head_request: bool,
-    ) -> Poll<Result<Response, Error>> {
+    /// Reads until a final response head has arrived; interim (1xx) ones are dropped, but for
+    /// `103 Early Hints`, passed on where `head` says.
+    fn poll_head(&mut self, cx: &mut Context<'_>, head: &Head) -> Poll<Result<Response, Error>> {
         loop {
             // Parsed when its first bytes come (what is not HTTP is refused at once), then
             // only once a blank line has come: a head may come in many pieces, and parsing it
@@ -150,7 +147,9 @@ impl Conn {
             let first = self.scanned == 0 && !self.buf.is_empty();
             if first || has_blank_line(&self.buf, self.scanned) {
                 self.scanned = 0;
-                if let Some(resp) = parse_head(&mut self.buf, head_request)? {
+                if let Some(resp) =
+                    parse_head(&mut self.buf, head.head_request, head.interim.as_ref())?
+                {
                     return Poll::Ready(Ok(resp));
                 }
             }

@@ -36,7 +36,7 @@ mod tests {
     use crate::http1::Decoded;
 
     fn parse(text: &[u8]) -> Result<Option<Response>, Error> {
-        parse_head(&mut BytesMut::from(text), false)
+        parse_head(&mut BytesMut::from(text), false, None)
     }
 
     #[test]
@@ -44,7 +44,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\nX-Empty:\r\n\r\nhello"[..],
         );
-        let resp = parse_head(&mut buf, false).unwrap().unwrap();
+        let resp = parse_head(&mut buf, false, None).unwrap().unwrap();
         assert_eq!(resp.parts.status, StatusCode::OK);
         assert_eq!(resp.parts.headers.get_all("x-a").iter().count(), 2);
         assert_eq!(resp.parts.headers["x-empty"], "");
@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112_section_6_3() {
         let frame = |head: &[u8], head_request| {
-            parse_head(&mut BytesMut::from(head), head_request).map(|r| {
+            parse_head(&mut BytesMut::from(head), head_request, None).map(|r| {
                 r.map(|r| {
                     (
                         r.body,
@@ -158,7 +158,7 @@ mod tests {
             n > 0
         };
         let resp = loop {
-            match parse_head(&mut buf, false) {
+            match parse_head(&mut buf, false, None) {
                 Err(e) => return Some(Err(e)),
                 Ok(Some(resp)) => break resp,
                 Ok(None) if !take(&mut buf, &mut rest, piece()) => return None,

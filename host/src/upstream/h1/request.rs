@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body::Body as _;
 
 use crate::body::Body;
+use crate::http1::Interim;
 
 /// How a request's body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct Head {
     pub(super) sends: Sends,
     /// A response to HEAD has no body, whatever its `Content-Length` says.
     pub(super) head_request: bool,
+    /// Where the backend's `103 Early Hints` go, when they go anywhere.
+    pub(super) interim: Option<Interim>,
 }
 
 /// Changes to a request's own fields on their way out (the reverse proxy's forwarding headers).
@@ -34,6 +37,10 @@ pub trait Rewrite: Sync {
     fn drops(&self, name: &HeaderName) -> bool;
     /// Writes the fields that follow the request's own.
     fn add(&self, out: &mut Fields<'_>);
+    /// Where the backend's `103 Early Hints` are passed on to, if anywhere.
+    fn interim(&self) -> Option<&Interim> {
+        None
+    }
 }
 
 /// Where a [`Rewrite`] writes its fields. Their values must come from `HeaderValue`s or be
@@ -109,6 +116,7 @@ impl Head {
             bytes: out.freeze(),
             sends,
             head_request: *method == Method::HEAD,
+            interim: rewrite.and_then(|r| r.interim().cloned()),
         })
     }
 }

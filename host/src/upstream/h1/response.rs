@@ -5,11 +5,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, LINK, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::Error;
-use crate::http1::{self, Chunked};
+use crate::http1::{self, Chunked, Interim};
 
 /// The largest response head read (status line, fields, and any interim 1xx heads before it).
 /// nginx's `proxy_buffer_size` is 4 or 8 KiB; hyper's read buffer grows to ~400 KiB.
@@ -65,6 +65,7 @@ impl Framing {
 pub(super) fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
+    interim: Option<&Interim>,
 ) -> Result<Option<Response>, Error> {
     loop {
         // Uninitialized, as hyper has them: zeroing 100 slots cost more than parsing a head.
@@ -86,7 +87,21 @@ pub(super) fn parse_head(
             ));
         }
         if (100..200).contains(&code) {
-            // Interim responses (100 Continue, 103 Early Hints) are not forwarded.
+            // `103 Early Hints` goes on to the client with its `Link` fields, the ones it is
+            // for (RFC 8297); other interim responses (100 Continue) are this hop's.
+            if code == 103
+                && let Some(interim) = interim
+            {
+                let links: HeaderMap = parsed
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("link"))
+                    .filter_map(|h| Some((LINK, HeaderValue::from_bytes(h.value).ok()?)))
+                    .collect();
+                if !links.is_empty() {
+                    interim.0.send(StatusCode::EARLY_HINTS, &links);
+                }
+            }
             buf.advance(len);
             continue;
         }
