@@ -277,7 +277,7 @@ impl ConnState {
     /// Bytes arrived: with no request in progress on an HTTP/1 connection that has served
     /// one, they begin its next head. (Before the first request the limit from accept is the
     /// earlier one.)
-    fn bytes_arrived(&self) {
+    pub fn bytes_arrived(&self) {
         if self.head_since.load(Ordering::Relaxed) == 0
             && self.active.load(Ordering::Relaxed) == 0
             && self.served.load(Ordering::Relaxed) > 0

@@ -98,9 +98,9 @@ where
             }
             Err(refused) => {
                 tracing::debug!(client = %client, status = refused.status().as_u16(), reason = ?refused, "request head refused");
-                let out = response::refusal(refused.status());
+                let refusal = response::refusal(refused.status());
                 tokio::select! {
-                    _ = write_all(&wire, [IoSlice::new(&out)]) => {}
+                    _ = write_all(&wire, [IoSlice::new(&refusal)]) => {}
                     _ = state.closed() => {}
                 }
                 break;
@@ -169,6 +169,11 @@ where
         };
         if !drained {
             break;
+        }
+        // Bytes of the next head read ahead while this request ran start its deadline now,
+        // as bytes arriving between requests do.
+        if !wire.lock().buf.is_empty() {
+            state.bytes_arrived();
         }
     }
     // Best effort: TLS's close_notify, the TCP FIN after what was written.
