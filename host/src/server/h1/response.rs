@@ -74,11 +74,7 @@ pub fn encode_head(
     let keep_alive = asked.keep_alive && !says_close && framing != Framing::UntilClose;
 
     out.reserve(128 + headers.len() * 32);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
+    status_line(out, status);
     for (name, value) in headers.iter() {
         if name == CONNECTION && !keep_alive {
             // Replaced by `close` below.
@@ -122,11 +118,7 @@ pub fn encode_head(
 /// The head of an interim response: `status`, `fields`, nothing else.
 pub fn interim(status: StatusCode, fields: &HeaderMap) -> BytesMut {
     let mut out = BytesMut::with_capacity(64 + fields.len() * 64);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
+    status_line(&mut out, status);
     for (name, value) in fields {
         field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -147,6 +139,16 @@ pub fn refusal(status: StatusCode) -> BytesMut {
     };
     encode_head(&mut out, &mut parts, &SizeHint::with_exact(0), asked);
     out
+}
+
+/// `HTTP/1.1 <code> <reason>` and its line end: plughost answers as HTTP/1.1 whatever the
+/// client's version (RFC 9110 §6.2).
+fn status_line(out: &mut BytesMut, status: StatusCode) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
