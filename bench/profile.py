@@ -8,10 +8,12 @@ target/profiling/plughost; the release one is stripped) runs under callgrind; af
 requests are sent, and the counts are dumped. Printed: instructions per request (all threads:
 workers, the log thread, the epoch ticker) and plughost's own functions by inclusive cost.
 
-The `proxy` path (round robin over two origins, keep-alive, cache bypassed by `no-store`) is
-also measured for Debian's nginx doing the same proxying (`nginx-proxy`: one process,
-`master_process off; daemon off;`, keep-alive upstream connections, a buffered access log),
-the reference issue 17 sets.
+Each of the `proxy`, `route` and `cache-hit` paths is also measured for the reference issue 33
+sets for it, serving the same request: Debian's nginx proxying to the same two origins
+(`nginx-proxy`, one process, `master_process off; daemon off;`, keep-alive upstream
+connections, a buffered access log), nginx's `return 200` with a body as long as plughost's page
+(`nginx-return`) and bench's bare hyper hello on one tokio thread (`hyper-hello`, built by
+`cargo build --release -p plughost-bench`).
 
 With PROFILE_TRACE_RATIO=R every path runs with `[tracing]` on, sampling R of new traces
 (exported to a closed port: the cost of making and queueing spans, not of a collector's
@@ -105,14 +107,17 @@ def start_origin():
 
 
 def requests(addr, n, path="/", headers=None):
+    """Sends n keep-alive requests; returns the last response's body."""
     host, port = addr.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    body = b""
     for _ in range(n):
         conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
-        resp.read()
+        body = resp.read()
         assert resp.status == 200, resp.status
     conn.close()
+    return body
 
 
 def profile(binary, wasm, out_dir, name, n):
@@ -138,7 +143,7 @@ def profile(binary, wasm, out_dir, name, n):
             break
     if addr is None:
         sys.exit(f"profile: plughost ({name}) did not start under valgrind")
-    requests(addr, 200, target, headers)
+    body = requests(addr, 200, target, headers)
     subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
                    capture_output=True)
     requests(addr, n, target, headers)
@@ -160,12 +165,14 @@ def profile(binary, wasm, out_dir, name, n):
         m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+\S*?:?(plughost::\S+)", line)
         if m and "{{closure}}" not in m.group(3):
             own.append((int(m.group(1).replace(",", "")), m.group(3)))
-    return total / n, own
+    return total / n, own, body
 
 
 ORIGIN_ADDR = ""
 SECOND_ADDR = ""
 
+# nginx as the references issues 17 and 33 set: one process (`master_process off; daemon off;`),
+# a buffered access log; LOCATION is what it does with every request.
 NGINX_CONF = """master_process off;
 daemon off;
 worker_processes 1;
@@ -177,29 +184,49 @@ http {{
     upstream origin {{ server {origin}; server {second}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
+        location / {{ {location} }}
     }}
 }}
 """
 
+# Reference servers doing what a plughost path does, named `REFERENCE-for-PATH`:
+# name: (plughost path it is compared with, nginx `location` body or None for bare hyper).
+REFERENCES = {
+    "nginx-proxy": ("proxy", 'proxy_pass http://origin; proxy_http_version 1.1; '
+                             'proxy_set_header Connection "";'),
+    # The same length of body as plughost's default route answers with.
+    "nginx-return": ("route", 'default_type "text/plain; charset=utf-8"; return 200 "BODY";'),
+    # bench/src/hyper_hello.rs on one tokio thread: the floor a hyper server sets for the hit.
+    "hyper-hello": ("cache-hit", None),
+}
 
-def profile_nginx(out_dir, n):
-    """Instructions per request of nginx proxying the same path to the same two origins."""
+
+def free_port():
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = os.path.join(out_dir, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(out=out_dir, origin=ORIGIN_ADDR, second=SECOND_ADDR, port=port))
-    dump = os.path.join(out_dir, "callgrind.nginx-proxy.out")
+        return s.getsockname()[1]
+
+
+def profile_reference(out_dir, name, hyper_hello, body, n):
+    """Instructions per request of reference `name` serving its plughost path's request."""
+    import socket
+    path, location = REFERENCES[name]
+    target = PATHS[path][1]
+    port = free_port()
+    if location is None:
+        argv = [hyper_hello, f"127.0.0.1:{port}"]
+    else:
+        conf = os.path.join(out_dir, f"{name}.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(out=out_dir, origin=ORIGIN_ADDR, second=SECOND_ADDR,
+                                      port=port, location=location.replace("BODY", body)))
+        argv = ["nginx", "-c", conf, "-p", out_dir]
+    dump = os.path.join(out_dir, f"callgrind.{name}.out")
     proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", "nginx", "-c", conf,
-         "-p", out_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", *argv],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "TOKIO_WORKER_THREADS": "1"})
     addr = f"127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -208,9 +235,8 @@ def profile_nginx(out_dir, n):
             break
         except OSError:
             if time.time() > deadline:
-                sys.exit("profile: nginx did not start under valgrind")
+                sys.exit(f"profile: {name} did not start under valgrind")
             time.sleep(0.2)
-    target = PATHS["proxy"][1]
     requests(addr, 200, target)
     subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True, capture_output=True)
     requests(addr, n, target)
@@ -220,7 +246,7 @@ def profile_nginx(out_dir, n):
     proc.terminate()
     proc.wait()
     part = os.path.join(out_dir, sorted(
-        f for f in os.listdir(out_dir) if f.startswith("callgrind.nginx-proxy.out."))[0])
+        f for f in os.listdir(out_dir) if f.startswith(f"callgrind.{name}.out."))[0])
     with open(part) as f:
         total = next(int(l.split()[1]) for l in f if l.startswith(("summary:", "totals:")))
     return total / n
@@ -235,10 +261,11 @@ def main():
     global ORIGIN_ADDR, SECOND_ADDR
     ORIGIN_ADDR = start_origin()
     SECOND_ADDR = start_origin()
+    bodies = {}
     for name in PATHS:
         if only and name not in only.split(","):
             continue
-        per_request, own = profile(binary, wasm, out_dir, name, n)
+        per_request, own, bodies[name] = profile(binary, wasm, out_dir, name, n)
         if os.environ.get("PROFILE_SUMMARY"):
             print(f"{name}\t{per_request:.0f}")
             continue
@@ -257,10 +284,23 @@ def main():
                 break
         print()
 
-    if not only or "nginx-proxy" in only.split(","):
-        print(f"### nginx-proxy: {profile_nginx(out_dir, n):,.0f} instructions per request "
-              f"(callgrind, {n} keep-alive requests, the same origins)\n")
-
+    # The references, for the paths profiled (or named in PROFILE_PATHS themselves).
+    hyper_hello = os.path.join(os.path.dirname(os.path.abspath(binary)), "..", "release",
+                               "hyper-hello")
+    # nginx answers with as many bytes as plughost's page (100 when the route was not profiled).
+    body = "x" * len(bodies.get("route", bodies.get("cache-hit", b"x" * 100)))
+    for name, (path, location) in REFERENCES.items():
+        if only and name not in only.split(",") and path not in only.split(","):
+            continue
+        if location is None and not os.path.exists(hyper_hello):
+            print(f"### {name}: skipped, build it with cargo build --release -p plughost-bench\n")
+            continue
+        per_request = profile_reference(out_dir, name, hyper_hello, body, n)
+        if os.environ.get("PROFILE_SUMMARY"):
+            print(f"{name}\t{per_request:.0f}")
+            continue
+        print(f"### {name}: {per_request:,.0f} instructions per request "
+              f"(callgrind, {n} keep-alive requests, the {path} path's request)\n")
 
 if __name__ == "__main__":
     main()
