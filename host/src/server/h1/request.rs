@@ -118,11 +118,13 @@ pub fn parse(
         Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| Refused::Malformed("target"))?;
     let mut headers = HeaderMap::with_capacity(count);
     let mut seen = Seen::default();
-    for (name, range) in spans {
-        let name =
-            HeaderName::from_bytes(&bytes[name]).map_err(|_| Refused::Malformed("header name"))?;
+    // By reference: iterating the SmallVec by value moved all of its inline slots (1.5 KiB)
+    // into the iterator first, a memcpy of ~120 instructions a request (callgrind).
+    for (name, range) in &spans {
+        let name = HeaderName::from_bytes(&bytes[name.clone()])
+            .map_err(|_| Refused::Malformed("header name"))?;
         seen.note(&name);
-        headers.append(name, value(&bytes, range)?);
+        headers.append(name, value(&bytes, range.clone())?);
     }
     let keep_alive = keeps_alive(version, &headers, seen);
     let body = framing(version, &mut headers, seen)?;
