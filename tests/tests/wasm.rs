@@ -331,6 +331,32 @@ async fn hostile_plugins_fail_alone_and_are_counted() {
     assert_no_leaks(&server, 10.0).await;
 }
 
+/// With one worker thread serving every connection, a wasm call spinning until its deadline
+/// does not hold up the worker's other connections: the call yields to the worker's event
+/// loop at each epoch tick, so other requests are answered while it still runs.
+#[tokio::test]
+async fn a_spinning_call_does_not_stall_the_other_connections_of_its_worker() {
+    let config =
+        "workers = 1\n".to_owned() + &hostile("loop", "mode = \"loop\"", "timeout = \"3s\"");
+    let server = Plughost::start(&config);
+    let spinning = tokio::spawn(reqwest::get(server.url("/loop")));
+    server
+        .metric_reaches("plughost_inflight_requests", 1.0)
+        .await;
+    for path in ["/", "/_debug/sleep?ms=1", "/"] {
+        assert_eq!(get(&server, path).await.0, 200, "{path}");
+    }
+    assert!(
+        !spinning.is_finished(),
+        "the spinning call ended before the other requests were answered"
+    );
+    assert_eq!(spinning.await.unwrap().unwrap().status(), 500);
+    assert_eq!(
+        plugin_errors(&server.metrics_text().await, "loop", "timeout"),
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn on_error_continue_lets_the_request_through() {
     let config = entry(
