@@ -47,8 +47,8 @@ pub fn check(file: &Path, cache: Option<PathBuf>) -> anyhow::Result<CheckReport>
     let compile = started.elapsed();
     let ty = component.component_type();
     let names = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_owned).collect::<Vec<_>>();
-    let exports = names(&mut ty.exports(runtime.engine()).map(|(n, _)| n));
-    let imports = names(&mut ty.imports(runtime.engine()).map(|(n, _)| n));
+    let exports = names(&mut ty.exports(component.engine()).map(|(n, _)| n));
+    let imports = names(&mut ty.imports(component.engine()).map(|(n, _)| n));
     let world = runtime.world(&component);
     let kind = runtime
         .prepare(&component, kind_of(world), true)?

@@ -53,6 +53,17 @@ pub trait Capability {
         get: Getter<T, Self::Instance>,
     ) -> wasmtime::Result<()>;
 
+    /// Adds its WASI 0.3 imports, which need the component model's async ABI, to the linker
+    /// of the engine that runs 0.3 components (beside what [`Capability::link`] adds there
+    /// too). Most capabilities have none.
+    fn link_p3<T: WasiView + WasiHttpView + Send + 'static>(
+        linker: &mut Linker<T>,
+        get: Getter<T, Self::Instance>,
+    ) -> wasmtime::Result<()> {
+        let _ = (linker, get);
+        Ok(())
+    }
+
     /// Its backend for `config`, counted in `registry`; `own` are plughost's listeners.
     fn backend(
         config: &Config,

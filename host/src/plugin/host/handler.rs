@@ -57,7 +57,15 @@ impl Capability for NextHop {
     type Grants = u32;
     type Instance = Hops;
 
+    /// The next hop is a WASI 0.3 import only.
     fn link<T: WasiView + WasiHttpView + Send + 'static>(
+        _: &mut Linker<T>,
+        _: Getter<T, Hops>,
+    ) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    fn link_p3<T: WasiView + WasiHttpView + Send + 'static>(
         linker: &mut Linker<T>,
         get: Getter<T, Hops>,
     ) -> wasmtime::Result<()> {

@@ -35,8 +35,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::config::{Config, PluginConfig};
-use capability::Scoped;
 pub use capability::{Capability, CapabilityError};
+use capability::{Getter, Scoped};
 use log::GuestOutput;
 pub use log::{PluginLog, StderrTail};
 
@@ -102,14 +102,23 @@ macro_rules! capabilities {
             }
         }
 
-        /// Adds WASI and every capability to `linker`, once per engine.
-        pub fn link_all(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+        /// Adds WASI and every capability to `linker`, once per engine; with `p3`, their
+        /// WASI 0.3 imports too (for the engine with the component model's concurrency).
+        pub fn link_all(linker: &mut Linker<State>, p3: bool) -> wasmtime::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
-            wasmtime_wasi::p3::add_to_linker(linker)?;
-            $(<$cap as Capability>::link(linker, |s: &mut State| Scoped {
-                table: &mut s.table,
-                instance: &mut s.caps.$name,
-            })?;)*
+            if p3 {
+                wasmtime_wasi::p3::add_to_linker(linker)?;
+            }
+            $(
+                let get: Getter<State, _> = |s| Scoped {
+                    table: &mut s.table,
+                    instance: &mut s.caps.$name,
+                };
+                <$cap as Capability>::link(linker, get)?;
+                if p3 {
+                    <$cap as Capability>::link_p3(linker, get)?;
+                }
+            )*
             Ok(())
         }
     };

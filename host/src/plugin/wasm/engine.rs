@@ -1,7 +1,8 @@
-//! The one wasmtime `Engine` every plugin runs on (pooling allocator, epoch interruption,
-//! async calls), its epoch ticker, the linker with WASI and the host capabilities, and the
-//! compilation of components: once per file and engine, cached on disk, checked against the
-//! world their `kind` needs.
+//! The wasmtime engines plugins run on (pooling allocator, epoch interruption, async calls):
+//! one for plughost:plugin and wasi:http 0.2 components, one with the component model's
+//! concurrency for WASI 0.3 ones; their epoch ticker, their linkers with WASI and the host
+//! capabilities, and the compilation of components: once per file and engine, cached on
+//! disk, checked against the world their `kind` needs.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -38,18 +39,17 @@ pub const TICK: Duration = Duration::from_millis(1);
 /// return megabytes.
 pub(super) const ERROR_MESSAGE_MAX: usize = 1024;
 
-/// The shared engine and linker. Cheap to clone.
+/// One engine and the linker of the imports it offers.
 #[derive(Clone)]
-pub struct Runtime {
+struct Flavor {
     engine: Engine,
     linker: Arc<Linker<State>>,
-    cache_dir: Option<PathBuf>,
 }
 
-impl Runtime {
-    /// Creates the engine (pooling allocator, epoch interruption, async calls), links WASI and
-    /// the host interface, and starts the epoch ticker.
-    pub fn new(cache_dir: Option<PathBuf>, max_instances: u32) -> anyhow::Result<Self> {
+impl Flavor {
+    /// An engine (pooling allocator, epoch interruption, async calls) with `concurrency` (the
+    /// component model's async ABI, which WASI 0.3 needs) or without, and its linker.
+    fn new(max_instances: u32, concurrency: bool) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         // Slots for every live instance (pools of all plugins) plus those being replaced.
         let instances = max_instances.max(16) * 2;
@@ -73,7 +73,8 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             // Copy-on-write memory images: a fresh instance maps, not copies, its data.
             .memory_init_cow(true)
-            .wasm_component_model(true);
+            .wasm_component_model(true)
+            .concurrency_support(concurrency);
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
             // The pool reserves its whole address space up front (hundreds of GiB, virtual);
@@ -86,11 +87,48 @@ impl Runtime {
             }
         };
         let mut linker = Linker::new(&engine);
-        crate::plugin::host::link_all(&mut linker).map_err(wasm_err)?;
-        spawn_ticker(&engine);
+        crate::plugin::host::link_all(&mut linker, concurrency).map_err(wasm_err)?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+        })
+    }
+
+    /// The compiled-cache file name of a component whose bytes hash to `digest`, on this
+    /// engine (its compatibility hash is part of the name).
+    fn cache_key(&self, digest: &[u8; 32]) -> String {
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}-{:016x}.cwasm", engine.finish())
+    }
+}
+
+/// The engines plugins run on, their linkers and the compiled-component cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    /// plughost:plugin and wasi:http 0.2 components. Without the component model's
+    /// concurrency support wasmtime runs a call straight on the store's fiber; with it, every
+    /// call goes through its task machinery, which cost a filter call ~8,000 instructions
+    /// (callgrind: one filter on a cache hit 45,341 -> 37,402).
+    plain: Flavor,
+    /// WASI 0.3 components (`wasi:http` services and middleware), which need that support.
+    concurrent: Flavor,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// Creates both engines, links WASI and the host interfaces into each, and starts the
+    /// epoch ticker.
+    pub fn new(cache_dir: Option<PathBuf>, max_instances: u32) -> anyhow::Result<Self> {
+        let plain = Flavor::new(max_instances, false)?;
+        let concurrent = Flavor::new(max_instances, true)?;
+        spawn_ticker([&plain.engine, &concurrent.engine]);
+        Ok(Self {
+            plain,
+            concurrent,
             cache_dir,
         })
     }
@@ -103,29 +141,18 @@ impl Runtime {
         self.compile_bytes(&bytes, &Sha256::digest(&bytes).into())
     }
 
-    /// [`Runtime::compile`] of a file already read, whose SHA-256 the caller has.
+    /// [`Runtime::compile`] of a file already read, whose SHA-256 the caller has. A WASI 0.3
+    /// component is compiled for the engine with concurrency support: the plain engine refuses
+    /// it (its streams and async functions need that support) or, should one validate there,
+    /// its world says so.
     pub fn compile_bytes(
         &self,
         bytes: &[u8],
         digest: &[u8; 32],
     ) -> Result<(Component, bool), PluginError> {
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|dir| dir.join(self.cache_key(digest)));
-        if let Some(path) = &cached
-            && path.exists()
-            && cache_entry_trusted(path)
-        {
-            // SAFETY: the artifact was written by `Component::serialize` of an engine with the
-            // same compatibility hash (it is part of the key); it and its directory are owned
-            // by this user (or root) and writable by nobody else (checked just above), so only
-            // plughost's user could have put it there; wasmtime checks its header again.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "compiled cache entry unusable; recompiling")
-                }
+        for flavor in [&self.plain, &self.concurrent] {
+            if let Some(component) = self.cached(flavor, digest) {
+                return Ok((component, true));
             }
         }
         // A core module (`\0asm`, version 1) is a common first mistake: say how to make it a
@@ -139,41 +166,52 @@ impl Runtime {
                     .into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Load(format!("not a valid component: {}", root(&e))))?;
-        if let Some(path) = &cached
-            && let Err(e) = write_cache(path, &component)
+        let (flavor, component) = match Component::new(&self.plain.engine, bytes) {
+            Ok(c) if !self.world(&c).is_p3() => (&self.plain, c),
+            _ => (
+                &self.concurrent,
+                Component::new(&self.concurrent.engine, bytes).map_err(|e| {
+                    PluginError::Load(format!("not a valid component: {}", root(&e)))
+                })?,
+            ),
+        };
+        if let Some(dir) = &self.cache_dir
+            && let path = dir.join(flavor.cache_key(digest))
+            && let Err(e) = write_cache(&path, &component)
         {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled cache");
         }
         Ok((component, false))
     }
 
-    fn cache_key(&self, digest: &[u8; 32]) -> String {
-        let mut engine = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{hex}-{:016x}.cwasm", engine.finish())
-    }
-
-    /// The engine every plugin is compiled for.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The component compiled for `flavor` from the cache, if it holds one it may load.
+    fn cached(&self, flavor: &Flavor, digest: &[u8; 32]) -> Option<Component> {
+        let path = self.cache_dir.as_ref()?.join(flavor.cache_key(digest));
+        if !path.exists() || !cache_entry_trusted(&path) {
+            return None;
+        }
+        // SAFETY: the artifact was written by `Component::serialize` of an engine with the
+        // same compatibility hash (it is part of the key); it and its directory are owned
+        // by this user (or root) and writable by nobody else (checked just above), so only
+        // plughost's user could have put it there; wasmtime checks its header again.
+        match unsafe { Component::deserialize_file(&flavor.engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compiled cache entry unusable; recompiling");
+                None
+            }
+        }
     }
 
     /// Which world `component` implements, from its exports (and, for a 0.3 middleware, its
     /// import of the next hop).
     pub fn world(&self, component: &Component) -> World {
         let ty = component.component_type();
-        let exports = |prefix: &str| {
-            ty.exports(&self.engine)
-                .any(|(name, _)| name.starts_with(prefix))
-        };
+        let engine = component.engine();
+        let exports = |prefix: &str| ty.exports(engine).any(|(name, _)| name.starts_with(prefix));
         if exports(HANDLER_03) {
             if ty
-                .imports(&self.engine)
+                .imports(engine)
                 .any(|(name, _)| name.starts_with(HANDLER_03))
             {
                 return World::Middleware;
@@ -204,13 +242,19 @@ impl Runtime {
         if let Some(why) = world.refusal(kind) {
             return Err(PluginError::Load(why.into()));
         }
-        if !wasi_p3 && matches!(world, World::Service | World::Middleware) {
+        if !wasi_p3 && world.is_p3() {
             return Err(PluginError::Load(format!(
                 "it is {}, a WASI 0.3 component, and this server has `wasi_p3 = false`: set `wasi_p3 = true` (the default) to run it, or build it for wasi:http 0.2",
                 world.name()
             )));
         }
-        let pre = self
+        // The linker of the engine it was compiled for.
+        let flavor = if Engine::same(component.engine(), &self.plain.engine) {
+            &self.plain
+        } else {
+            &self.concurrent
+        };
+        let pre = flavor
             .linker
             .instantiate_pre(component)
             .map_err(|e| PluginError::Load(format!("cannot link it: {}", chain(&e))))?;
@@ -254,6 +298,11 @@ pub enum World {
 }
 
 impl World {
+    /// A WASI 0.3 world, which runs on the engine with the component model's concurrency.
+    fn is_p3(self) -> bool {
+        matches!(self, Self::Service | Self::Middleware)
+    }
+
     /// Its name, as `plugin check` prints it.
     pub fn name(self) -> &'static str {
         match self {
@@ -393,14 +442,22 @@ pub(super) fn chain(e: &wasmtime::Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn spawn_ticker(engine: &Engine) {
-    let weak = engine.weak();
+/// Ticks the epoch of each of `engines` every [`TICK`] while it lives (the plugins compiled
+/// for it hold it; the other may be long gone), until none does.
+fn spawn_ticker(engines: [&Engine; 2]) {
+    let weak = engines.map(Engine::weak);
     std::thread::Builder::new()
         .name("plughost-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            loop {
+                let mut alive = false;
+                for engine in weak.iter().filter_map(|w| w.upgrade()) {
+                    engine.increment_epoch();
+                    alive = true;
+                }
+                if !alive {
+                    break;
+                }
                 std::thread::sleep(TICK);
             }
         })

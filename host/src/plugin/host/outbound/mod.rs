@@ -85,8 +85,14 @@ impl Capability for OutboundHttp {
         linker: &mut Linker<T>,
         _: Getter<T, Instance>,
     ) -> wasmtime::Result<()> {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-        // 0.3's `client.send` reaches the same hooks, so the same allow-list.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    }
+
+    /// 0.3's `wasi:http/client`: its `send` reaches the same hooks, so the same allow-list.
+    fn link_p3<T: WasiView + WasiHttpView + Send + 'static>(
+        linker: &mut Linker<T>,
+        _: Getter<T, Instance>,
+    ) -> wasmtime::Result<()> {
         wasmtime_wasi_http::p3::add_to_linker(linker)
     }
 
