@@ -210,10 +210,12 @@ async fn next_head(wire: &Shared, limits: HeadLimits, first: bool) -> Result<Nex
             // Parsed when its first bytes come (what is not HTTP is refused at once), then
             // only once a blank line has come: a head may come a byte at a time, and parsing
             // it again from its start for each would cost the square of its length.
-            if !preface && !w.buf.is_empty() && (scanned == 0 || has_blank_line(&w.buf, scanned)) {
-                if let Some(head) = request::parse(&mut w.buf, limits.bytes, limits.fields)? {
-                    return Poll::Ready(Ok(Next::Head(head)));
-                }
+            if !preface
+                && !w.buf.is_empty()
+                && (scanned == 0 || has_blank_line(&w.buf, scanned))
+                && let Some(head) = request::parse(&mut w.buf, limits.bytes, limits.fields)?
+            {
+                return Poll::Ready(Ok(Next::Head(head)));
             }
             scanned = w.buf.len();
             if w.buf.len() >= limits.bytes {
@@ -283,7 +285,7 @@ async fn write_response(
     let (framing, keep_alive) = response::encode_head(head, &mut parts, &body.size_hint(), asked);
     if framing == response::Framing::None {
         // Dropped unread, as a HEAD's body is.
-        write_all(wire, [IoSlice::new(&head)]).await?;
+        write_all(wire, [IoSlice::new(head)]).await?;
         return Ok(keep_alive);
     }
     let mut left = match framing {
@@ -309,7 +311,7 @@ async fn write_response(
             }
             None => poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await,
         };
-        let before: &[u8] = head.as_deref().unwrap_or_default();
+        let before: &[u8] = head.unwrap_or_default();
         match frame {
             None => {
                 let end = match framing {

@@ -122,7 +122,7 @@ impl Wire {
         let head = super::response::interim(status, fields);
         let mut written = 0;
         // Never in the middle of a `100 Continue` or behind what is already waiting.
-        if self.pending.is_empty() && !self.continue_owed.is_some_and(|sent| sent > 0) {
+        if self.pending.is_empty() && self.continue_owed.is_none_or(|sent| sent == 0) {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             while written < head.len() {
                 match Pin::new(&mut self.io).poll_write(&mut cx, &head[written..]) {
