@@ -478,6 +478,14 @@ fn print_check(file: &std::path::Path, r: &authoring::CheckReport) {
         println!("  {i}");
     }
     println!("world: {}", r.world.name());
+    println!(
+        "calls: {}",
+        if r.concurrent {
+            "through wasmtime's task machinery (the component model's concurrency, which WASI 0.3 needs; each call costs more)"
+        } else {
+            "straight into the instance (no component-model concurrency)"
+        }
+    );
     match r.kind {
         PluginKind::WasiHttp => {
             println!("kind: wasi-http (a wasi:http service: route it with [[routes]])")

@@ -29,6 +29,15 @@ fn check_reports_exports_imports_size_and_compile_time() {
     assert!(out.contains("KiB)") && out.contains("compile: "), "{out}");
     // A plughost:plugin component can be either kind: check never calls a filter a responder.
     assert!(out.contains("kind: filter or responder"), "{out}");
+    // Its calls skip the machinery only WASI 0.3 components need, ~8,000 instructions a call.
+    assert!(out.contains("calls: straight into the instance"), "{out}");
+    let (code, out, err) = cli(&["plugin", "check", &path("p3_hello")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("world: wasi:http/service@0.3"), "{out}");
+    assert!(
+        out.contains("calls: through wasmtime's task machinery"),
+        "{out}"
+    );
     assert!(out.ends_with("ok: plughost would load it\n"), "{out}");
     // componentize-py's extra `exports` instance is set apart from the plugin's exports.
     let python = plughost_e2e::python_plugin("describe")

@@ -32,6 +32,9 @@ pub struct CheckReport {
     /// The kind it loads as: `responder` (or `filter`) for a plughost:plugin component,
     /// `wasi-http` for a standard wasi:http/proxy one.
     pub kind: PluginKind,
+    /// It runs on the engine with the component model's concurrency (WASI 0.3 needs it),
+    /// where each call costs more.
+    pub concurrent: bool,
 }
 
 /// Compiles and links `file` as the server would, without running it, with the server's
@@ -60,6 +63,7 @@ pub fn check(file: &Path, cache: Option<PathBuf>) -> anyhow::Result<CheckReport>
         imports,
         world,
         kind,
+        concurrent: component.engine().get_concurrency_support(),
     })
 }
 

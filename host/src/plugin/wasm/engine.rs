@@ -141,19 +141,25 @@ impl Runtime {
         self.compile_bytes(&bytes, &Sha256::digest(&bytes).into())
     }
 
-    /// [`Runtime::compile`] of a file already read, whose SHA-256 the caller has. A WASI 0.3
-    /// component is compiled for the engine with concurrency support: the plain engine refuses
-    /// it (its streams and async functions need that support) or, should one validate there,
-    /// its world says so.
+    /// [`Runtime::compile`] of a file already read, whose SHA-256 the caller has. A component
+    /// runs on the plain engine unless that engine refuses it (a WASI 0.3 component's streams
+    /// and async functions need the component model's concurrency) or its world is 0.3.
     pub fn compile_bytes(
         &self,
         bytes: &[u8],
         digest: &[u8; 32],
     ) -> Result<(Component, bool), PluginError> {
-        for flavor in [&self.plain, &self.concurrent] {
-            if let Some(component) = self.cached(flavor, digest) {
-                return Ok((component, true));
-            }
+        if let Some(component) = self.cached(&self.plain, digest) {
+            return Ok((component, true));
+        }
+        // An entry compiled for the other engine is used for a 0.3 component, or for one the
+        // plain engine refuses; any other (one cached before plughost had a plain engine) is
+        // compiled for the plain engine, where its calls cost less.
+        let concurrent = self.cached(&self.concurrent, digest);
+        if let Some(component) = &concurrent
+            && self.world(component).is_p3()
+        {
+            return Ok((component.clone(), true));
         }
         // A core module (`\0asm`, version 1) is a common first mistake: say how to make it a
         // component rather than wasmtime's "expected component" parse error.
@@ -166,22 +172,29 @@ impl Runtime {
                     .into(),
             ));
         }
-        let (flavor, component) = match Component::new(&self.plain.engine, bytes) {
-            Ok(c) if !self.world(&c).is_p3() => (&self.plain, c),
-            _ => (
-                &self.concurrent,
-                Component::new(&self.concurrent.engine, bytes).map_err(|e| {
-                    PluginError::Load(format!("not a valid component: {}", root(&e)))
-                })?,
-            ),
-        };
+        if let Ok(component) = Component::new(&self.plain.engine, bytes)
+            && !self.world(&component).is_p3()
+        {
+            self.store_in_cache(&self.plain, digest, &component);
+            return Ok((component, false));
+        }
+        if let Some(component) = concurrent {
+            return Ok((component, true));
+        }
+        let component = Component::new(&self.concurrent.engine, bytes)
+            .map_err(|e| PluginError::Load(format!("not a valid component: {}", root(&e))))?;
+        self.store_in_cache(&self.concurrent, digest, &component);
+        Ok((component, false))
+    }
+
+    /// Keeps `component`, compiled for `flavor`, in the cache (when there is one).
+    fn store_in_cache(&self, flavor: &Flavor, digest: &[u8; 32], component: &Component) {
         if let Some(dir) = &self.cache_dir
             && let path = dir.join(flavor.cache_key(digest))
-            && let Err(e) = write_cache(&path, &component)
+            && let Err(e) = write_cache(&path, component)
         {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled cache");
         }
-        Ok((component, false))
     }
 
     /// The component compiled for `flavor` from the cache, if it holds one it may load.
