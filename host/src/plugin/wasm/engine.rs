@@ -112,7 +112,7 @@ pub struct Runtime {
     /// plughost:plugin and wasi:http 0.2 components. Without the component model's
     /// concurrency support wasmtime runs a call straight on the store's fiber; with it, every
     /// call goes through its task machinery, which cost a filter call ~8,000 instructions
-    /// (callgrind: one filter on a cache hit 45,341 -> 37,402).
+    /// (callgrind: one filter on a cache hit 45,548 -> 37,484).
     plain: Flavor,
     /// WASI 0.3 components (`wasi:http` services and middleware), which need that support.
     concurrent: Flavor,
